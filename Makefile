@@ -1,0 +1,34 @@
+# Everything runs inside a local virtual environment that these targets create or refresh on demand.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch: a bare `torch` requirement would pull several GB of CUDA packages on a CPU machine.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv test demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev,roscoe]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+demo: venv
+	$(VENV)/bin/segloss demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv
+	$(PY) benchmarks/bench_losses.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,63 @@
+"""The `segloss` command line: one entry point, thin subcommands that call plain functions.
+
+Each subcommand lives in `segloss.commands.<name>` and exposes two functions:
+
+* ``add_arguments(parser: argparse.ArgumentParser) -> None`` — declares its flags;
+* ``run(args: argparse.Namespace) -> int`` — does the work (exit code).
+
+Modules are imported lazily so that ``segloss --help`` stays fast and a broken optional command cannot break the
+others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from segloss import __version__
+
+# name -> one-line help. The module is segloss.commands.<name>.
+COMMANDS: dict[str, str] = {
+    "losses": "Show the available losses and evaluate them on a toy batch.",
+    "data": "Show examples and statistics of the datasets.",
+    "train": "Fine-tune a causal LM with a combined segmentation objective.",
+    "eval": "Generate answers and score them.",
+    "grid": "Run a grid of train+eval cells into an SQLite store.",
+    "report": "Write the paper-style report of a grid store.",
+    "demo": "The embedded default: the whole method on a laptop CPU in minutes.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segloss", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"segloss {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        # Parsers are declared lazily: only the chosen command's module is imported.
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"segloss.commands.{name}")
+    sub = argparse.ArgumentParser(prog=f"segloss {name}", description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # User errors: a clear message, no traceback.
+        print(f"segloss {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
