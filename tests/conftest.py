@@ -1,0 +1,35 @@
+"""Shared fixtures. Nothing here downloads: the hub is switched off for the whole test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+# Texts that cover the formats the datasets produce, so the tiny tokenizer knows every character it will meet.
+TOKENIZER_TEXTS = [
+    "Question: Tom has 3 apples and buys 4 more. How many apples does he have?\nAnswer: <<3+4=7>> #### 7",
+    "Problem: a train travels 120 km in 2 hours , what is its speed ?\nAnswer: <<divide(n0,n1)>> #### 60",
+    "Question: The sun is responsible for\nA. pups\nB. kids\nC. flowers\nD. plants\nContext: the sun\nAnswer: D",
+    "0123456789 +-*/=<>()#.,:;?!$%'\" abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+] * 4
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A seeded generator: every test that draws random tensors is reproducible."""
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny randomly initialised Llama + trained BPE tokenizer (no pad token), saved with save_pretrained."""
+    from segloss.models import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"), TOKENIZER_TEXTS, vocab_size=300)
