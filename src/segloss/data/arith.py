@@ -1,0 +1,158 @@
+"""arith: a seeded generator of multi-step arithmetic word problems with GSM8K-format answers.
+
+Each problem starts with a quantity and applies 1–4 operations (+ − × ÷, every intermediate result a
+non-negative integer ≤ ``max_value``), told with varied templates, names and items, optionally with distractor
+sentences whose numbers play no part. The answer is exactly the GSM8K formula format::
+
+    Question: Mia has 12 marbles. Leo has 7 stickers. She buys 5 more marbles. Then she gets 3 times as many
+    marbles as she had. How many marbles does Mia have now?
+    Answer: <<12+5=17>> <<17*3=51>> #### 51
+
+Usage (no path: the data is synthetic)::
+
+    load_examples("arith", "train", seed=42, n_train=2000, max_steps=2)
+    segloss data show arith -n 3 --option max_steps=4 --option distractors=2
+
+Options (every one is a knob of ``load_examples("arith", split, **options)``):
+
+* ``n_train`` / ``n_validation`` / ``n_test`` (2000 / 200 / 200): split sizes.
+* ``min_steps`` / ``max_steps`` (1 / 3): number of operations per problem, drawn uniformly in between (1–4).
+* ``max_value`` (100): bound on the start value, every operand and every intermediate result.
+* ``max_factor`` (5): largest multiplier of a × step and largest divisor of a ÷ step (÷ always divides exactly).
+* ``ops`` ("+-*/"): the operations allowed; any non-empty subset of ``+ - * /``.
+* ``distractors`` (1): each problem gets between 0 and this many irrelevant number sentences.
+
+Determinism and disjointness: split ``s`` is drawn from ``random.Random(stable_seed("arith", seed, s))`` — the
+same in every process. Splits are generated in the order test, validation, train, each skipping any problem text
+already drawn, so the three splits are disjoint and a split's content does not depend on the sizes of the splits
+generated after it (changing ``n_train`` leaves test and validation unchanged). Problems are distinct within a split.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, ClassVar
+
+from segloss.data.base import DatasetBuilder, Example, register, stable_seed
+
+_NAMES = [("Mia", "she"), ("Leo", "he"), ("Ana", "she"), ("Sam", "he"), ("Zoe", "she"), ("Max", "he"),
+          ("Ivy", "she"), ("Tom", "he"), ("Eva", "she"), ("Ben", "he"), ("Lily", "she"), ("Omar", "he")]
+_ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cards", "shells", "stamps", "cookies",
+          "balloons", "rocks"]
+_START = ["{name} has {a} {item}.", "{name} collects {a} {item}.", "There are {a} {item} in {name}'s box.",
+          "{name} starts the day with {a} {item}."]
+_STEPS = {
+    "+": ["{Pron} buys {b} more {item}.", "{Friend} gives {obj} {b} more {item}.",
+          "Then {pron} finds {b} more {item}.", "{Pron} wins {b} {item} in a game."],
+    "-": ["{Pron} gives {b} {item} to {friend}.", "{Pron} loses {b} of the {item}.", "Then {pron} sells {b} {item}.",
+          "{Friend} takes {b} {item} from {obj}."],
+    "*": ["Then {pron} gets {b} times as many {item} as {pron} had.", "The number of {item} grows {b} times.",
+          "{Pron} multiplies the {item} by {b}."],
+    "/": ["{Pron} splits the {item} equally into {b} bags and keeps one bag.",
+          "{Pron} shares the {item} equally among {b} friends, {obj_self} included, and keeps one share.",
+          "Then {pron} keeps only one of {b} equal piles of {item}."],
+}
+_QUESTIONS = ["How many {item} does {name} have now?", "How many {item} does {name} end up with?",
+              "How many {item} are left with {name}?"]
+_DISTRACTORS = ["{friend} has {x} {other}.", "{friend} also owns {x} {other}.", "The shop sells {x} {other} a day.",
+                "{name} is {x} years old."]
+
+
+def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor: int) -> int | None:
+    """A random operand for ``value op b`` with an integer result in [0, max_value], or None if there is none."""
+    if op == "+":
+        return rng.randint(1, max_value - value) if value < max_value else None
+    if op == "-":
+        return rng.randint(1, value - 1) if value > 1 else None
+    if op == "*":
+        top = min(max_factor, max_value // max(value, 1))
+        return rng.randint(2, top) if top >= 2 and value > 0 else None
+    divisors = [d for d in range(2, min(value - 1, max_factor) + 1) if value % d == 0]
+    return rng.choice(divisors) if divisors else None
+
+
+def generate_problem(rng: random.Random, *, min_steps: int, max_steps: int, max_value: int, max_factor: int,
+                     ops: str, distractors: int) -> tuple[str, str]:
+    """One (question, answer) pair; the answer is ``<<a+b=c>> <<c*d=e>> #### e``."""
+    name, pron = rng.choice(_NAMES)
+    friend = rng.choice([n for n, _ in _NAMES if n != name])
+    item = rng.choice(_ITEMS)
+    words = {"name": name, "pron": pron, "Pron": pron.capitalize(), "obj": "him" if pron == "he" else "her",
+             "obj_self": "himself" if pron == "he" else "herself", "friend": friend, "Friend": friend, "item": item}
+    value = rng.randint(2, max_value)
+    sentences = [rng.choice(_START).format(a=value, **words)]
+    formulas = []
+    for _ in range(rng.randint(min_steps, max_steps)):
+        choices = [(op, b) for op in ops if (b := _operand(rng, op, value, max_value, max_factor)) is not None]
+        op, b = rng.choice(choices)  # "-" is feasible whenever value > 1; value 0/1 still allows "+" or "*"
+        result = {"+": value + b, "-": value - b, "*": value * b, "/": value // max(b, 1)}[op]
+        formulas.append(f"<<{value}{op}{b}={result}>>")
+        sentences.append(rng.choice(_STEPS[op]).format(b=b, **words))
+        value = result
+    for _ in range(rng.randint(0, distractors)):
+        other = rng.choice([i for i in _ITEMS if i != item])
+        text = rng.choice(_DISTRACTORS).format(x=rng.randint(2, max_value), other=other, **words)
+        sentences.insert(rng.randint(1, len(sentences)), text)  # never before the opening sentence
+    sentences.append(rng.choice(_QUESTIONS).format(**words))
+    return " ".join(sentences), " ".join(formulas) + f" #### {value}"
+
+
+@register
+class ArithBuilder(DatasetBuilder):
+    name = "arith"
+    default_options: ClassVar[dict[str, Any]] = {
+        "n_train": 2000, "n_validation": 200, "n_test": 200, "min_steps": 1, "max_steps": 3,
+        "max_value": 100, "max_factor": 5, "ops": "+-*/", "distractors": 1}
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        o = self.options
+        for key in ("n_train", "n_validation", "n_test", "distractors", "min_steps", "max_steps"):
+            if not isinstance(o[key], int) or o[key] < 0:
+                raise ValueError(f"arith: option {key} must be a non-negative integer, got {o[key]!r}")
+        if not 1 <= o["min_steps"] <= o["max_steps"] <= 4:
+            raise ValueError(f"arith: need 1 <= min_steps <= max_steps <= 4, got {o['min_steps']}..{o['max_steps']}")
+        if not isinstance(o["max_value"], int) or o["max_value"] < 10:
+            raise ValueError(f"arith: option max_value must be an integer >= 10, got {o['max_value']!r}")
+        if not isinstance(o["max_factor"], int) or o["max_factor"] < 2:
+            raise ValueError(f"arith: option max_factor must be an integer >= 2, got {o['max_factor']!r}")
+        o["ops"] = "".join(o["ops"]) if not isinstance(o["ops"], str) else o["ops"]
+        if not o["ops"] or set(o["ops"]) - set("+-*/"):
+            raise ValueError(f"arith: option ops must be a non-empty subset of '+-*/', got {o['ops']!r}")
+
+    def split_records(self, split: str, path: str | Path | None, seed: int) -> list[dict[str, Any]]:
+        if path is not None:
+            raise ValueError("arith is synthetic and takes no --path; size it with --option n_train=… instead")
+        self.source = f"arith(seed={seed})"
+        seen: set[str] = set()
+        for name in ("test", "validation", "train"):
+            records = self._generate(name, seed, seen)
+            if name == split:
+                return records
+        raise AssertionError(split)  # canonical_split() only lets the three names through
+
+    def _generate(self, split: str, seed: int, seen: set[str]) -> list[dict[str, Any]]:
+        o = self.options
+        n = o[f"n_{split}"]
+        rng = random.Random(stable_seed("arith", seed, split))
+        knobs = {k: o[k] for k in ("min_steps", "max_steps", "max_value", "max_factor", "ops", "distractors")}
+        records: list[dict[str, Any]] = []
+        attempts = 0
+        while len(records) < n:
+            attempts += 1
+            if attempts > 50 * n + 1000:
+                raise ValueError(f"arith: could not draw {n} distinct {split} problems with these options; "
+                                 "raise max_value or max_steps, or lower the split sizes")
+            try:
+                question, answer = generate_problem(rng, **knobs)
+            except IndexError:  # no feasible operation (only * and / allowed and the value is stuck)
+                continue
+            if question not in seen:
+                seen.add(question)
+                records.append({"question": question, "answer": answer})
+        return records
+
+    def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
+        return Example(id=f"arith-{split}-{index}", prompt=f"Question: {record['question']}\nAnswer: ",
+                       answer=record["answer"])

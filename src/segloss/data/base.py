@@ -1,0 +1,288 @@
+"""The shared base of every dataset: records → :class:`Example` (prompt, answer) → tokenized features.
+
+A dataset is one :class:`DatasetBuilder` subclass in its own module that only maps a raw record to an
+:class:`Example` (``to_example``). Everything else lives here, once:
+
+* **Sources**, in this order: a local ``path`` the user gives (a split file, or a directory holding the files as the
+  authors distribute them: ``.jsonl``, ``.json`` arrays or ``.parquet``), else the Hugging Face hub id through
+  ``datasets.load_dataset`` when online.
+* **Splits** are ``train``/``validation``/``test`` (``dev`` and ``val`` are aliases of ``validation``). A builder
+  with ``derive_validation`` takes a seeded 10 % of train as validation when no validation file exists, and train
+  is then the other 90 % (no leakage).
+* **Tokenization** (:func:`tokenize_examples`): prompt and answer are tokenized separately, so the answer's token
+  boundary is exact. The prompt gets the tokenizer's special tokens (e.g. BOS), the answer none, and EOS is appended
+  to the answer. ``labels`` is every real token (BOS included: after the trainer's causal shift position 0 is never
+  a target, so it costs nothing), ``answer_labels`` only the answer tokens and EOS; both are **not shifted**. The
+  prompt is truncated from the left (BOS kept); an example whose answer (with BOS and one prompt token) does not fit
+  in ``max_length`` is dropped and counted in :class:`TokenizeStats`, never silently.
+* **Padding**: :class:`DataCollator` pads on the right for training (``labels``/``answer_labels`` with -100,
+  ``attention_mask`` with 0); :func:`encode_prompts` pads on the left for generation. A tokenizer without a pad
+  token pads with EOS (as the paper does); the caller's tokenizer is never modified (see :func:`pad_token_id`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+IGNORE_INDEX = -100
+
+#: Generation budget per dataset (new tokens): long enough for a full chain of formulas, a letter for QA.
+MAX_NEW_TOKENS: dict[str, int] = {"gsm8k": 256, "mathqa": 256, "arith": 96, "openbookqa": 8, "hellaswag": 8}
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
+                  "val": "validation", "test": "test"}
+_EXTENSIONS = (".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One (prompt, answer) pair. ``choices``/``label`` are set for multiple-choice sets (label = right index)."""
+
+    id: str
+    prompt: str
+    answer: str
+    choices: tuple[str, ...] = ()
+    label: int | None = None
+
+
+def canonical_split(split: str) -> str:
+    """``dev``/``val`` → ``validation``; unknown names raise ``ValueError`` listing the valid ones."""
+    key = split.strip().lower()
+    if key not in _SPLIT_ALIASES:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)} (aliases: dev, val)")
+    return _SPLIT_ALIASES[key]
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from ``parts`` that is the same in every process (unlike ``hash``)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+# --------------------------------------------------------------------------------------------------- raw files
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg}); fix or remove that line") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records of one raw file: jsonl (one object per line), a JSON array (pretty-printed or not), or parquet."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        return read_jsonl(path)  # a .json file that is really jsonl
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); the file must be one JSON array") from err
+    bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
+    if bad:
+        raise ValueError(f"{path}: element {bad[0]} of the JSON array is not an object")
+    return records
+
+
+def require(record: dict[str, Any], name: str, dataset: str, where: str) -> Any:
+    """``record[name]``, or a ``ValueError`` that names the field, the dataset and where the record is."""
+    value = record
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value or value[part] is None:
+            present = ", ".join(sorted(record)) or "none"
+            raise ValueError(f"{dataset}: {where} is missing field {name!r} (fields present: {present}); "
+                             f"is this the right file for {dataset}?")
+        value = value[part]
+    return value
+
+
+def letters(n: int) -> str:
+    return "ABCDEFGHIJ"[:n]
+
+
+def format_choices(choices: Sequence[str]) -> str:
+    """``A. …\\nB. …`` — the multiple-choice block of the QA prompts."""
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(letters(len(choices)), choices, strict=True))
+
+
+# --------------------------------------------------------------------------------------------------- builders
+class DatasetBuilder:
+    """Maps raw records of one dataset to :class:`Example`; subclasses set the class attributes and ``to_example``.
+
+    ``split_files`` maps a split to file-name stems searched (in order) under a directory ``path`` with the
+    extensions ``.jsonl``/``.json``/``.parquet``; ``hub_splits`` maps a split to the hub's split name. After
+    :meth:`load`, ``skipped`` counts the records that ``to_example`` rejected (returned ``None``) and
+    ``skip_reasons`` says why.
+    """
+
+    name: ClassVar[str] = ""
+    multiple_choice: ClassVar[bool] = False
+    hub_id: ClassVar[str | None] = None
+    hub_config: ClassVar[str | None] = None
+    split_files: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("train",), "validation": ("validation", "dev", "val"), "test": ("test",)}
+    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
+    derive_validation: ClassVar[bool] = False
+    #: Options accepted by ``__init__`` with their defaults (``load_examples(name, split, **options)``).
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.default_options))
+        if unknown:
+            valid = ", ".join(sorted(self.default_options)) or "none"
+            raise ValueError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
+        self.options = {**self.default_options, **options}
+        self.skipped = 0
+        self.skip_reasons: Counter[str] = Counter()
+        self.source = ""
+
+    # Subclasses implement this one method.
+    def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
+        raise NotImplementedError
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skip_reasons[reason] += 1
+
+    def load(self, split: str, path: str | Path | None = None, *, limit: int | None = None,
+             seed: int = 42) -> list[Example]:
+        """The examples of ``split`` in file order (the first ``limit`` when given)."""
+        split = canonical_split(split)
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive number of examples, got {limit}")
+        self.skipped, self.skip_reasons = 0, Counter()
+        records = self.split_records(split, path, seed)
+        examples = []
+        for index, record in enumerate(records):
+            example = self.to_example(record, index, split, f"record {index} of {self.source}")
+            if example is not None:
+                examples.append(example)
+        if not examples:
+            reason = f" ({self.skipped} records skipped: {dict(self.skip_reasons)})" if self.skipped else ""
+            raise ValueError(f"{self.name}: split {split!r} from {self.source} is empty{reason}; "
+                             "check the file or pick another --split")
+        return examples[:limit] if limit is not None else examples
+
+    # ---------------------------------------------------------------- where the records come from
+    def split_records(self, split: str, path: str | Path | None, seed: int) -> list[dict[str, Any]]:
+        if split in ("train", "validation") and self.derive_validation and not self.has_split("validation", path):
+            records = self.raw_records("train", path)
+            held_out = validation_indices(len(records), seed)
+            self.source += f" (validation = seeded 10% of train, seed {seed})"
+            if split == "validation":
+                return [records[i] for i in sorted(held_out)]
+            return [r for i, r in enumerate(records) if i not in held_out]
+        return self.raw_records(split, path)
+
+    def find_file(self, split: str, directory: Path) -> Path | None:
+        for stem in self.split_files.get(split, ()):
+            for ext in _EXTENSIONS:
+                candidate = directory / f"{stem}{ext}"
+                if candidate.is_file():
+                    return candidate
+            shards = sorted(directory.glob(f"{stem}-*.parquet"))  # hub exports: train-00000-of-00001.parquet
+            if shards:
+                return shards[0]
+        return None
+
+    def has_split(self, split: str, path: str | Path | None) -> bool:
+        if path is None:
+            return split in self.hub_splits
+        path = Path(path)
+        return path.is_dir() and self.find_file(split, path) is not None
+
+    def raw_records(self, split: str, path: str | Path | None) -> list[dict[str, Any]]:
+        if path is None:
+            return self.hub_records(split)
+        path = Path(path)
+        if path.is_file():
+            self.source = str(path)
+            return read_records(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{self.name}: data path not found: {path}")
+        found = self.find_file(split, path)
+        if found is None:
+            raise FileNotFoundError(self.missing_split_message(split, path))
+        self.source = str(found)
+        return read_records(found)
+
+    def missing_split_message(self, split: str, directory: Path) -> str:
+        names = ", ".join(f"{stem}{_EXTENSIONS[0]}" for stem in self.split_files.get(split, ())) or "none"
+        return f"{self.name}: no file for split {split!r} in {directory} (looked for {names} and .json/.parquet)"
+
+    def hub_records(self, split: str) -> list[dict[str, Any]]:
+        if self.hub_id is None or split not in self.hub_splits:
+            raise FileNotFoundError(f"{self.name}: split {split!r} has no hub source; pass --path to local files")
+        self.source = f"hub:{self.hub_id}" + (f"/{self.hub_config}" if self.hub_config else "")
+        hint = f"pass --path pointing at local {self.name} files (see docs/data.md)"
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+            raise FileNotFoundError(f"{self.name}: no local path given and the hub is offline; {hint}")
+        import datasets
+
+        try:
+            data = datasets.load_dataset(self.hub_id, self.hub_config, split=self.hub_splits[split])
+        except Exception as err:  # network, auth, missing config: all mean "use local files"
+            raise FileNotFoundError(f"{self.name}: could not load {self.source} ({err}); {hint}") from err
+        return list(data)
+
+
+def validation_indices(n: int, seed: int, fraction: float = 0.1) -> set[int]:
+    """The seeded ``fraction`` of ``range(n)`` held out as validation (at least one when n > 1)."""
+    size = max(1, round(n * fraction)) if n > 1 else 0
+    return set(random.Random(seed).sample(range(n), size))
+
+
+DATASETS: dict[str, type[DatasetBuilder]] = {}
+
+
+def register(cls: type[DatasetBuilder]) -> type[DatasetBuilder]:
+    DATASETS[cls.name] = cls
+    return cls
+
+
+def get_builder(name: str, **options: Any) -> DatasetBuilder:
+    """The builder of dataset ``name``; unknown names raise ``ValueError`` listing the valid ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](**options)
+
+
+def is_multiple_choice(name: str) -> bool:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name].multiple_choice
+
+
+def load_examples(name: str, split: str, path: str | Path | None = None, *, limit: int | None = None,
+                  seed: int = 42, **options: Any) -> list[Example]:
+    """The examples of ``split`` of dataset ``name`` (see the module docstring for sources and splits).
+
+    ``limit`` keeps the first examples (file order; deterministic), ``seed`` drives derived validation splits and
+    synthetic data, ``options`` go to the builder (e.g. arith's ``n_train``/``max_steps``).
+    """
+    return get_builder(name, **options).load(split, path, limit=limit, seed=seed)

@@ -1,0 +1,100 @@
+"""The synthetic arithmetic generator: format, arithmetic, determinism, disjoint splits, knobs."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from segloss.data import load_examples
+
+FORMULA = re.compile(r"<<(\d+)([-+*/])(\d+)=(\d+)>>")
+
+
+def _check_answer(answer: str, max_value: int) -> list[tuple[int, str, int, int]]:
+    """Every formula is exact integer arithmetic, chained, and the final number is the last result."""
+    body, final = answer.split(" #### ")
+    steps = [(int(a), op, int(b), int(c)) for a, op, b, c in FORMULA.findall(body)]
+    assert " ".join(f"<<{a}{op}{b}={c}>>" for a, op, b, c in steps) == body
+    for (a, op, b, c) in steps:
+        expected = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
+        assert c == expected and 0 <= c <= max_value
+        if op == "/":
+            assert a % b == 0
+    for prev, nxt in itertools.pairwise(steps):
+        assert nxt[0] == prev[3]
+    assert int(final) == steps[-1][3]
+    return steps
+
+
+def test_answers_are_gsm8k_formulas_with_exact_integer_arithmetic():
+    examples = load_examples("arith", "train", n_train=300, max_steps=4, max_value=100)
+    assert len(examples) == 300
+    n_steps = set()
+    ops = set()
+    for ex in examples:
+        assert ex.prompt.startswith("Question: ") and ex.prompt.endswith("?\nAnswer: ")
+        steps = _check_answer(ex.answer, 100)
+        n_steps.add(len(steps))
+        ops.update(op for _, op, _, _ in steps)
+        assert ex.choices == () and ex.label is None
+    assert n_steps == {1, 2, 3, 4}
+    assert ops == set("+-*/")
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    a = load_examples("arith", "test", n_test=20)
+    b = load_examples("arith", "test", n_test=20)
+    c = load_examples("arith", "test", n_test=20, seed=7)
+    assert a == b
+    assert [e.prompt for e in a] != [e.prompt for e in c]
+
+
+def test_splits_are_disjoint_and_test_does_not_depend_on_n_train():
+    opts = {"n_train": 200, "n_validation": 50, "n_test": 50, "max_steps": 1, "max_value": 20, "distractors": 0}
+    splits = {s: {e.prompt for e in load_examples("arith", s, **opts)} for s in ("train", "validation", "test")}
+    assert [len(v) for v in splits.values()] == [200, 50, 50]  # distinct within each split
+    assert not splits["train"] & splits["test"]
+    assert not splits["train"] & splits["validation"]
+    assert not splits["validation"] & splits["test"]
+    bigger = {e.prompt for e in load_examples("arith", "test", **{**opts, "n_train": 400})}
+    assert bigger == splits["test"]
+
+
+def test_knobs_restrict_steps_ops_and_values():
+    examples = load_examples("arith", "validation", n_validation=100, min_steps=2, max_steps=2, ops="+-",
+                             max_value=30, distractors=0)
+    for ex in examples:
+        steps = _check_answer(ex.answer, 30)
+        assert len(steps) == 2 and {op for _, op, _, _ in steps} <= {"+", "-"}
+    # distractors=0 → the only numbers in the question are the start value and the operands
+    ex = examples[0]
+    numbers = re.findall(r"\d+", ex.prompt)
+    steps = _check_answer(ex.answer, 30)
+    assert numbers == [str(steps[0][0])] + [str(b) for _, _, b, _ in steps]
+
+
+def test_distractors_add_numbers_that_the_answer_does_not_use():
+    examples = load_examples("arith", "train", n_train=50, max_steps=1, distractors=3)
+    extra = []
+    for ex in examples:
+        assert len(_check_answer(ex.answer, 100)) == 1
+        extra.append(len(re.findall(r"\d+", ex.prompt)) - 2)  # start value + one operand are used
+    assert min(extra) == 0 and max(extra) == 3  # between 0 and `distractors` irrelevant numbers
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"max_steps": 5}, "max_steps"), ({"ops": "+^"}, "ops"), ({"max_value": 3}, "max_value"),
+    ({"n_train": -1}, "n_train"), ({"steps": 2}, "unknown option"),
+])
+def test_bad_options_are_rejected_with_the_field_named(options, field):
+    with pytest.raises(ValueError, match=field):
+        load_examples("arith", "train", **options)
+
+
+def test_path_and_empty_split_are_errors():
+    with pytest.raises(ValueError, match="no --path"):
+        load_examples("arith", "train", "/tmp/whatever")
+    with pytest.raises(ValueError, match="empty"):
+        load_examples("arith", "test", n_test=0)
