@@ -1,0 +1,194 @@
+"""Token-level segmentation losses over the vocabulary, as pure functions.
+
+Every answer token is a "pixel" and every vocabulary entry a "class". All functions share one contract:
+
+* ``logits``: ``[B, T, V]`` float tensor, **already aligned** with ``labels`` (position ``t`` predicts
+  ``labels[:, t]``; see :func:`segloss.losses.causal_shift`). float16/bfloat16 are computed in float32;
+  float32 and float64 keep their precision.
+* ``labels``: ``[B, T]`` integer tensor; positions equal to ``ignore_index`` (default −100) are **dropped**: they
+  never enter a loss's value or gradient.
+* Returns a scalar tensor. When no position is valid the loss is exactly 0 with a zero gradient (never NaN).
+
+No function loops over vocabulary classes: the task losses work on the N valid tokens and the K classes present
+in their labels (K ≤ N), through :func:`segloss.losses._gather.log_probs_at`, which never keeps a ``[N, V]``
+softmax alive.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from segloss.losses._gather import _compute_dtype, log_probs_at
+
+IGNORE_INDEX = -100
+
+
+def _check_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if logits.dim() == 2 and labels.dim() == 1:  # [N, V] / [N]: one sequence
+        logits, labels = logits[None], labels[None]
+    if logits.dim() != 3 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a float tensor [B, T, V], got {tuple(logits.shape)} {logits.dtype}")
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"labels must have shape [B, T] = {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be an integer tensor (token ids), got {labels.dtype}")
+    return logits, labels
+
+
+def _valid_tokens(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten and keep the valid positions: (logits2d [M, V], rows [N], targets [N], sequence ids [N])."""
+    logits, labels = _check_inputs(logits, labels)
+    _, seq_len, vocab = logits.shape
+    flat = labels.reshape(-1)  # [M]
+    rows = (flat != ignore_index).nonzero().squeeze(1)  # [N]
+    targets = flat[rows].long()  # [N]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
+        bad = targets[(targets < 0) | (targets >= vocab)][0].item()
+        raise ValueError(f"label {bad} is outside the vocabulary [0, {vocab}) and is not ignore_index={ignore_index}")
+    return logits.reshape(-1, vocab), rows, targets, rows // seq_len
+
+
+def _zero(logits: torch.Tensor) -> torch.Tensor:
+    # An empty sum: exactly 0, attached to the graph, gradient 0 (a plain `logits.sum() * 0` is NaN for inf logits).
+    return logits.reshape(-1)[:0].sum().to(_compute_dtype(logits.dtype))
+
+
+def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor | None:
+    """log p_t of every valid token ([N]), or None when there is none."""
+    logits2d, rows, targets, _ = _valid_tokens(logits, labels, ignore_index)
+    if rows.numel() == 0:
+        return None
+    return log_probs_at(logits2d, rows, targets[:, None]).squeeze(1)  # [N]
+
+
+def _one_minus_p(log_p: torch.Tensor) -> torch.Tensor:
+    # 1 − p from log p without cancellation; clamped so (1 − p)^γ has a finite gradient at p = 1.
+    return (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy, mean over valid tokens: ``−(1/N) Σ_i log p_i[y_i]``.
+
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    logits, labels = _check_inputs(logits, labels)
+    logits2d = logits.reshape(-1, logits.shape[-1]).to(_compute_dtype(logits.dtype))  # [M, V]
+    flat = labels.reshape(-1).long()  # [M]
+    n_valid = (flat != ignore_index).sum()
+    if n_valid == 0:
+        return _zero(logits)
+    total = F.cross_entropy(logits2d, flat, ignore_index=ignore_index, reduction="sum")
+    return total / n_valid
+
+
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Focal loss (Lin et al., 2017), mean over valid tokens: ``−(1/N) Σ_i (1 − p_t)^γ · log p_t``.
+
+    Computed from log-probabilities, so it is finite for p_t → 0 and p_t → 1 and stable for half-precision
+    inputs. ``gamma=0`` is cross-entropy. Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    log_p = _target_log_probs(logits, labels, ignore_index)  # [N]
+    if log_p is None:
+        return _zero(logits)
+    return -(_one_minus_p(log_p).pow(gamma) * log_p).mean()
+
+
+def self_adjusting_dice_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Self-adjusting Dice loss (Li et al., 2020), mean over valid tokens.
+
+    ``q = (1 − p_t)^α · p_t``, loss ``= 1 − (2q + γ) / (q + 1 + γ)`` per token, as in the original research code
+    (γ is the smoothing term). Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    log_p = _target_log_probs(logits, labels, ignore_index)  # [N]
+    if log_p is None:
+        return _zero(logits)
+    q = _one_minus_p(log_p).pow(alpha) * log_p.exp()  # [N]
+    return (1 - (2 * q + gamma) / (q + 1 + gamma)).mean()
+
+
+def _present_class_probs(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Probabilities of the K classes present in the labels: (p [N, K], class index of each token [N], seq [N])."""
+    logits2d, rows, targets, seq = _valid_tokens(logits, labels, ignore_index)
+    if rows.numel() == 0:
+        return None
+    classes, target_k = torch.unique(targets, return_inverse=True)  # [K], [N]
+    probs = log_probs_at(logits2d, rows, classes).exp()  # [N, K]
+    return probs, target_k, seq
+
+
+def generalized_dice_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 1e-5, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Generalized Dice loss (Sudre et al., 2017) per sequence, mean over sequences with a valid token.
+
+    For a sequence with valid tokens i, counts ``n_c`` of each class in its labels, ``P_c = Σ_i p_i[c]`` and
+    ``I_c = Σ_{i: y_i = c} p_i[c]``::
+
+        w_c = 1 / n_c²  for classes present in the sequence;  w_max = max_c w_c for absent classes (MONAI's rule)
+        GDL = 1 − (2 Σ_c w_c I_c + smooth) / (Σ_c w_c (n_c + P_c) + w_max · Σ_i (1 − Σ_{c present} p_i[c]) + smooth)
+
+    The absent-class term is the probability mass outside the present classes, so no one-hot over V is built.
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    present = _present_class_probs(logits, labels, ignore_index)
+    if present is None:
+        return _zero(logits)
+    probs, target_k, seq = present  # [N, K], [N], [N]
+    n_seq, n_cls = int(seq.max()) + 1, probs.shape[1]
+    pair = seq * n_cls + target_k  # [N] flat (sequence, class) index
+    counts = torch.bincount(pair, minlength=n_seq * n_cls).view(n_seq, n_cls).to(probs.dtype)  # [B, K] n_c
+    p_target = probs.gather(1, target_k[:, None]).squeeze(1)  # [N]
+    intersection = probs.new_zeros(n_seq * n_cls).index_add(0, pair, p_target).view(n_seq, n_cls)  # [B, K] I_c
+    mass = probs.new_zeros(n_seq, n_cls).index_add(0, seq, probs)  # [B, K] P_c
+    is_present = counts > 0  # [B, K]
+    weights = torch.where(is_present, counts.clamp_min(1).pow(-2), torch.zeros_like(counts))  # [B, K] w_c
+    outside = 1 - (probs * is_present[seq]).sum(1)  # [N] mass on classes absent from the token's sequence
+    outside = probs.new_zeros(n_seq).index_add(0, seq, outside)  # [B]
+    numerator = 2 * (weights * intersection).sum(1) + smooth  # [B]
+    denominator = (weights * (counts + mass)).sum(1) + weights.amax(1) * outside + smooth  # [B]
+    has_tokens = is_present.any(1)  # [B]
+    return (1 - numerator / denominator)[has_tokens].mean()
+
+
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovász extension of the Jaccard loss w.r.t. sorted errors, per class. ``[K, N] → [K, N]``."""
+    gts = fg_sorted.sum(1, keepdim=True)  # [K, 1]
+    intersection = gts - fg_sorted.cumsum(1)  # [K, N]
+    union = gts + (1 - fg_sorted).cumsum(1)  # [K, N], ≥ 1 since every class is present
+    jaccard = 1 - intersection / union
+    return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+
+
+def lovasz_softmax_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Lovász-Softmax (Berman et al., 2018) over all valid tokens of the batch, mean over the classes present.
+
+    For each present class c, errors ``e_i = |[y_i = c] − p_i[c]|`` are sorted in decreasing order and the loss is
+    ``Σ_i e_(i) · g_i`` with g the gradient of the Lovász extension of the Jaccard index. All K classes are
+    sorted in one batched sort. Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    present = _present_class_probs(logits, labels, ignore_index)
+    if present is None:
+        return _zero(logits)
+    probs, target_k, _ = present  # [N, K], [N]
+    fg = target_k[None, :] == torch.arange(probs.shape[1], device=probs.device)[:, None]  # [K, N]
+    probs_t = probs.t()  # [K, N]
+    errors = torch.where(fg, 1 - probs_t, probs_t)  # [K, N]
+    errors_sorted, order = errors.sort(dim=1, descending=True)  # [K, N]
+    grad = _lovasz_grad(fg.gather(1, order).to(probs.dtype))  # [K, N]
+    return (errors_sorted * grad).sum(1).mean()

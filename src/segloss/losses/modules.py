@@ -1,0 +1,175 @@
+"""Thin ``nn.Module`` wrappers, the name registry, and the combined objective.
+
+The combined objective of the paper is ``L = λ·CE(labels) + (1 − λ)·L_task(answer_labels)`` (λ = 0.6): CE sees every
+target token (prompt and answer), a task loss only the answer tokens. :class:`CombinedLoss` composes the single
+losses with validated weights; nothing is re-derived.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segloss.losses import functional as LF
+
+LossFn = Callable[..., torch.Tensor]
+
+LOSSES: dict[str, LossFn] = {
+    "ce": LF.cross_entropy,
+    "focal": LF.focal_loss,
+    "gdice": LF.generalized_dice_loss,
+    "sadl": LF.self_adjusting_dice_loss,
+    "lovasz": LF.lovasz_softmax_loss,
+}
+# Names used by the original research code's configs.
+ALIASES: dict[str, str] = {"cross_entropy": "ce", "self_adj_dice": "sadl"}
+# Options that must be ≥ 0 (γ = 0 turns focal into CE; α = 0 drops SADL's self-adjusting factor).
+_NON_NEGATIVE = {"gamma", "alpha", "smooth"}
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name`` or an alias of it; unknown names raise ``ValueError`` listing valid ones."""
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in LOSSES:
+        valid = sorted(LOSSES) + sorted(ALIASES)
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(valid)}")
+    return key
+
+
+def _validate_options(name: str, fn: LossFn, options: Mapping[str, object]) -> dict[str, object]:
+    allowed = [p for p, spec in inspect.signature(fn).parameters.items() if spec.kind is spec.KEYWORD_ONLY]
+    checked: dict[str, object] = {}
+    for key, value in options.items():
+        if key not in allowed:
+            raise ValueError(f"loss {name!r} has no option {key!r}; valid options: {', '.join(allowed)}")
+        if key == "ignore_index":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"loss {name!r}: ignore_index must be an int, got {value!r}")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"loss {name!r}: option {key} must be a finite number, got {value!r}")
+            if key in _NON_NEGATIVE and value < 0:
+                raise ValueError(f"loss {name!r}: option {key} must be ≥ 0, got {value!r}")
+            value = float(value)
+        checked[key] = value
+    return checked
+
+
+class TokenLoss(nn.Module):
+    """A registered loss as a module: ``module(logits [B, T, V], labels [B, T]) -> scalar``."""
+
+    def __init__(self, name: str, **options: object) -> None:
+        super().__init__()
+        self.name = canonical_name(name)
+        self.fn = LOSSES[self.name]
+        self.options = _validate_options(self.name, self.fn, options)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, labels, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join([self.name] + [f"{k}={v}" for k, v in self.options.items()])
+
+
+def get_loss(name: str, **options: object) -> TokenLoss:
+    """The loss registered as ``name`` (``ce``, ``focal``, ``gdice``, ``sadl``, ``lovasz`` or an alias)."""
+    return TokenLoss(name, **options)
+
+
+def validate_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Canonical names → weights; each finite and ≥ 0, at least one > 0."""
+    if not weights:
+        raise ValueError("loss weights are empty; give at least one loss, e.g. {'ce': 0.6, 'lovasz': 0.4}")
+    checked: dict[str, float] = {}
+    for name, weight in weights.items():
+        key = canonical_name(name)
+        if key in checked:
+            raise ValueError(f"loss {key!r} appears twice in the weights {dict(weights)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f"weight of loss {name!r} must be a finite number, got {weight!r}")
+        if weight < 0:
+            raise ValueError(f"weight of loss {name!r} must be ≥ 0, got {weight}")
+        checked[key] = float(weight)
+    if not any(w > 0 for w in checked.values()):
+        raise ValueError(f"all loss weights are zero in {dict(weights)}; give at least one positive weight")
+    return checked
+
+
+def parse_loss_spec(spec: str | Mapping[str, float], ce_weight: float | None = None) -> dict[str, float]:
+    """Turn a user's loss setting into validated weights.
+
+    * ``"lovasz"`` with ``ce_weight=0.6`` (the default) → ``{"ce": 0.6, "lovasz": 0.4}``; ``"ce"`` → ``{"ce": 1.0}``.
+    * ``"ce=0.5,focal=0.25,lovasz=0.25"`` or a mapping → those weights (``ce_weight`` does not apply).
+    """
+    if isinstance(spec, Mapping):
+        return validate_weights(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"loss must be a name or 'name=weight,...', got {spec!r}")
+    if "=" in spec:
+        weights: dict[str, float] = {}
+        for part in spec.split(","):
+            name, _, value = part.partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                msg = f"cannot read {part!r} in loss {spec!r}; write name=weight, e.g. ce=0.6,lovasz=0.4"
+                raise ValueError(msg) from None
+        return validate_weights(weights)
+    name = canonical_name(spec)
+    if name == "ce":
+        return {"ce": 1.0}
+    lam = 0.6 if ce_weight is None else ce_weight
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
+        raise ValueError(f"ce_weight must be a number in [0, 1], got {ce_weight!r}")
+    return validate_weights({"ce": lam, name: 1 - lam})
+
+
+def causal_shift(*label_tensors: torch.Tensor, ignore_index: int = LF.IGNORE_INDEX) -> tuple[torch.Tensor, ...]:
+    """Align labels with next-token logits: ``out[:, t] = labels[:, t + 1]``, last position ``ignore_index``.
+
+    A causal LM's logits at position t predict token t + 1. Shifting the labels (not slicing the logits) keeps the
+    ``[B, T, V]`` logits untouched, so no copy of them is made. Call it once, where the model output meets the loss.
+    """
+    return tuple(F.pad(labels[:, 1:], (0, 1), value=ignore_index) for labels in label_tensors)
+
+
+class CombinedLoss(nn.Module):
+    """``Σ_k w_k · L_k``: CE on ``labels`` (prompt + answer), every task loss on ``answer_labels`` (answer only).
+
+    Args:
+        weights: loss name → non-negative weight, e.g. ``{"ce": 0.6, "lovasz": 0.4}`` (see :func:`parse_loss_spec`).
+        options: optional loss name → keyword options, e.g. ``{"focal": {"gamma": 1.0}}``.
+
+    Called as ``combined(logits [B, T, V], labels [B, T], answer_labels [B, T]) -> scalar``; the inputs must be
+    aligned already (:func:`causal_shift`). Zero-weight losses are not computed.
+    """
+
+    def __init__(self, weights: Mapping[str, float], options: Mapping[str, Mapping[str, object]] | None = None):
+        super().__init__()
+        self.weights = validate_weights(weights)
+        options = {canonical_name(k): dict(v) for k, v in (options or {}).items()}
+        unused = sorted(set(options) - set(self.weights))
+        if unused:
+            raise ValueError(f"options given for loss(es) {unused} without a weight; weighted: {list(self.weights)}")
+        self.losses = nn.ModuleDict(
+            {name: get_loss(name, **options.get(name, {})) for name, w in self.weights.items() if w > 0}
+        )
+
+    def components(
+        self, logits: torch.Tensor, labels: torch.Tensor, answer_labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Each weighted term ``w_k · L_k`` keyed by loss name, plus ``"total"`` (their sum)."""
+        terms = {
+            name: self.weights[name] * loss(logits, labels if name == "ce" else answer_labels)
+            for name, loss in self.losses.items()
+        }
+        terms["total"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, answer_labels: torch.Tensor) -> torch.Tensor:
+        return self.components(logits, labels, answer_labels)["total"]
