@@ -1,0 +1,239 @@
+"""`train(config)`: load model + data, fine-tune with `SeglossTrainer`, write checkpoints and the run summary;
+`load_trained(run_dir)`: the model, tokenizer and config of a finished run (or of one of its checkpoints).
+
+A run directory holds::
+
+    adapter_model.safetensors + adapter_config.json   (LoRA; or the full model's weights with --full-finetune)
+    tokenizer files, config.yaml (the resolved TrainConfig), segloss.json (segloss version), train_summary.json
+    checkpoint-<step>/                                 (same files + optimizer/scheduler/RNG state, for --resume)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from segloss import __version__
+from segloss.config import config_from_dict, load_yaml, save_yaml
+from segloss.training.config import TrainConfig
+from segloss.training.lora import apply_lora
+from segloss.training.trainer import SeglossTrainer
+
+CONFIG_NAME = "config.yaml"
+SUMMARY_NAME = "train_summary.json"
+VERSION_NAME = "segloss.json"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished `train` call produced. ``model``/``tokenizer`` are the in-memory trained objects."""
+
+    output_dir: Path
+    global_step: int
+    summary: dict[str, Any]
+    model: Any = dataclasses.field(default=None, repr=False)
+    tokenizer: Any = dataclasses.field(default=None, repr=False)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
+
+
+def load_model_and_tokenizer(name: str, *, dtype: torch.dtype = torch.float32,
+                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`AutoModelForCausalLM` + `AutoTokenizer` from a local directory or hub id; a missing pad token becomes EOS."""
+    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise FileNotFoundError(f"model: no model directory at {name!r}; give an existing path or a hub id")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as err:  # hub id unknown, offline without a cache, or a directory without weights
+        raise FileNotFoundError(f"model: could not load {name!r} ({err}); check the path or the hub id") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")  # write then rename: a crash never leaves half a file
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def write_run_files(config: TrainConfig, directory: Path) -> None:
+    """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json."""
+    tmp = directory / (CONFIG_NAME + ".tmp")
+    save_yaml(config, tmp, command=f"segloss train --config {directory / CONFIG_NAME}")
+    tmp.replace(directory / CONFIG_NAME)
+    _write_json(directory / VERSION_NAME, {"segloss_version": __version__, "torch_version": torch.__version__})
+
+
+class _RunFilesCallback(TrainerCallback):
+    """Adds config.yaml and segloss.json to each checkpoint the Trainer writes."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            write_run_files(self.config, checkpoint)
+
+
+def _training_arguments(config: TrainConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_train_epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        activation_checkpointing=config.gradient_checkpointing,
+        seed=config.seed,
+        fp16=config.fp16,
+        bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=[] if config.report_to == "none" else [s.strip() for s in config.report_to.split(",")],
+        disable_tqdm=config.disable_tqdm,
+        remove_unused_columns=False,  # answer_labels is not a model input but the task loss needs it
+        include_num_input_tokens_seen="non_padding",
+        save_only_model=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _prepare_output_dir(config: TrainConfig, args: TrainingArguments) -> str | None:
+    """Refuse to clobber a run; with --overwrite clear it, with --resume return its last checkpoint (or None)."""
+    out = Path(config.output_dir)
+    non_empty = out.is_dir() and any(out.iterdir())
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir: {out} exists and is not a directory")
+    if non_empty and not (config.resume or config.overwrite):
+        raise ValueError(f"output_dir: {out} is not empty; pass --resume to continue its last checkpoint, "
+                         "--overwrite to delete it, or choose another --output-dir")
+    with args.main_process_first(desc="prepare output_dir"):
+        if non_empty and config.overwrite and args.process_index == 0:
+            shutil.rmtree(out)
+    if config.resume and out.is_dir():
+        return get_last_checkpoint(str(out))
+    return None
+
+
+def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
+    """Tokenized training set (input_ids, attention_mask, labels, answer_labels) and its `TokenizeStats`."""
+    from segloss.data import load_examples, tokenize_examples
+
+    examples = load_examples(config.dataset, config.train_split, config.data_path, limit=config.train_limit,
+                             seed=config.seed, **config.dataset_options)
+    dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
+    if len(dataset) == 0:
+        raise ValueError(f"max_length: every training example is longer than {config.max_length} tokens; raise it")
+    return dataset, stats
+
+
+def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
+    """Base model (float32 weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
+    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    if config.gradient_checkpointing:
+        model.config.use_cache = False
+    if not config.full_finetune:
+        model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                           targets=config.lora_target_modules)
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model, tokenizer
+
+
+def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
+    from segloss.data import DataCollator
+    from segloss.losses import CombinedLoss
+
+    weights = config.loss_weights()
+    args = _training_arguments(config)
+    checkpoint = _prepare_output_dir(config, args)
+    model, tokenizer = build_model(config)
+    dataset, _ = build_training_data(config, tokenizer)
+    trainer = SeglossTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=DataCollator(tokenizer),
+        processing_class=tokenizer, combined_loss=CombinedLoss(weights, config.loss_options or None),
+        callbacks=[_RunFilesCallback(config), *(callbacks or [])],
+    )
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    wall = time.perf_counter() - start
+    trainer.pop_components()  # terms of the steps after the last logging step
+    summary = {
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "tokens": int(trainer.state.num_input_tokens_seen),
+        "train_examples": len(dataset),
+        "wall_time_s": round(wall, 3),
+        "resumed_from": checkpoint,
+        "train_loss": output.training_loss,
+        "final_losses": trainer.last_components,
+        "loss_weights": weights,
+        "world_size": args.world_size,
+        "segloss_version": __version__,
+    }
+    trainer.save_model(config.output_dir)  # adapter (or full model) + tokenizer, main process only
+    if args.process_index == 0:
+        out = Path(config.output_dir)
+        write_run_files(config, out)
+        _write_json(out / SUMMARY_NAME, summary)
+    args.distributed_state.wait_for_everyone()
+    return TrainResult(Path(config.output_dir), trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def load_trained(run_dir: str | Path, *, dtype: torch.dtype = torch.float32,
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
+    """The trained model (base + LoRA adapter, or the full model), its tokenizer and its `TrainConfig`, in eval mode.
+
+    ``run_dir`` is a finished run directory or one of its ``checkpoint-*`` folders. The base model of a LoRA run is
+    loaded again from ``config.model``, so that path (or hub id) must still be reachable.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG_NAME}; give a directory written by segloss train")
+    values = load_yaml(run_dir / CONFIG_NAME)
+    config = config_from_dict(TrainConfig, values, str(run_dir / CONFIG_NAME))
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    if (run_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(config.model, dtype=dtype)
+        model = PeftModel.from_pretrained(base, run_dir)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer, config
+
