@@ -1,0 +1,322 @@
+"""Grids of train+eval cells (models × datasets × losses × seeds) run into one SQLite result store.
+
+A cell is one (model, dataset, loss, seed): it trains with :func:`segloss.training.train` into its own run directory
+and evaluates with :func:`segloss.evaluation.evaluate`; its metrics land in the store
+(:class:`~segloss.experiments.store.ResultStore`). Re-running a grid skips done cells and retries failed ones; any
+number of workers may share the store (``--shard i/n`` splits the cells up front, and every cell is claimed
+atomically, so workers never run a cell twice). A crashing cell is recorded as failed with its traceback and the
+grid goes on. ``docs/experiments.md`` has the details.
+
+    segloss grid --config configs/grid/paper-gsm8k.yaml
+    segloss grid --config configs/grid/paper-gsm8k.yaml --shard 2/8      # worker 2 of 8, same store
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from segloss.config import config_field
+from segloss.experiments.store import ResultStore
+
+# Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
+CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
+CELL_EVAL_KEYS = ("run", "seed")
+DATASET_KEYS = ("name", "label", "data_path", "train", "eval")
+DEFAULT_EVAL_SPLIT = "test"
+_LOSS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+Runner = Callable[["Cell"], dict[str, Any]]
+
+
+@dataclasses.dataclass
+class GridConfig:
+    """Config of ``segloss grid`` (YAML files under ``configs/grid/`` mirror it)."""
+
+    models: list[str] = config_field([], help="Base models: hub ids or local paths, one grid row block per model.")
+    datasets: list[Any] = config_field(
+        [], help="Datasets: names (`gsm8k`) or mappings {name, label, data_path, train: {...}, eval: {...}} whose "
+                 "train/eval entries override the shared ones for that dataset.")
+    losses: list[Any] = config_field(
+        ["ce", "lovasz"], help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
+                               "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.")
+    seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
+    train: dict[str, Any] = config_field({}, help="Shared TrainConfig overrides (e.g. max_steps, ce_weight, lora).")
+    eval: dict[str, Any] = config_field({}, help="Shared EvalConfig overrides (e.g. split, limit).")
+    output_dir: str = config_field("runs/grid", help="Grid directory: cells write their runs under <output_dir>/runs.")
+    store: str | None = config_field(None, help="SQLite result store (default: <output_dir>/results.sqlite).")
+
+    def __post_init__(self) -> None:
+        for name in ("models", "datasets", "losses", "seeds"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"{name} must be a non-empty list, got {value!r}; list at least one entry")
+        if not all(isinstance(m, str) and m.strip() for m in self.models):
+            raise ValueError(f"models must be hub ids or paths (strings), got {self.models!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+            raise ValueError(f"seeds must be integers, got {self.seeds!r}")
+        _check_unique("seeds", self.seeds)
+        _check_unique("models", self.models)
+        self.datasets = [_normalize_dataset(d) for d in self.datasets]
+        _check_unique("datasets (labels)", [d["label"] for d in self.datasets])
+        labels = [loss_label(spec) for spec in self.losses]
+        _check_unique("losses", labels)
+        if "ce" not in labels:
+            raise ValueError(f"losses must include `ce` alone as the baseline, got {labels}; add `- ce`")
+        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
+            _check_overrides(name, section, reserved)
+        if not isinstance(self.output_dir, (str, Path)) or not str(self.output_dir):
+            raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store) if self.store else Path(self.output_dir) / "results.sqlite"
+
+    def cells(self) -> list[Cell]:
+        """Every cell in grid order (models × datasets × losses × seeds); the index is what ``--shard`` uses."""
+        combos = itertools.product(self.models, self.datasets, self.losses, self.seeds)
+        return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One train+eval run of the grid. ``train``/``eval`` are the resolved settings passed to the configs."""
+
+    index: int
+    model: str
+    dataset: str
+    loss: str
+    seed: int
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    run_dir: Path
+    eval_dir: Path
+    config_hash: str
+
+    def as_row(self) -> dict[str, Any]:
+        """The store row of this cell (see :meth:`ResultStore.register`)."""
+        return {"config_hash": self.config_hash, "cell_index": self.index, "model": self.model,
+                "dataset": self.dataset, "loss": self.loss, "seed": self.seed,
+                "settings": {"train": self.train, "eval": self.eval}, "run_dir": self.run_dir,
+                "eval_dir": self.eval_dir}
+
+
+@dataclasses.dataclass
+class GridSummary:
+    """What one ``run_grid`` call did: cells it ran (done/failed), cells it skipped, and the store's final counts."""
+
+    done: list[str]
+    failed: list[str]
+    skipped: int
+    counts: dict[str, int]
+    store: Path
+
+
+# -- config helpers ---------------------------------------------------------------------------------------------------
+def loss_label(spec: Any) -> str:
+    """Canonical text of a loss setting: ``"lovasz"``, ``"ce"``, or ``"ce=0.5,focal=0.5"`` for a weight mapping.
+
+    It is also the ``loss`` value handed to TrainConfig (``parse_loss_spec`` reads both forms).
+    """
+    if isinstance(spec, str):
+        spec = spec.strip()
+        if "=" in spec:
+            pairs = [p.split("=", 1) for p in spec.split(",")]
+            spec = {k.strip(): _weight(k.strip(), v) for k, v in pairs}
+        else:
+            _check_loss_name(spec)
+            return spec
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError(f"losses: each entry must be a name or a mapping of weights, got {spec!r}")
+    weights = {str(k): _weight(str(k), v) for k, v in spec.items()}
+    for name in weights:
+        _check_loss_name(name)
+    if list(weights) == ["ce"]:
+        return "ce"
+    return ",".join(f"{k}={weights[k]:g}" for k in weights)
+
+
+def _weight(name: str, value: Any) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"losses: weight of {name!r} must be a number, got {value!r}") from None
+    if not weight >= 0:
+        raise ValueError(f"losses: weight of {name!r} must be non-negative, got {value!r}")
+    return weight
+
+
+def _check_loss_name(name: str) -> None:
+    if not _LOSS_NAME.match(name):
+        raise ValueError(f"losses: {name!r} is not a loss name; use names such as ce, focal, gdice, sadl, lovasz")
+
+
+def _check_unique(field: str, values: list[Any]) -> None:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"{field} has duplicates {seen}; list each once")
+
+
+def _check_overrides(name: str, section: Any, reserved: tuple[str, ...]) -> None:
+    if not isinstance(section, dict):
+        raise ValueError(f"{name} must be a mapping of {name} settings, got {section!r}")
+    clash = sorted(set(section) & set(reserved))
+    if clash:
+        raise ValueError(f"{name}: {clash} are set per cell by the grid; remove them (list models/datasets/losses/"
+                         f"seeds in their own fields, and set output_dir at the top level)")
+
+
+def _normalize_dataset(entry: Any) -> dict[str, Any]:
+    """A dataset entry as ``{name, label, data_path, train, eval}``."""
+    if isinstance(entry, str) and entry.strip():
+        entry = {"name": entry.strip()}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ValueError(f"datasets: each entry must be a name or a mapping with a `name`, got {entry!r}")
+    unknown = sorted(set(entry) - set(DATASET_KEYS))
+    if unknown:
+        raise ValueError(f"datasets: unknown key(s) {unknown} in {entry['name']!r}; valid keys: {list(DATASET_KEYS)}")
+    out = {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
+           "data_path": entry.get("data_path"), "train": dict(entry.get("train") or {}),
+           "eval": dict(entry.get("eval") or {})}
+    _check_overrides(f"datasets[{out['label']}].train", out["train"], CELL_TRAIN_KEYS)
+    _check_overrides(f"datasets[{out['label']}].eval", out["eval"], CELL_EVAL_KEYS)
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
+
+
+def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
+    """Stable 16-hex hash of a cell's settings (JSON with sorted keys; output paths are excluded by the caller)."""
+    blob = json.dumps({"train": train, "eval": eval}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
+    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
+    label = loss_label(loss)
+    train = {**config.train, **dataset["train"], "model": model, "dataset": dataset["name"], "loss": label,
+             "seed": seed}
+    if dataset["data_path"] is not None:
+        train["data_path"] = str(dataset["data_path"])
+    eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
+    digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
+    name = f"{_slug(model)}__{_slug(dataset['label'])}__{_slug(label)}__seed{seed}-{digest[:8]}"
+    run_dir = Path(config.output_dir) / "runs" / name
+    eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
+    if "output_dir" in eval_settings:
+        eval_dir = eval_dir / name  # a shared eval output_dir still gets one folder per cell
+    return Cell(index=index, model=model, dataset=dataset["label"], loss=label, seed=seed, train=train,
+                eval=eval_settings, run_dir=run_dir, eval_dir=eval_dir, config_hash=digest)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` → ``(2, 8)``: worker 2 of 8 (1-based), which runs the cells whose index % 8 == 1."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match:
+        raise ValueError(f"--shard must look like i/n (e.g. 2/8), got {text!r}")
+    shard = int(match[1]), int(match[2])
+    _check_shard(shard)
+    return shard
+
+
+def _check_shard(shard: tuple[int, int]) -> None:
+    i, n = shard
+    if n < 1 or not 1 <= i <= n:
+        raise ValueError(f"--shard i/n needs 1 <= i <= n, got {i}/{n}")
+
+
+def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The cells of worker ``i`` of ``n``: those whose grid index % n == i - 1 (all cells when ``shard`` is None)."""
+    if shard is None:
+        return list(cells)
+    _check_shard(shard)
+    i, n = shard
+    return [c for c in cells if c.index % n == i - 1]
+
+
+# -- running ----------------------------------------------------------------------------------------------------------
+def train_and_evaluate(cell: Cell) -> dict[str, Any]:
+    """The default runner: train the cell, evaluate it, return ``{metric: mean}`` plus train/eval seconds."""
+    from segloss.config import config_from_dict
+    from segloss.evaluation import EvalConfig, evaluate
+    from segloss.training import TrainConfig, train
+
+    start = time.perf_counter()
+    train(config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}, f"cell {cell.index} train"))
+    train_seconds = time.perf_counter() - start
+    eval_values = {**cell.eval, "run": str(cell.run_dir), "output_dir": str(cell.eval_dir)}
+    summary = evaluate(config_from_dict(EvalConfig, eval_values, f"cell {cell.index} eval"))
+    metrics = {k: (v["mean"] if isinstance(v, dict) else v) for k, v in summary.items()}
+    metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {**metrics, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds}
+
+
+def check_default_runner(cells: list[Cell]) -> None:
+    """Fail before any work when a cell's settings do not fit TrainConfig/EvalConfig (unknown keys, bad values)."""
+    from segloss.config import check_keys, config_from_dict
+    from segloss.evaluation import EvalConfig
+    from segloss.training import TrainConfig
+
+    for cell in cells:
+        config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
+        check_keys(EvalConfig, {**cell.eval, "run": "", "output_dir": ""}, "grid eval settings")
+
+
+def run_grid(config: GridConfig, *, shard: tuple[int, int] | None = None, runner: Runner | None = None,
+             retry_running: bool = False, worker: str | None = None, log: Callable[[str], None] | None = print
+             ) -> GridSummary:
+    """Run this worker's cells of the grid into the store; returns what it did.
+
+    ``shard=(i, n)`` keeps the cells whose index % n == i - 1; within them every cell is claimed atomically, so
+    workers started with or without shards never run a cell twice. ``runner(cell) -> {metric: value}`` defaults to
+    :func:`train_and_evaluate`. An exception in a cell marks it failed (with the traceback's tail) and the grid goes
+    on; KeyboardInterrupt marks the current cell failed and stops. ``retry_running`` takes over cells left
+    ``running`` by a worker that died — use it only when no other worker is alive.
+    """
+    cells = config.cells()
+    mine = select_shard(cells, shard)
+    if runner is None:
+        check_default_runner(mine)
+        runner = train_and_evaluate
+    started = time.time()
+    say = log or (lambda _msg: None)
+    done: list[str] = []
+    failed: list[str] = []
+    skipped = 0
+    with ResultStore(config.store_path, worker=worker) as store:
+        store.register(c.as_row() for c in cells)
+        for cell in mine:
+            if not store.claim(cell.config_hash, since=started, retry_running=retry_running):
+                skipped += 1
+                continue
+            say(f"[grid] cell {cell.index}: {cell.model} / {cell.dataset} / {cell.loss} / seed {cell.seed}")
+            ok = _run_cell(store, cell, runner, say)
+            (done if ok else failed).append(cell.config_hash)
+        counts = store.counts()
+    say(f"[grid] this worker: {len(done)} done, {len(failed)} failed, {skipped} skipped; store {counts}")
+    return GridSummary(done=done, failed=failed, skipped=skipped, counts=counts, store=config.store_path)
+
+
+def _run_cell(store: ResultStore, cell: Cell, runner: Runner, say: Callable[[str], None]) -> bool:
+    start = time.perf_counter()
+    try:
+        metrics = runner(cell)
+        store.finish(cell.config_hash, metrics, seconds=time.perf_counter() - start)
+        return True
+    except KeyboardInterrupt:
+        store.fail(cell.config_hash, "interrupted (KeyboardInterrupt)", seconds=time.perf_counter() - start)
+        raise
+    except Exception as err:
+        store.fail(cell.config_hash, traceback.format_exc(limit=-8), seconds=time.perf_counter() - start)
+        say(f"[grid] cell {cell.index} failed: {type(err).__name__}: {err}")
+        return False
