@@ -3,23 +3,33 @@
 See ``segloss.data.base`` for sources, splits, tokenization and padding; one module per dataset.
 """
 
-from segloss.data import arith  # noqa: F401  (registers the builder)
+from segloss.data import arith, gsm8k, hellaswag, mathqa, openbookqa  # noqa: F401  (register the builders)
 from segloss.data.base import (
     DATASETS,
     MAX_NEW_TOKENS,
+    DataCollator,
     DatasetBuilder,
     Example,
+    TokenizeStats,
+    encode_prompts,
     get_builder,
     is_multiple_choice,
     load_examples,
+    pad_token_id,
+    tokenize_examples,
 )
 
 __all__ = [
     "DATASETS",
     "MAX_NEW_TOKENS",
+    "DataCollator",
     "DatasetBuilder",
     "Example",
+    "TokenizeStats",
+    "encode_prompts",
     "get_builder",
     "is_multiple_choice",
     "load_examples",
+    "pad_token_id",
+    "tokenize_examples",
 ]

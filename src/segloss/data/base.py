@@ -22,6 +22,7 @@ A dataset is one :class:`DatasetBuilder` subclass in its own module that only ma
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -286,3 +287,177 @@ def load_examples(name: str, split: str, path: str | Path | None = None, *, limi
     synthetic data, ``options`` go to the builder (e.g. arith's ``n_train``/``max_steps``).
     """
     return get_builder(name, **options).load(split, path, limit=limit, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------- tokenization
+def pad_token_id(tokenizer: Any) -> int:
+    """The id used for padding: the tokenizer's pad token, else EOS (as the paper does).
+
+    The tokenizer is not modified: callers that need ``tokenizer.pad_token`` set (e.g. for ``generate``) pass this
+    id explicitly (``pad_token_id=pad_token_id(tokenizer)``).
+    """
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.eos_token first")
+    return int(tokenizer.eos_token_id)
+
+
+def _percentiles(values: Sequence[int]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:  # nearest-rank percentile: always a length that occurs
+        return float(ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 100)) - 1))])
+
+    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": float(ordered[-1])}
+
+
+@dataclass
+class TokenizeStats:
+    """What :func:`tokenize_examples` kept, truncated and dropped (never silent).
+
+    ``lengths``/``answer_lengths`` are the untruncated token counts (prompt with special tokens + answer + EOS;
+    answer + EOS) of every input example; ``kept_indices`` maps dataset rows back to the input examples.
+    """
+
+    max_length: int
+    n_examples: int = 0
+    n_kept: int = 0
+    n_dropped: int = 0
+    n_prompt_truncated: int = 0
+    dropped_ids: list[str] = dataclasses.field(default_factory=list)
+    kept_indices: list[int] = dataclasses.field(default_factory=list)
+    lengths: list[int] = dataclasses.field(default_factory=list)
+    answer_lengths: list[int] = dataclasses.field(default_factory=list)
+
+    def length_percentiles(self) -> dict[str, float]:
+        """Nearest-rank p50/p90/p99/max of the untruncated total lengths."""
+        return _percentiles(self.lengths)
+
+    def answer_percentiles(self) -> dict[str, float]:
+        return _percentiles(self.answer_lengths)
+
+
+def _prefix_length(tokenizer: Any, ids: list[int]) -> int:
+    """How many special tokens (BOS…) the tokenizer put in front; they survive left truncation."""
+    special = set(tokenizer.all_special_ids)
+    n = 0
+    while n < len(ids) and ids[n] in special:
+        n += 1
+    return n
+
+
+def _fit(prompt: list[int], answer: list[int], prefix: int, max_length: int) -> list[int] | None:
+    """The prompt cut from the left (special prefix kept) so that prompt + answer fits, or None if it cannot."""
+    room = max_length - prefix - len(answer)
+    if room < 1 or len(prompt) == prefix:  # at least one real prompt token must remain
+        return None
+    body = prompt[prefix:]
+    return prompt[:prefix] + body[max(0, len(body) - room):]
+
+
+def tokenize_examples(examples: Sequence[Example], tokenizer: Any, max_length: int) -> tuple[Any, TokenizeStats]:
+    """Tokenized features ``input_ids``, ``attention_mask``, ``labels``, ``answer_labels`` (unpadded, unshifted).
+
+    Row ``i``: ``input_ids = prompt_ids + answer_ids + [EOS]`` of length ≤ ``max_length``; ``labels = input_ids``
+    (every real token); ``answer_labels`` = -100 on the prompt, the answer ids and EOS after it. The prompt is
+    truncated from the left; an example whose answer + EOS does not fit with the special prefix and one prompt
+    token is dropped and counted. Returns ``(datasets.Dataset, TokenizeStats)``; raises ``ValueError`` when no
+    example fits (names the shortest answer so the fix — a larger ``max_length`` — is obvious).
+    """
+    import datasets
+
+    if not examples:
+        raise ValueError("tokenize_examples: no examples given (is the split empty?)")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so answers can end")
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([e.answer for e in examples], add_special_tokens=False)["input_ids"]
+    stats = TokenizeStats(max_length=max_length, n_examples=len(examples))
+    columns: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": [], "answer_labels": []}
+    for index, (example, prompt, answer) in enumerate(zip(examples, prompts, answers, strict=True)):
+        answer = [*answer, eos]
+        stats.lengths.append(len(prompt) + len(answer))
+        stats.answer_lengths.append(len(answer))
+        fitted = _fit(prompt, answer, _prefix_length(tokenizer, prompt), max_length)
+        if fitted is None:
+            stats.n_dropped += 1
+            stats.dropped_ids.append(example.id)
+            continue
+        stats.n_prompt_truncated += len(fitted) < len(prompt)
+        stats.n_kept += 1
+        stats.kept_indices.append(index)
+        ids = fitted + answer
+        columns["input_ids"].append(ids)
+        columns["attention_mask"].append([1] * len(ids))
+        columns["labels"].append(list(ids))
+        columns["answer_labels"].append([IGNORE_INDEX] * len(fitted) + answer)
+    if not stats.n_kept:
+        shortest = min(stats.answer_lengths)
+        raise ValueError(f"max_length={max_length} is too small for any answer: the shortest answer is {shortest} "
+                         f"tokens with EOS (plus the prompt's special tokens and one prompt token); "
+                         f"raise --max-length to at least {shortest + 2}")
+    return datasets.Dataset.from_dict(columns), stats
+
+
+class DataCollator:
+    """Pads a list of tokenized features on the **right** to the longest in the batch.
+
+    ``input_ids`` with :func:`pad_token_id` (EOS when the tokenizer has no pad token), ``attention_mask`` with 0,
+    ``labels``/``answer_labels`` with -100. Returns int64 tensors ``[B, T]``; other keys are ignored.
+    """
+
+    PAD_VALUES: ClassVar[dict[str, int | None]] = {
+        "input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "answer_labels": IGNORE_INDEX}
+
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_id = pad_token_id(tokenizer)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if not features:
+            raise ValueError("DataCollator: empty batch")
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {}
+        for key, pad in self.PAD_VALUES.items():
+            if key not in features[0]:
+                continue
+            value = self.pad_id if pad is None else pad
+            rows = [list(f[key]) + [value] * (length - len(f[key])) for f in features]
+            batch[key] = torch.tensor(rows, dtype=torch.long)  # [B, T]
+        return batch
+
+
+def encode_prompts(prompts: Sequence[str], tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """A generation batch: prompts tokenized like :func:`tokenize_examples` does, truncated from the left to
+    ``max_length`` (special prefix kept) and padded on the **left** so every row ends where generation starts.
+
+    Returns ``{"input_ids": LongTensor [B, T], "attention_mask": LongTensor [B, T]}`` (pad = :func:`pad_token_id`).
+    """
+    import torch
+
+    if not prompts:
+        raise ValueError("encode_prompts: no prompts given")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    rows = []
+    for ids in encoded:
+        prefix = _prefix_length(tokenizer, ids)
+        body = ids[prefix:]
+        keep = max(0, max_length - prefix)
+        rows.append(ids[:prefix] + body[max(0, len(body) - keep):])
+    length = max(len(r) for r in rows)
+    pad = pad_token_id(tokenizer)
+    input_ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], dtype=torch.long)  # [B, T]
+    mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)  # [B, T]
+    return {"input_ids": input_ids, "attention_mask": mask}
