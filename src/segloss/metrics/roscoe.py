@@ -165,16 +165,16 @@ def load_embedder(model: str | None = None, *, device: str | None = None) -> Sen
 
 # --------------------------------------------------------------------------------------------------- steps
 def split_steps(text: str) -> list[str]:
-    """Reasoning steps of ``text``: the contents of each ``<<formula>>`` in order when there is one; otherwise the
-    sentences (split at ``.``/``!``/``?`` + whitespace and at line breaks; ``####`` answer marks removed).
-    Empty steps are dropped, so ``""`` gives ``[]``.
+    """Reasoning steps of ``text``: the contents of each non-empty ``<<formula>>`` in order when there is one;
+    otherwise the sentences (split at ``.``/``!``/``?`` + whitespace and at line breaks; ``####`` answer marks and
+    empty ``<<>>`` removed). Empty steps are dropped, so ``""`` gives ``[]``.
     """
     if not isinstance(text, str):
         raise ValueError(f"split_steps expects a string, got {type(text).__name__}")
-    formulas = [f.strip() for f in _FORMULA.findall(text)]
+    formulas = [f.strip() for f in _FORMULA.findall(text) if f.strip()]
     if formulas:
-        return [f for f in formulas if f]
-    text = _ANSWER_MARK.sub(" ", text)
+        return formulas
+    text = _ANSWER_MARK.sub(" ", _FORMULA.sub(" ", text))
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
