@@ -6,8 +6,9 @@ Raw record (``openai/grade-school-math`` ``train.jsonl``/``test.jsonl``, or hub 
 
 Example: prompt ``Question: {question}\\nAnswer: ``, answer = the ``<<…>>`` calculator formulas of the solution
 joined by spaces, then ``#### {final}`` — ``<<48/2=24>> <<48+24=72>> #### 72`` (``#### {final}`` alone when the
-solution has no annotation). Splits train/test; validation is a seeded 10 % of train (train is the other 90 %)
-unless a validation file exists. Records without a ``#### final`` line are skipped and counted.
+solution has no annotation; thousands commas leave the final number: ``1,000`` → ``1000``). Splits train/test;
+validation is a seeded 10 % of train (train is then the other 90 %) unless a validation file exists. Records
+without a ``#### final`` line are skipped and counted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def gsm8k_answer(solution: str) -> str | None:
         return None
     body, final = solution.rsplit("####", 1)
     formulas = " ".join(f"<<{f.strip()}>>" for f in FORMULA.findall(body))
-    final = final.strip()
+    final = final.strip().replace(",", "")  # "1,000" → "1000", as GSM8K scoring does
     if not final:
         return None
     return f"{formulas} #### {final}" if formulas else f"#### {final}"
