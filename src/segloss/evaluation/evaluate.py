@@ -1,0 +1,211 @@
+"""`evaluate(config)`: generate answers for a split, score them, write predictions.jsonl and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from segloss.config import config_to_dict, load_yaml
+from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examples
+from segloss.evaluation.config import EvalConfig
+from segloss.evaluation.generation import GenerateFn, load_baseline, make_generate_fn, prepare_tokenizer
+from segloss.evaluation.prompts import build_prompt, choose_shots, render
+from segloss.metrics.formulas import parse_final_answer, score_math
+from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
+from segloss.metrics.stats import summarize
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+RUN_CONFIG = "config.yaml"
+_CHOICE_LINE = re.compile(r"^\s*\(?[A-Z][.)]\s.*$\n?", re.MULTILINE)
+
+
+@dataclass
+class Setup:
+    """Everything `evaluate` resolves from the config (and, in run mode, the run's config.yaml)."""
+
+    dataset: str
+    data_path: str | None
+    dataset_options: dict[str, Any]
+    data_seed: int
+    max_length: int | None
+    output_dir: Path
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+
+def check_run_dir(run: str | Path) -> Path:
+    """A `segloss train` run directory with its config.yaml and an adapter (or full model); else a clear error."""
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run: {run_dir} is not a directory; pass --run with a `segloss train` output_dir")
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"run: {run_dir} has no {RUN_CONFIG}; is it a finished `segloss train` run? "
+                                "Point --run at the run's output_dir (or a checkpoint-* folder in it)")
+    if not any((run_dir / name).is_file() for name in ("adapter_config.json", "config.json")):
+        raise FileNotFoundError(f"run: {run_dir} has no adapter (adapter_config.json) or model (config.json); the "
+                                "run did not finish saving — evaluate one of its checkpoint-* folders instead")
+    return run_dir
+
+
+def resolve(config: EvalConfig) -> Setup:
+    if config.run is not None:
+        run_dir = check_run_dir(config.run)
+        train = load_yaml(run_dir / RUN_CONFIG)
+        dataset = config.dataset or train.get("dataset")
+        if not dataset:
+            raise ValueError(f"dataset: {run_dir / RUN_CONFIG} names no dataset; add --dataset NAME")
+        same = dataset == train.get("dataset")
+        options = config.dataset_options if config.dataset_options is not None else (
+            train.get("dataset_options") or {} if same else {})
+        out = Path(config.output_dir) if config.output_dir else run_dir / "eval" / config.split
+        return Setup(dataset, config.data_path or (train.get("data_path") if same else None), dict(options),
+                     int(train.get("seed", config.seed)) if same else config.seed,
+                     config.max_length or train.get("max_length"), out, train)
+    assert config.model is not None and config.dataset is not None  # checked in EvalConfig.__post_init__
+    name = Path(config.model).name or config.model.replace("/", "_")
+    out = Path(config.output_dir) if config.output_dir else (
+        Path("runs") / "baselines" / f"{name}-{config.dataset}-{config.few_shot}shot-{config.template}" / config.split)
+    return Setup(config.dataset, config.data_path, dict(config.dataset_options or {}), config.seed,
+                 config.max_length, out)
+
+
+def load_model(config: EvalConfig) -> tuple[Any, Any]:
+    import torch
+
+    if config.run is not None:
+        from segloss.evaluation.generation import resolve_device
+        from segloss.training import load_trained
+
+        model, tokenizer, _ = load_trained(config.run, dtype=getattr(torch, config.dtype))
+        model = model.to(resolve_device(config.device)).eval()
+    else:
+        model, tokenizer = load_baseline(config.model or "", dtype=config.dtype, device=config.device)
+    return model, prepare_tokenizer(tokenizer)
+
+
+def generate_all(generate_fn: GenerateFn, prompts: Sequence[str], batch_size: int, max_new_tokens: int) -> list[str]:
+    """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA)."""
+    texts: list[str] = []
+    with tqdm(total=len(prompts), desc="generating", unit="ex") as bar:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            out = generate_fn(batch, max_new_tokens)
+            if len(out) != len(batch):
+                raise RuntimeError(f"generation returned {len(out)} texts for {len(batch)} prompts")
+            texts.extend(out)
+            bar.update(len(batch))
+    return texts
+
+
+def score_example(example: Example, generated: str, multiple_choice: bool) -> tuple[str | None, dict[str, float]]:
+    """(parsed answer, per-example metrics) of one generation."""
+    if multiple_choice:
+        n = max(len(example.choices), 4)
+        return parse_choice_letter(generated, n), score_choice(generated, example.answer, n)
+    return parse_final_answer(generated), score_math(generated, example.answer)
+
+
+def loglikelihood_context(prompt: str) -> str:
+    """The prompt without its lettered choice lines (``A. …``), as lm-evaluation-harness poses these sets: the
+    choices are scored as continuations of the question, not picked by letter."""
+    return _CHOICE_LINE.sub("", prompt).rstrip()
+
+
+def loglikelihood_rows(model: Any, tokenizer: Any, examples: Sequence[Example], template: str) -> list[dict]:
+    rows = []
+    for ex in tqdm(examples, desc="log-likelihood", unit="ex"):
+        if not ex.choices or ex.label is None:
+            rows.append({"acc": math.nan, "acc_norm": math.nan})
+            continue
+        context = loglikelihood_context(render(ex.prompt, template))
+        acc, acc_norm = loglikelihood_choice_scores(model, tokenizer, context, [" " + c for c in ex.choices])
+        rows.append({"acc": float(acc == ex.label), "acc_norm": float(acc_norm == ex.label)})
+    return rows
+
+
+def roscoe_rows(config: EvalConfig, examples: Sequence[Example], generated: Sequence[str]) -> list[dict]:
+    from segloss.metrics.roscoe import load_embedder, score_batch
+
+    embedder = load_embedder(config.roscoe_model)
+    return score_batch(list(generated), [ex.prompt for ex in examples], [ex.answer for ex in examples],
+                       embedder=embedder)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to ``path.tmp`` then rename: a crash never leaves a half-written file in place of a good one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(f"{result['dataset']}/{result['split']}: {result['n_examples']} examples -> {result['output_dir']}")
+    for name, s in result["metrics"].items():
+        if s["n"]:
+            print(f"  {name:<32} {s['mean']:.4f}  [{s['ci_low']:.4f}, {s['ci_high']:.4f}]  n={s['n']}")
+
+
+def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> dict[str, Any]:
+    """Evaluate a run or a baseline on one split; returns what metrics.json holds.
+
+    The result has ``metrics`` (``{name: {"mean", "ci_low", "ci_high", "n"}}``, 95 % bootstrap CIs seeded with
+    ``config.seed``), ``n_examples``, ``dataset``, ``split``, ``output_dir``, ``seconds`` and the ``config``.
+    ``generate_fn(prompts, max_new_tokens) -> texts`` replaces the model's greedy generation (tests); the model is then
+    loaded only when log-likelihood scoring needs it.
+    """
+    start = time.time()
+    setup = resolve(config)
+    load = dict(path=setup.data_path, seed=setup.data_seed, **setup.dataset_options)
+    examples = load_examples(setup.dataset, config.split, limit=config.limit, **load)
+    if not examples:
+        raise ValueError(f"split: {setup.dataset}/{config.split} has no examples; check --split and --data-path")
+    shots = choose_shots(load_examples(setup.dataset, "train", **load), config.few_shot, config.seed) \
+        if config.few_shot else []
+    prompts = [build_prompt(ex, shots, config.template) for ex in examples]
+    multiple_choice = is_multiple_choice(setup.dataset)
+    max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
+    model = tokenizer = None
+    if generate_fn is None or (multiple_choice and config.loglikelihood):
+        model, tokenizer = load_model(config)
+    if generate_fn is None:
+        generate_fn = make_generate_fn(model, tokenizer, max_length=setup.max_length)
+    generated = generate_all(generate_fn, prompts, config.batch_size, max_new_tokens)
+    scored = [score_example(ex, text, multiple_choice) for ex, text in zip(examples, generated, strict=True)]
+    rows = [dict(metrics) for _, metrics in scored]
+    if multiple_choice and config.loglikelihood:
+        for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, config.template), strict=True):
+            row.update(extra)
+    if config.roscoe:
+        for row, extra in zip(rows, roscoe_rows(config, examples, generated), strict=True):
+            row.update(extra)
+    predictions = [
+        {"id": ex.id, "prompt": prompt, "reference": ex.answer, "generated": text, "parsed_answer": parsed,
+         "metrics": {k: _json_value(v) for k, v in row.items()}}
+        for ex, prompt, text, (parsed, _), row in zip(examples, prompts, generated, scored, rows, strict=True)
+    ]
+    result = {
+        "dataset": setup.dataset, "split": config.split, "n_examples": len(examples),
+        "mode": "run" if config.run else "baseline", "max_new_tokens": max_new_tokens,
+        "output_dir": str(setup.output_dir), "seconds": round(time.time() - start, 3),
+        "metrics": summarize(rows, seed=config.seed), "config": config_to_dict(config),
+    }
+    write_atomic(setup.output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
+    serializable = {**result, "metrics": {k: {n: _json_value(v) for n, v in s.items()}
+                                          for k, s in result["metrics"].items()}}
+    write_atomic(setup.output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
+    print_summary(result)
+    return result

@@ -1,0 +1,38 @@
+"""Prompt templates and seeded k-shot demonstrations."""
+
+from __future__ import annotations
+
+import pytest
+
+from segloss.data import Example
+from segloss.evaluation.prompts import build_prompt, choose_shots, render
+
+EX = Example(id="1", prompt="Question: Tom has 3 apples. How many?\nAnswer: ", answer="<<3=3>> #### 3")
+TRAIN = [Example(id=str(i), prompt=f"Question: q{i}\nAnswer: ", answer=f"#### {i}") for i in range(10)]
+
+
+def test_templates():
+    assert render(EX.prompt, "plain") == EX.prompt
+    assert render(EX.prompt, "instruction") == ("### Instruction:\nQuestion: Tom has 3 apples. How many?\n\n"
+                                                "### Response:\n")
+    with pytest.raises(ValueError, match="template"):
+        render(EX.prompt, "chat")
+
+
+def test_few_shot_is_seeded_and_distinct():
+    shots = choose_shots(TRAIN, 4, seed=1)
+    assert shots == choose_shots(TRAIN, 4, seed=1)
+    assert shots != choose_shots(TRAIN, 4, seed=2)
+    assert len({s.id for s in shots}) == 4
+
+
+def test_few_shot_larger_than_train_split():
+    with pytest.raises(ValueError, match=r"few_shot: 11 .* only 10"):
+        choose_shots(TRAIN, 11, seed=0)
+
+
+def test_build_prompt_demonstrations_first():
+    shots = TRAIN[:2]
+    prompt = build_prompt(EX, shots, "plain")
+    assert prompt == "Question: q0\nAnswer: #### 0\n\nQuestion: q1\nAnswer: #### 1\n\n" + EX.prompt
+    assert build_prompt(EX, [], "plain") == EX.prompt
