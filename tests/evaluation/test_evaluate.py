@@ -169,3 +169,48 @@ def test_end_to_end_baseline_with_tiny_model(tmp_path, tiny_model_dir):
     # A random tiny model does not solve arithmetic.
     assert result["metrics"]["exact_match"]["mean"] == 0.0
     assert not math.isnan(result["metrics"]["missing_steps"]["mean"])
+
+
+@pytest.mark.slow
+def test_train_a_few_steps_then_evaluate_the_run(tmp_path, tiny_model_dir):
+    from segloss.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(model=str(tiny_model_dir), dataset="arith", dataset_options=ARITH, output_dir=str(run),
+                      max_steps=2, per_device_train_batch_size=2, max_length=128, loss="lovasz", save_steps=2,
+                      logging_steps=1, disable_tqdm=True))
+    result = evaluate(EvalConfig(run=str(run), limit=2, batch_size=2, max_new_tokens=5))
+    out = run / "eval" / "test"
+    rows, saved = read_outputs(out)
+    assert len(rows) == 2 and saved["mode"] == "run" and saved["dataset"] == "arith"
+    test_ids = [ex.id for ex in load_examples("arith", "test", **ARITH)[:2]]
+    assert [r["id"] for r in rows] == test_ids  # the run's dataset options were used
+    m = result["metrics"]
+    assert 0.0 <= m["exact_match"]["mean"] <= 1.0 and 0.0 <= m["well_formed"]["mean"] <= 1.0
+    assert m["iou"]["n"] == 2 and 0.0 <= m["iou"]["mean"] <= 1.0
+
+
+def test_roscoe_hook_adds_scores(tmp_path, monkeypatch):
+    import segloss.metrics.roscoe as roscoe
+
+    seen = {}
+
+    def fake_load(model):
+        seen["model"] = model
+        return "embedder"
+
+    def fake_score(generated, sources, references, *, embedder):
+        seen["args"] = (list(generated), list(sources), list(references), embedder)
+        return [{"roscoe_faithfulness_step": 0.5 + 0.1 * i} for i in range(len(generated))]
+
+    monkeypatch.setattr(roscoe, "load_embedder", fake_load)
+    monkeypatch.setattr(roscoe, "score_batch", fake_score)
+    examples = load_examples("arith", "test", **ARITH)[:2]
+    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, limit=2, roscoe=True,
+                        roscoe_model="st-dir", output_dir=str(tmp_path))
+    m = evaluate(config, generate_fn=copy_reference(examples))["metrics"]
+    assert seen["model"] == "st-dir"
+    assert seen["args"][1] == [ex.prompt for ex in examples] and seen["args"][2] == [ex.answer for ex in examples]
+    assert m["roscoe_faithfulness_step"]["mean"] == pytest.approx(0.55)
+    rows, _ = read_outputs(tmp_path)
+    assert rows[1]["metrics"]["roscoe_faithfulness_step"] == pytest.approx(0.6)
