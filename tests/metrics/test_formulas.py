@@ -68,6 +68,9 @@ def test_formula_structure_of_mathqa_calls():
     info = parse_formula("multiply(divide(n0,n1),const_100)")
     assert info.operators == ("divide", "multiply")
     assert info.operands == ("const_100", "n0", "n1")
+    # MathQA's decimal constants are not Python names but still parse.
+    assert parse_formula("multiply(const_3.0,n1)").operands == ("const_3_0", "n1")
+    assert parse_formula("add(const_0.5,n0)").canonical == parse_formula("add(n0,const_0.5)").canonical
 
 
 def test_formula_is_correct_and_division_by_zero():

@@ -113,8 +113,9 @@ class FormulaInfo:
 
 
 def _python_source(expr: str) -> str:
-    # MathQA step references `#0` are not Python names; `^` is power in GSM8K rationales.
-    return re.sub(r"#(\d+)", r"ref\1", expr).replace("^", "**")
+    # MathQA step references `#0` and constants like `const_3.0` are not Python names; `^` is power in GSM8K.
+    expr = re.sub(r"(const_\d+)\.(\d+)", r"\1_\2", re.sub(r"#(\d+)", r"ref\1", expr))
+    return expr.replace("^", "**")
 
 
 def _canonical(node: ast.expr) -> str:
