@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-# Rows per chunk are chosen so that a chunk's float32 temporaries stay near this many elements (64 MiB).
-_CHUNK_ELEMENTS = 1 << 24
+# Rows per chunk are chosen so that a chunk's float32 temporaries stay near this many elements (16 MiB).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def _chunks(n_rows: int, vocab: int) -> range:
