@@ -30,7 +30,7 @@ from segloss.experiments.store import ResultStore
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
 CELL_EVAL_KEYS = ("run", "seed")
-DATASET_KEYS = ("name", "label", "data_path", "train", "eval")
+DATASET_KEYS = ("name", "label", "data_path", "options", "train", "eval")
 DEFAULT_EVAL_SPLIT = "test"
 _LOSS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -43,8 +43,8 @@ class GridConfig:
 
     models: list[str] = config_field([], help="Base models: hub ids or local paths, one grid row block per model.")
     datasets: list[Any] = config_field(
-        [], help="Datasets: names (`gsm8k`) or mappings {name, label, data_path, train: {...}, eval: {...}} whose "
-                 "train/eval entries override the shared ones for that dataset.")
+        [], help="Datasets: names (`gsm8k`) or mappings {name, label, data_path, options, train: {...}, eval: {...}}; "
+                 "options are the builder's dataset_options, train/eval override the shared settings.")
     losses: list[Any] = config_field(
         ["ce", "lovasz"], help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
                                "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.")
@@ -175,7 +175,7 @@ def _check_overrides(name: str, section: Any, reserved: tuple[str, ...]) -> None
 
 
 def _normalize_dataset(entry: Any) -> dict[str, Any]:
-    """A dataset entry as ``{name, label, data_path, train, eval}``."""
+    """A dataset entry as ``{name, label, data_path, train, eval}`` (``options`` become train.dataset_options)."""
     if isinstance(entry, str) and entry.strip():
         entry = {"name": entry.strip()}
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -186,6 +186,10 @@ def _normalize_dataset(entry: Any) -> dict[str, Any]:
     out = {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
            "data_path": entry.get("data_path"), "train": dict(entry.get("train") or {}),
            "eval": dict(entry.get("eval") or {})}
+    if entry.get("options") is not None:
+        if not isinstance(entry["options"], dict):
+            raise ValueError(f"datasets[{out['label']}].options must be a mapping of builder options")
+        out["train"]["dataset_options"] = dict(entry["options"])
     _check_overrides(f"datasets[{out['label']}].train", out["train"], CELL_TRAIN_KEYS)
     _check_overrides(f"datasets[{out['label']}].eval", out["eval"], CELL_EVAL_KEYS)
     return out
@@ -249,16 +253,33 @@ def train_and_evaluate(cell: Cell) -> dict[str, Any]:
     """The default runner: train the cell, evaluate it, return ``{metric: mean}`` plus train/eval seconds."""
     from segloss.config import config_from_dict
     from segloss.evaluation import EvalConfig, evaluate
-    from segloss.training import TrainConfig, train
 
+    train_seconds = _train_cell(cell)
     start = time.perf_counter()
-    train(config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}, f"cell {cell.index} train"))
-    train_seconds = time.perf_counter() - start
     eval_values = {**cell.eval, "run": str(cell.run_dir), "output_dir": str(cell.eval_dir)}
-    summary = evaluate(config_from_dict(EvalConfig, eval_values, f"cell {cell.index} eval"))
+    result = evaluate(config_from_dict(EvalConfig, eval_values, f"cell {cell.index} eval"))
+    summary = result.get("metrics", result)  # evaluate() returns metrics.json: {"metrics": {name: {"mean", ...}}}
     metrics = {k: (v["mean"] if isinstance(v, dict) else v) for k, v in summary.items()}
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {**metrics, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds}
+    return {**metrics, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start}
+
+
+def _train_cell(cell: Cell) -> float:
+    """Train into the cell's run dir; returns the training seconds. A retried cell resumes or skips training."""
+    from segloss.config import config_from_dict
+    from segloss.training import TrainConfig, train
+    from segloss.training.train import SUMMARY_NAME
+
+    summary_path = cell.run_dir / SUMMARY_NAME
+    if summary_path.is_file():  # an earlier attempt finished training and failed later: evaluate only
+        return float(json.loads(summary_path.read_text()).get("wall_time_s", 0.0))
+    values = {**cell.train, "output_dir": str(cell.run_dir)}
+    started_before = cell.run_dir.is_dir() and any(cell.run_dir.iterdir())
+    if started_before and not (values.get("resume") or values.get("overwrite")):
+        values["resume"] = True  # continue from the last checkpoint of the crashed attempt
+    start = time.perf_counter()
+    train(config_from_dict(TrainConfig, values, f"cell {cell.index} train"))
+    return time.perf_counter() - start
 
 
 def check_default_runner(cells: list[Cell]) -> None:

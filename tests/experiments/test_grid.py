@@ -1,0 +1,217 @@
+"""GridConfig validation, cell resolution and hashing, shards, reruns, crashes, and the `segloss grid` command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segloss.cli import main
+from segloss.config import config_from_dict, load_yaml
+from segloss.experiments.grid import (
+    GridConfig,
+    config_hash,
+    loss_label,
+    parse_shard,
+    run_grid,
+    select_shard,
+)
+from segloss.experiments.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path: Path, **overrides) -> GridConfig:
+    values = {"models": ["m1", "m2"], "datasets": ["d1"], "losses": ["ce", "lovasz", "focal"], "seeds": [0, 1],
+              "output_dir": str(tmp_path / "grid"), **overrides}
+    return GridConfig(**values)
+
+
+class Recorder:
+    """A fake runner: records the cells it ran; raises for the losses in ``crash``."""
+
+    def __init__(self, crash: tuple[str, ...] = ()) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.crash = crash
+
+    def __call__(self, cell) -> dict:
+        self.calls.append((cell.loss, cell.seed))
+        if cell.loss in self.crash:
+            raise RuntimeError(f"simulated crash in {cell.loss}")
+        return {"exact_match": {"mean": 0.25 + cell.seed / 10, "ci_low": 0.0, "ci_high": 1.0, "n": 8}, "iou": 0.5}
+
+
+def test_cells_cover_the_product_in_order_with_resolved_settings(tmp_path):
+    config = _config(tmp_path, train={"max_steps": 5, "ce_weight": 0.6}, eval={"limit": 4},
+                     datasets=["d1", {"name": "gsm8k", "data_path": "/data/gsm8k", "options": {"k": 1},
+                                      "train": {"max_steps": 7}}])
+    cells = config.cells()
+    assert len(cells) == 2 * 2 * 3 * 2
+    assert [c.index for c in cells] == list(range(24))
+    first, gsm = cells[0], cells[6]
+    assert (first.model, first.dataset, first.loss, first.seed) == ("m1", "d1", "ce", 0)
+    assert (gsm.model, gsm.dataset, gsm.loss, gsm.seed) == ("m1", "gsm8k", "ce", 0)
+    assert gsm.train == {"max_steps": 7, "ce_weight": 0.6, "dataset_options": {"k": 1}, "model": "m1",
+                         "dataset": "gsm8k", "loss": "ce", "seed": 0, "data_path": "/data/gsm8k"}
+    assert gsm.eval == {"split": "test", "limit": 4, "seed": 0}
+    assert gsm.run_dir.parent == tmp_path / "grid" / "runs"
+    assert gsm.run_dir.name == f"m1__gsm8k__ce__seed0-{gsm.config_hash[:8]}"
+    assert gsm.eval_dir == gsm.run_dir / "eval" / "test"
+    assert len({c.config_hash for c in cells}) == 24
+    assert len({c.run_dir for c in cells}) == 24
+
+
+def test_config_hash_is_sha256_of_sorted_settings_and_ignores_output_paths(tmp_path):
+    train = {"model": "m", "seed": 0}
+    blob = '{"eval":{"split":"test"},"train":{"model":"m","seed":0}}'
+    assert config_hash(train, {"split": "test"}) == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    a = _config(tmp_path / "a").cells()
+    b = _config(tmp_path / "b").cells()  # another output_dir: same cells, same hashes
+    assert [c.config_hash for c in a] == [c.config_hash for c in b]
+    c = _config(tmp_path, train={"max_steps": 9}).cells()
+    assert a[0].config_hash != c[0].config_hash
+
+
+@pytest.mark.parametrize(("spec", "label"), [
+    ("lovasz", "lovasz"), ({"ce": 1.0}, "ce"), ({"ce": 0.5, "focal": 0.25, "lovasz": 0.25},
+                                                 "ce=0.5,focal=0.25,lovasz=0.25"),
+    ("ce=0.5, lovasz=0.5", "ce=0.5,lovasz=0.5"),
+])
+def test_loss_label(spec, label):
+    assert loss_label(spec) == label
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"losses": ["lovasz", "focal"]}, "include `ce` alone as the baseline"),
+    ({"losses": [{"ce": 0.6, "lovasz": 0.4}]}, "include `ce` alone"),
+    ({"losses": ["ce", {"ce": 0.5, "focal": -0.5}]}, "non-negative"),
+    ({"losses": ["ce", "Lovász"]}, "not a loss name"),
+    ({"losses": ["ce", "ce"]}, "losses has duplicates"),
+    ({"models": []}, "models must be a non-empty list"),
+    ({"seeds": [0, 0]}, "seeds has duplicates"),
+    ({"seeds": ["one"]}, "seeds must be integers"),
+    ({"train": {"model": "x"}}, r"train: \['model'\] are set per cell"),
+    ({"eval": {"run": "x"}}, r"eval: \['run'\] are set per cell"),
+    ({"train": [1]}, "train must be a mapping"),
+    ({"datasets": [{"name": "d", "path": "/x"}]}, r"unknown key\(s\) \['path'\]"),
+    ({"datasets": [{"data_path": "/x"}]}, "mapping with a `name`"),
+])
+def test_bad_grid_configs_name_the_field(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path, **overrides)
+
+
+def test_store_defaults_to_the_output_dir(tmp_path):
+    assert _config(tmp_path).store_path == tmp_path / "grid" / "results.sqlite"
+    assert _config(tmp_path, store=str(tmp_path / "s.db")).store_path == tmp_path / "s.db"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "grid").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_grid_yaml_loads_and_opens_with_its_command(path):
+    config = config_from_dict(GridConfig, load_yaml(path), str(path))
+    assert config.cells() and any(c.loss == "ce" for c in config.cells())
+    assert path.read_text().startswith(f"# segloss grid --config configs/grid/{path.name}")
+
+
+def test_parse_and_select_shards(tmp_path):
+    assert parse_shard("2/8") == (2, 8)
+    for bad in ("0/8", "9/8", "2-8", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    cells = _config(tmp_path, seeds=[0, 1, 2], losses=["ce", "lovasz"]).cells()[:10]
+    assert [c.index for c in select_shard(cells, (3, 4))] == [2, 6]
+    assert [c.index for c in select_shard(cells, (1, 4))] == [0, 4, 8]
+    assert select_shard(cells, None) == cells
+    parts = [select_shard(cells, (i, 3)) for i in (1, 2, 3)]
+    assert sorted(c.index for part in parts for c in part) == list(range(10))  # disjoint and complete
+
+
+def test_shards_run_disjoint_cells_and_together_finish_the_grid(tmp_path):
+    config = _config(tmp_path)  # 12 cells
+    first, second = Recorder(), Recorder()
+    s1 = run_grid(config, shard=(1, 2), runner=first, log=None)
+    assert len(first.calls) == 6 and s1.counts == {"pending": 6, "running": 0, "done": 6, "failed": 0}
+    with ResultStore(config.store_path) as store:
+        assert sorted(r["cell_index"] for r in store.rows("done")) == [0, 2, 4, 6, 8, 10]
+    s2 = run_grid(config, shard=(2, 2), runner=second, log=None)
+    assert len(second.calls) == 6 and s2.counts["done"] == 12
+    assert s2.skipped == 0
+
+
+def test_crash_is_recorded_and_the_grid_goes_on_then_a_rerun_retries_only_failures(tmp_path):
+    config = _config(tmp_path)
+    crashing = Recorder(crash=("lovasz",))
+    summary = run_grid(config, runner=crashing, log=None)
+    assert len(crashing.calls) == 12  # cells after each crash still ran
+    assert len(summary.failed) == 4 and len(summary.done) == 8
+    with ResultStore(config.store_path) as store:
+        failed = store.rows("failed")
+        assert {r["loss"] for r in failed} == {"lovasz"}
+        assert "RuntimeError: simulated crash in lovasz" in failed[0]["error"]
+        assert "Traceback" in failed[0]["error"] and failed[0]["seconds"] >= 0
+        done = store.rows("done")
+        assert done[0]["metrics"] == {"exact_match": 0.25, "iou": 0.5}
+
+    rerun = Recorder()
+    summary = run_grid(config, runner=rerun, log=None)
+    assert sorted(rerun.calls) == [("lovasz", 0), ("lovasz", 0), ("lovasz", 1), ("lovasz", 1)]  # two models
+    assert summary.skipped == 8 and summary.counts == {"pending": 0, "running": 0, "done": 12, "failed": 0}
+    with ResultStore(config.store_path) as store:
+        assert {r["attempts"] for r in store.rows() if r["loss"] == "lovasz"} == {2}
+        assert all(r["error"] is None for r in store.rows())
+
+    third = Recorder()
+    assert run_grid(config, runner=third, log=None).skipped == 12 and third.calls == []
+
+
+def test_a_stale_running_cell_is_taken_over_only_with_retry_running(tmp_path):
+    config = _config(tmp_path, models=["m1"], losses=["ce"], seeds=[0])
+    cell = config.cells()[0]
+    with ResultStore(config.store_path, worker="dead-worker") as store:
+        store.register([cell.as_row()])
+        assert store.claim(cell.config_hash)
+    runner = Recorder()
+    assert run_grid(config, runner=runner, log=None).skipped == 1 and runner.calls == []
+    assert run_grid(config, runner=runner, retry_running=True, log=None).done == [cell.config_hash]
+    with ResultStore(config.store_path) as store:
+        assert store.get(cell.config_hash)["status"] == "done"
+
+
+def test_a_runner_returning_non_numbers_fails_that_cell_only(tmp_path):
+    config = _config(tmp_path, models=["m1"], losses=["ce"])
+    summary = run_grid(config, runner=lambda cell: {"answer": "forty-two"}, log=None)
+    assert len(summary.failed) == 2
+    with ResultStore(config.store_path) as store:
+        assert "metric 'answer' must be a number" in store.rows("failed")[0]["error"]
+
+
+def test_default_runner_rejects_unknown_train_settings_before_any_work(tmp_path):
+    pytest.importorskip("segloss.evaluation")
+    config = _config(tmp_path, train={"no_such_option": 1})
+    with pytest.raises(ValueError, match="no_such_option"):
+        run_grid(config, log=None)
+    assert not config.store_path.exists()
+
+
+def test_grid_command_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["d"], "losses": ["lovasz"], "seeds": [0]}))
+    assert main(["grid", "--config", str(path)]) == 2
+    assert "include `ce` alone" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["d"], "losses": ["ce"], "seeds": [0]}))
+    assert main(["grid", "--config", str(path), "--shard", "3/2"]) == 2
+    assert "1 <= i <= n" in capsys.readouterr().err
+    assert main(["grid", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_store_rows_keep_the_resolved_settings(tmp_path):
+    config = _config(tmp_path, models=["m1"], losses=["ce"], seeds=[3], train={"max_steps": 2})
+    run_grid(config, runner=Recorder(), log=None)
+    with ResultStore(config.store_path) as store:
+        (row,) = store.rows()
+    assert row["settings"]["train"] == {"max_steps": 2, "model": "m1", "dataset": "d1", "loss": "ce", "seed": 3}
+    assert row["run_dir"] == str(config.cells()[0].run_dir)
+    assert json.loads(json.dumps(row["metrics"])) == {"exact_match": 0.25 + 0.3, "iou": 0.5}

@@ -1,0 +1,164 @@
+"""write_report: the table matches the store, relative gains and tests are hand-checked, plots are real PNGs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from segloss.cli import main
+from segloss.experiments.grid import GridConfig, run_grid
+from segloss.experiments.report import write_report
+from segloss.experiments.store import ResultStore
+from segloss.metrics.stats import bootstrap_ci
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Per-seed EM of CE; the other losses add a fixed offset per seed (hand-chosen so the tests below are exact).
+CE_EM = [0.20, 0.30, 0.40, 0.25, 0.35, 0.30]
+OFFSETS = {"ce": [0.0] * 6, "lovasz": [0.10] * 6, "focal": [0.01, -0.01, 0.02, -0.02, 0.01, -0.01]}
+
+
+def fake_runner(cell) -> dict:
+    em = CE_EM[cell.seed] + OFFSETS[cell.loss][cell.seed] + (0.05 if cell.model == "m2" else 0.0)
+    return {"exact_match": em, "iou": em / 2 + 0.1, "missing_steps": 1 - em, "extra_steps": 0.1 * cell.seed,
+            "wrong_operators": 0.05, "train_seconds": 1.0}
+
+
+def _grid(tmp_path, seeds, **overrides) -> GridConfig:
+    values = {"models": ["m1", "m2"], "datasets": ["gsm8k"], "losses": ["ce", "lovasz", "focal"], "seeds": seeds,
+              "output_dir": str(tmp_path / "grid"), **overrides}
+    config = GridConfig(**values)
+    run_grid(config, runner=fake_runner, log=None)
+    return config
+
+
+def test_report_table_matches_the_store(tmp_path):
+    config = _grid(tmp_path, [0, 1, 2])
+    report = write_report(config.store_path, tmp_path / "report")
+    text = report.read_text()
+    with ResultStore(config.store_path) as store:
+        rows = store.rows("done")
+    with (tmp_path / "report" / "table.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 6  # 2 models × 3 losses × 1 dataset
+    for line in table:
+        mine = [r for r in rows if (r["model"], r["dataset"], r["loss"]) == (line["model"], line["dataset"],
+                                                                             line["loss"])]
+        assert len(mine) == 3 and line["n_seeds"] == "3"
+        for metric in ("exact_match", "iou", "missing_steps", "extra_steps", "wrong_operators"):
+            values = [r["metrics"][metric] for r in mine]
+            expected = sum(values) / len(values)
+            assert float(line[f"{metric}_mean"]) == pytest.approx(expected, abs=1e-12)
+            _, low, high = bootstrap_ci(values, seed=0)
+            assert float(line[f"{metric}_ci_low"]) == pytest.approx(low)
+            assert float(line[f"{metric}_ci_high"]) == pytest.approx(high)
+        em = [r["metrics"]["exact_match"] for r in mine]
+        _, low, high = bootstrap_ci(em, seed=0)
+        cell = f"{100 * sum(em) / 3:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+        assert f"| {line['model']} | {line['loss']} | {cell} |" in text  # the markdown row starts with EM
+    # m1: CE mean EM = 0.30, lovasz 0.40 (+33.3 %), focal 0.3067 (+2.2 %); m2: CE 0.35, lovasz 0.45 (+28.6 %).
+    assert "| m1 | lovasz | +33.3 % |" in text and "| m1 | focal | +2.2 % |" in text
+    assert "| m2 | lovasz | +28.6 % |" in text
+    payload = json.loads((tmp_path / "report" / "table.json").read_text())
+    head = payload["headline"]
+    assert [b["loss"] for b in head["best"]] == ["lovasz", "lovasz"]
+    assert head["mean_relative_gain"] == pytest.approx((0.1 / 0.3 + 0.1 / 0.35) / 2)
+    assert "of the best loss over CE: **+31.0 %**" in text
+
+
+def test_three_seeds_are_reported_as_not_significant_and_why(tmp_path):
+    config = _grid(tmp_path, [0, 1, 2])
+    text = write_report(config.store_path, tmp_path / "report").read_text()
+    assert "p = 0.250, not significant (n = 3)" in text  # lovasz beats CE on every seed, but 3 seeds cannot show it
+    assert "**No loss differs significantly from CE**" in text
+    assert "smallest attainable p-value is 0.250" in text
+    comparisons = json.loads((tmp_path / "report" / "table.json").read_text())["comparisons"]
+    assert {c["loss"] for c in comparisons} == {"lovasz", "focal"}
+    assert all(c["significant"] is False and c["n_pairs"] == 3 for c in comparisons)
+
+
+def test_six_seeds_separate_a_consistent_gain_from_noise(tmp_path):
+    config = _grid(tmp_path, [0, 1, 2, 3, 4, 5], models=["m1"])
+    text = write_report(config.store_path, tmp_path / "report").read_text()
+    # All 6 differences positive: exact sign-flip p = 2 / 2**6 = 0.03125. Focal's differences cancel: p = 1.
+    assert "| m1 | lovasz | +33.3 % | p = 0.031, significant (n = 6) |" in text
+    assert "| m1 | focal | +0.0 % | p = 1.000, not significant (n = 6) |" in text
+    assert "1 of 2 comparisons are significant at p < 0.05; the others are not significant" in text
+    assert "smallest attainable" not in text
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    config = _grid(tmp_path, [0, 1])
+    write_report(config.store_path, tmp_path / "report")
+    for name in ("em_per_loss.png", "step_errors.png"):
+        data = (tmp_path / "report" / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000
+        assert f"]({name})" in (tmp_path / "report" / "report.md").read_text()
+    assert not list((tmp_path / "report").glob("*.tmp"))
+
+
+def test_failed_cells_are_listed_and_qa_sets_get_no_step_error_plot(tmp_path):
+    def runner(cell):
+        if cell.loss == "focal":
+            raise RuntimeError("CUDA out of memory")
+        return {"accuracy": 0.5 + 0.1 * (cell.loss == "lovasz"), "acc": 0.3}
+
+    config = GridConfig(models=["m"], datasets=["openbookqa"], losses=["ce", "lovasz", "focal"], seeds=[0],
+                        output_dir=str(tmp_path / "grid"))
+    run_grid(config, runner=runner, log=None)
+    text = write_report(config.store_path, tmp_path / "report").read_text()
+    assert "Cells: 2 done, 1 failed" in text
+    assert "- m / openbookqa / focal / seed 0: RuntimeError: CUDA out of memory" in text
+    assert "no step-error plot" in text and not (tmp_path / "report" / "step_errors.png").exists()
+    # QA sets: accuracy is the compared metric, and there are no IoU/step-error columns.
+    assert "| Model | Loss | openbookqa Acc | openbookqa Acc (LL) | Seeds |" in text
+    assert "| m | ce | 50.0 [50.0, 50.0] | 30.0 [30.0, 30.0] | 1 |" in text
+    assert "| m | lovasz | +20.0 % | p = 1.000, not significant (n = 1) |" in text
+
+
+def test_roscoe_scores_in_predictions_get_their_section(tmp_path):
+    pytest.importorskip("segloss.metrics.roscoe")
+
+    def runner(cell):
+        cell.eval_dir.mkdir(parents=True)
+        preds = [{"id": str(i), "metrics": {"exact_match": float(i % 2), "iou": 0.5,
+                                            "roscoe_faithfulness_step": 0.2 + 0.6 * (i % 2)}} for i in range(4)]
+        (cell.eval_dir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+        return {"exact_match": 0.5, "iou": 0.5}
+
+    config = GridConfig(models=["m"], datasets=["gsm8k"], losses=["ce", "lovasz"], seeds=[0],
+                        output_dir=str(tmp_path / "grid"))
+    run_grid(config, runner=runner, log=None)
+    text = write_report(config.store_path, tmp_path / "report").read_text()
+    assert "## ROSCOE" in text
+    assert "| m | gsm8k | ce | 0.500 |" in text  # mean of 0.2, 0.8, 0.2, 0.8
+    assert "| roscoe_faithfulness_step | 1.000 |" in text  # a perfect linear relation with exact_match
+
+
+def test_no_roscoe_section_without_scores(tmp_path):
+    config = _grid(tmp_path, [0])
+    assert "ROSCOE" not in write_report(config.store_path, tmp_path / "report").read_text()
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="result store not found"):
+        write_report(tmp_path / "nope.sqlite", tmp_path / "out")
+    with ResultStore(tmp_path / "empty.sqlite") as store:
+        store.register([{"config_hash": "h", "cell_index": 0, "model": "m", "dataset": "d", "loss": "ce",
+                         "seed": 0}])
+    with pytest.raises(ValueError, match="no done cells"):
+        write_report(tmp_path / "empty.sqlite", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command(tmp_path, capsys):
+    config = _grid(tmp_path, [0, 1])
+    assert main(["report", "--store", str(config.store_path)]) == 0
+    assert (tmp_path / "grid" / "report" / "report.md").is_file()
+    assert "report.md" in capsys.readouterr().out
+    assert main(["report", "--store", str(tmp_path / "missing.sqlite")]) == 2
+    assert "result store not found" in capsys.readouterr().err
+    assert math.isfinite(json.loads((tmp_path / "grid" / "report" / "table.json").read_text())["table"][0]
+                         ["metrics"]["exact_match"]["mean"])
