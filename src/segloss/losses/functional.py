@@ -74,14 +74,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
 
     Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
     """
-    logits, labels = _check_inputs(logits, labels)
-    logits2d = logits.reshape(-1, logits.shape[-1]).to(_compute_dtype(logits.dtype))  # [M, V]
-    flat = labels.reshape(-1).long()  # [M]
-    n_valid = (flat != ignore_index).sum()
-    if n_valid == 0:
+    logits2d, rows, _, _ = _valid_tokens(logits, labels, ignore_index)  # checks shapes and label range
+    if rows.numel() == 0:
         return _zero(logits)
-    total = F.cross_entropy(logits2d, flat, ignore_index=ignore_index, reduction="sum")
-    return total / n_valid
+    logits2d = logits2d.to(_compute_dtype(logits.dtype))
+    total = F.cross_entropy(logits2d, labels.reshape(-1).long(), ignore_index=ignore_index, reduction="sum")
+    return total / rows.numel()
 
 
 def focal_loss(
