@@ -200,14 +200,29 @@ def test_faithful_chain_beats_unrelated_chain(embedder):
 
 
 # ------------------------------------------------------------------------------------------------ batching
-def test_score_batch_embeds_once_and_matches_single(embedder):
+def test_score_batch_embeds_once_per_kind_and_matches_single(embedder):
     gens = [REFERENCE, "<<48/2=24>>", "", "She sold 48 clips."]
     rows = score_batch(gens, [SOURCE] * 4, [REFERENCE] * 4, embedder=embedder)
-    assert embedder.calls == {"sentences": 1, "tokens": 1}
+    # one call for the texts needing sentence + token embeddings, one for the sentence-only ones (chains, reference)
+    assert embedder.calls == {"sentences": 2, "tokens": 1}
     assert len(rows) == 4
     for gen, row in zip(gens, rows, strict=True):
         single = roscoe_scores(gen, SOURCE, REFERENCE, embedder=WordVectorEmbedder({"a": E1, "b": E2, "c": -E1}))
         assert row == pytest.approx(single)
+    chunked = score_batch(gens, [SOURCE] * 4, [REFERENCE] * 4, embedder=embedder, chunk_size=3)
+    assert chunked == rows
+
+
+def test_score_batch_uses_combined_pass_when_offered(embedder):
+    class Combined(WordVectorEmbedder):
+        def encode_with_tokens(self, texts):
+            self.calls["both"] = self.calls.get("both", 0) + 1
+            return WordVectorEmbedder.encode_sentences(self, texts), WordVectorEmbedder.encode_tokens(self, texts)
+
+    combined = Combined({"a": E1, "b": E2, "c": -E1})
+    rows = score_batch([REFERENCE, "<<a>>"], [SOURCE, "a."], [REFERENCE, "<<a>>"], embedder=combined)
+    assert combined.calls == {"sentences": 2, "tokens": 1, "both": 1}  # 1 + 1 inside the combined pass
+    assert rows == score_batch([REFERENCE, "<<a>>"], [SOURCE, "a."], [REFERENCE, "<<a>>"], embedder=embedder)
 
 
 def test_score_batch_rejects_mismatched_lengths(embedder):
@@ -215,6 +230,14 @@ def test_score_batch_rejects_mismatched_lengths(embedder):
         score_batch(["a"], ["a", "b"], ["a"], embedder=embedder)
     with pytest.raises(ValueError, match=r"references\[0\] must be a string"):
         score_batch(["a"], ["a"], [None], embedder=embedder)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="chunk_size"):
+        score_batch(["a"], ["a"], ["a"], embedder=embedder, chunk_size=0)
+
+
+def test_score_batch_rejects_embedder_returning_wrong_count(embedder):
+    embedder.encode_tokens = lambda texts: []  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="returned 0 embeddings"):
+        score_batch(["<<a>>"], ["a."], ["<<a>>"], embedder=embedder)
 
 
 def test_score_batch_empty_input(embedder):
@@ -277,6 +300,10 @@ def test_real_packaged_model(real_embedder):
     np.testing.assert_allclose(np.linalg.norm(sentences, axis=1), 1.0, atol=1e-5)
     tokens = real_embedder.encode_tokens(["Tom has 3 apples.", "3+4=7"])
     assert [t.shape for t in tokens] == [(5, 384), (5, 384)]  # word pieces, [CLS]/[SEP] removed
+    both_sentences, both_tokens = real_embedder.encode_with_tokens(["Tom has 3 apples.", "3+4=7"])
+    np.testing.assert_allclose(both_sentences[0], sentences[0], atol=1e-5)
+    for one, two in zip(both_tokens, tokens, strict=True):
+        np.testing.assert_allclose(one, two, atol=1e-4)
 
     source = "Tom has 3 apples. He buys 4 more apples. How many apples does he have?"
     reference = "Tom starts with 3 apples. He buys 4 more, so he has 3 + 4 = 7 apples."

@@ -97,14 +97,26 @@ class SentenceTransformerEmbedder:
         texts = list(texts)
         outs = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
                                  show_progress_bar=False)
-        special = self._special_token_masks(texts)
-        result = []
-        for emb, mask in zip(outs, special, strict=True):
-            arr = emb.detach().float().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb, np.float32)
-            if mask is not None and len(mask) == arr.shape[0]:
-                arr = arr[~mask]  # [n_tok, d] without [CLS]/[SEP]-like tokens (ROSCOE drops them too)
-            result.append(arr)
-        return result
+        return [self._strip(_numpy(emb), mask) for emb, mask in zip(outs, self._special_token_masks(texts),
+                                                                      strict=True)]
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Both :meth:`encode_sentences` and :meth:`encode_tokens` of ``texts`` from one forward pass."""
+        texts = list(texts)
+        outs = self.model.encode(texts, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
+        sentences = np.stack([_numpy(out["sentence_embedding"]) for out in outs])  # [n, d]
+        sentences /= np.maximum(np.linalg.norm(sentences, axis=1, keepdims=True), 1e-12)
+        tokens = []
+        for out, mask in zip(outs, self._special_token_masks(texts), strict=True):
+            n_real = int(_numpy(out["attention_mask"]).sum())  # padding is on the right
+            tokens.append(self._strip(_numpy(out["token_embeddings"])[:n_real], mask))
+        return sentences, tokens
+
+    @staticmethod
+    def _strip(tokens: np.ndarray, special: np.ndarray | None) -> np.ndarray:
+        if special is not None and len(special) == tokens.shape[0]:
+            return tokens[~special]  # [n_tok, d] without [CLS]/[SEP]-like tokens (ROSCOE drops them too)
+        return tokens
 
     def _special_token_masks(self, texts: list[str]) -> list[np.ndarray | None]:
         tokenizer = getattr(self.model, "tokenizer", None)
@@ -114,6 +126,12 @@ class SentenceTransformerEmbedder:
         enc = tokenizer(texts, truncation=max_length is not None, max_length=max_length,
                         return_special_tokens_mask=True)
         return [np.asarray(m, dtype=bool) for m in enc["special_tokens_mask"]]
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
 
 
 def _packaged_model_dir() -> Path:
@@ -305,31 +323,60 @@ def _check_lengths(generated: Sequence[str], sources: Sequence[str], references:
             raise ValueError(f"{name}[{bad[0]}] must be a string, got {type(texts[bad[0]]).__name__}")
 
 
-def _embed_unique(texts: list[str], encode) -> dict[str, Any]:
-    unique = list(dict.fromkeys(texts))
-    if not unique:
-        return {}
-    vectors = encode(unique)
-    if len(vectors) != len(unique):
-        raise ValueError(f"embedder returned {len(vectors)} embeddings for {len(unique)} texts")
-    return dict(zip(unique, vectors, strict=True))
+def _checked(vectors: Any, texts: list[str]) -> Any:
+    if len(vectors) != len(texts):
+        raise ValueError(f"embedder returned {len(vectors)} embeddings for {len(texts)} texts")
+    return vectors
+
+
+def _embed(token_texts: list[str], other_texts: list[str], embedder: Embedder,
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sentence embeddings of every text and token embeddings of ``token_texts``, each distinct text once; one
+    forward pass for texts needing both when the embedder offers ``encode_with_tokens``."""
+    token_texts = list(dict.fromkeys(token_texts))
+    seen = set(token_texts)
+    other_texts = list(dict.fromkeys(t for t in other_texts if t not in seen))
+    sentences: dict[str, np.ndarray] = {}
+    tokens: dict[str, np.ndarray] = {}
+    if token_texts:
+        both = getattr(embedder, "encode_with_tokens", None)
+        if both is not None:
+            sent, toks = both(token_texts)
+        else:
+            sent, toks = embedder.encode_sentences(token_texts), embedder.encode_tokens(token_texts)
+        sentences.update(zip(token_texts, _checked(sent, token_texts), strict=True))
+        tokens.update(zip(token_texts, _checked(toks, token_texts), strict=True))
+    if other_texts:
+        sentences.update(zip(other_texts, _checked(embedder.encode_sentences(other_texts), other_texts), strict=True))
+    return sentences, tokens
 
 
 def score_batch(generated: Sequence[str], sources: Sequence[str], references: Sequence[str], *,
-                embedder: Embedder) -> list[dict[str, float]]:
+                embedder: Embedder, chunk_size: int = 256) -> list[dict[str, float]]:
     """ROSCOE scores (:data:`SCORE_NAMES`) for each (generated, source, reference) triple.
 
-    Every distinct step, whole chain and token sequence is embedded once, in one call per kind, for the whole batch.
+    Examples are scored ``chunk_size`` at a time (bounding memory); within a chunk every distinct step, whole chain
+    and token sequence is embedded once, in one batched call per kind.
     """
     _check_lengths(generated, sources, references)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows: list[dict[str, float]] = []
+    for start in range(0, len(generated), chunk_size):
+        stop = start + chunk_size
+        rows.extend(_score_chunk(generated[start:stop], sources[start:stop], references[start:stop], embedder))
+    return rows
+
+
+def _score_chunk(generated: Sequence[str], sources: Sequence[str], references: Sequence[str],
+                 embedder: Embedder) -> list[dict[str, float]]:
     gen = [split_steps(t) for t in generated]
     src = [split_steps(t) for t in sources]
     ref = [split_steps(t) for t in references]
-    chains = [gen, src, ref]
-    sentences = _embed_unique([x for group in chains for steps in group for x in steps]
-                              + [". ".join(steps) for group in chains for steps in group if steps],
-                              embedder.encode_sentences)
-    tokens = _embed_unique([x for group in (gen, src) for steps in group for x in steps], embedder.encode_tokens)
+    sentences, tokens = _embed([x for group in (gen, src) for steps in group for x in steps],
+                               [x for steps in ref for x in steps]
+                               + [". ".join(steps) for group in (gen, src, ref) for steps in group if steps],
+                               embedder)
 
     def embed(steps: list[str], with_tokens: bool) -> ChainEmbeddings:
         if not steps:
