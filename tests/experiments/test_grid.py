@@ -215,3 +215,27 @@ def test_store_rows_keep_the_resolved_settings(tmp_path):
     assert row["settings"]["train"] == {"max_steps": 2, "model": "m1", "dataset": "d1", "loss": "ce", "seed": 3}
     assert row["run_dir"] == str(config.cells()[0].run_dir)
     assert json.loads(json.dumps(row["metrics"])) == {"exact_match": 0.25 + 0.3, "iou": 0.5}
+
+
+@pytest.mark.slow
+def test_default_runner_trains_and_evaluates_a_real_cell_and_a_retry_skips_finished_training(tmp_path,
+                                                                                              tiny_model_dir):
+    pytest.importorskip("segloss.evaluation")
+    config = GridConfig(models=[str(tiny_model_dir)], datasets=[{"name": "arith", "options": {"n_train": 8}}],
+                        losses=["ce"], seeds=[0], output_dir=str(tmp_path / "grid"),
+                        train={"max_steps": 1, "per_device_train_batch_size": 4, "disable_tqdm": True},
+                        eval={"limit": 2, "max_new_tokens": 4, "batch_size": 2})
+    (cell,) = config.cells()
+    summary = run_grid(config, log=None)
+    assert summary.done == [cell.config_hash], summary
+    with ResultStore(config.store_path) as store:
+        row = store.get(cell.config_hash)
+        metrics = row["metrics"]
+        assert 0.0 <= metrics["exact_match"] <= 1.0 and "iou" in metrics and metrics["train_seconds"] > 0
+        assert (cell.eval_dir / "predictions.jsonl").is_file() and (cell.run_dir / "config.yaml").is_file()
+        trained = (cell.run_dir / "train_summary.json").stat().st_mtime_ns
+        store.claim(cell.config_hash, retry_running=True)
+        store.fail(cell.config_hash, "simulated eval crash")
+    summary = run_grid(config, log=None)  # retried: training is finished, so only the evaluation runs again
+    assert summary.done == [cell.config_hash]
+    assert (cell.run_dir / "train_summary.json").stat().st_mtime_ns == trained

@@ -59,8 +59,8 @@ def test_report_table_matches_the_store(tmp_path):
         cell = f"{100 * sum(em) / 3:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
         assert f"| {line['model']} | {line['loss']} | {cell} |" in text  # the markdown row starts with EM
     # m1: CE mean EM = 0.30, lovasz 0.40 (+33.3 %), focal 0.3067 (+2.2 %); m2: CE 0.35, lovasz 0.45 (+28.6 %).
-    assert "| m1 | lovasz | +33.3 % |" in text and "| m1 | focal | +2.2 % |" in text
-    assert "| m2 | lovasz | +28.6 % |" in text
+    assert "| m1 | lovasz | +10.0 pts (+33.3 %) |" in text and "| m1 | focal | +0.7 pts (+2.2 %) |" in text
+    assert "| m2 | lovasz | +10.0 pts (+28.6 %) |" in text
     payload = json.loads((tmp_path / "report" / "table.json").read_text())
     head = payload["headline"]
     assert [b["loss"] for b in head["best"]] == ["lovasz", "lovasz"]
@@ -83,8 +83,8 @@ def test_six_seeds_separate_a_consistent_gain_from_noise(tmp_path):
     config = _grid(tmp_path, [0, 1, 2, 3, 4, 5], models=["m1"])
     text = write_report(config.store_path, tmp_path / "report").read_text()
     # All 6 differences positive: exact sign-flip p = 2 / 2**6 = 0.03125. Focal's differences cancel: p = 1.
-    assert "| m1 | lovasz | +33.3 % | p = 0.031, significant (n = 6) |" in text
-    assert "| m1 | focal | +0.0 % | p = 1.000, not significant (n = 6) |" in text
+    assert "| m1 | lovasz | +10.0 pts (+33.3 %) | p = 0.031, significant (n = 6) |" in text
+    assert "| m1 | focal | +0.0 pts (+0.0 %) | p = 1.000, not significant (n = 6) |" in text
     assert "1 of 2 comparisons are significant at p < 0.05; the others are not significant" in text
     assert "smallest attainable" not in text
 
@@ -115,7 +115,7 @@ def test_failed_cells_are_listed_and_qa_sets_get_no_step_error_plot(tmp_path):
     # QA sets: accuracy is the compared metric, and there are no IoU/step-error columns.
     assert "| Model | Loss | openbookqa Acc | openbookqa Acc (LL) | Seeds |" in text
     assert "| m | ce | 50.0 [50.0, 50.0] | 30.0 [30.0, 30.0] | 1 |" in text
-    assert "| m | lovasz | +20.0 % | p = 1.000, not significant (n = 1) |" in text
+    assert "| m | lovasz | +10.0 pts (+20.0 %) | p = 1.000, not significant (n = 1) |" in text
 
 
 def test_roscoe_scores_in_predictions_get_their_section(tmp_path):

@@ -117,9 +117,11 @@ def compare_to_baseline(groups: dict[Key, dict[int, dict[str, float]]], *, metri
         paired = sorted(set(value) & set(ref))
         record: dict[str, Any] = {"model": model, "dataset": dataset, "loss": loss, "metric": metric,
                                   "n_pairs": len(paired), "mean": _mean(value.values()),
-                                  "baseline_mean": _mean(ref.values()), "relative_change": None,
+                                  "baseline_mean": _mean(ref.values()), "difference": None, "relative_change": None,
                                   "p_value": None, "significant": None, "min_attainable_p": None}
-        if record["mean"] is not None and record["baseline_mean"]:
+        if record["mean"] is not None and record["baseline_mean"] is not None:
+            record["difference"] = record["mean"] - record["baseline_mean"]
+        if record["difference"] is not None and record["baseline_mean"]:
             record["relative_change"] = (record["mean"] - record["baseline_mean"]) / record["baseline_mean"]
         if paired:
             a, b = [value[s] for s in paired], [ref[s] for s in paired]
@@ -207,6 +209,14 @@ def _fmt_rel(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:+.1f} %"
 
 
+def _fmt_change(c: dict[str, Any]) -> str:
+    """``+10.0 pts (+33.3 %)``: absolute change (points for % metrics) and relative change over CE."""
+    if c["difference"] is None:
+        return "n/a (no CE baseline)"
+    absolute = f"{c['difference'] * 100:+.1f} pts" if c["metric"] in PERCENT_METRICS else f"{c['difference']:+.3f}"
+    return f"{absolute} ({_fmt_rel(c['relative_change'])})"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -288,7 +298,7 @@ def _comparison_lines(comparisons: list[dict[str, Any]], datasets: list[str]) ->
     rows = []
     for model, loss in dict.fromkeys((c["model"], c["loss"]) for c in comparisons):
         got = [index.get((model, d, loss)) for d in datasets]
-        rows.append([model, loss] + [_fmt_rel(c["relative_change"]) if c else "–" for c in got]
+        rows.append([model, loss] + [_fmt_change(c) if c else "–" for c in got]
                     + [_fmt_p(c) if c else "–" for c in got])
     lines += [*_md_table(header, rows), ""]
     tested = [c for c in comparisons if c["p_value"] is not None]
