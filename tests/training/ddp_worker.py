@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,10 +10,6 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-if not hasattr(__import__("segloss.losses", fromlist=["x"]), "CombinedLoss"):  # TEMPORARY: see conftest.py shim
-    spec = importlib.util.spec_from_file_location("_shim", HERE / "conftest.py")
-    shim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shim)
 
 from training.helpers_train import tiny_config  # noqa: E402
 
