@@ -2,13 +2,14 @@
 
     segloss grid --config configs/grid/paper-gsm8k.yaml
     segloss grid --config configs/grid/paper-gsm8k.yaml --shard 2/8          # worker 2 of 8 on the same store
-    segloss grid --config configs/grid/paper-gsm8k.yaml --seeds '[0]' --train '{max_steps: 10}'
+    segloss grid --config configs/grid/smoke-arith.yaml --models '[runs/tiny-base]' --seeds '[0]'
     segloss grid --config configs/grid/paper-gsm8k.yaml --retry-running      # take over cells of dead workers
     segloss report --store runs/grid/results.sqlite --out runs/grid/report
 
 Re-running skips done cells and retries failed ones. Workers may share one store (with or without --shard): each
 cell is claimed atomically and runs once. A cell left `running` by a killed worker is only taken over with
---retry-running (use it when no other worker is alive). Exit code 1 when a cell failed in this run.
+--retry-running (use it when no other worker is alive). A flag replaces the whole field of the YAML file (`--train
+'{max_steps: 10}'` drops the file's other train settings). Exit code 1 when a cell failed in this run.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class GridConfig:
         ["ce", "lovasz"], help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
                                "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.")
     seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
-    train: dict[str, Any] = config_field({}, help="Shared TrainConfig overrides (e.g. max_steps, ce_weight, lora).")
+    train: dict[str, Any] = config_field({}, help="Shared TrainConfig overrides (e.g. max_steps, ce_weight, lora_r).")
     eval: dict[str, Any] = config_field({}, help="Shared EvalConfig overrides (e.g. split, limit).")
     output_dir: str = config_field("runs/grid", help="Grid directory: cells write their runs under <output_dir>/runs.")
     store: str | None = config_field(None, help="SQLite result store (default: <output_dir>/results.sqlite).")

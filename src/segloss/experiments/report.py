@@ -177,10 +177,10 @@ def roscoe_section(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         means[key] = {n: _mean(p[n] for p in preds if _finite(p.get(n))) for n in names}
     try:
         from segloss.metrics.roscoe import correlations
-    except ImportError:
-        corr = None
-    else:
+
         corr = correlations([p for preds in per_cell.values() for p in preds])
+    except (ImportError, ValueError):  # module absent, or only scores it does not know: means only
+        corr = None
     return {"means": means, "correlations": corr}
 
 
