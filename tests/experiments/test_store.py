@@ -94,9 +94,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 WORKER = textwrap.dedent("""
     import json, sqlite3, sys, time
     from segloss.config import config_from_dict, load_yaml
-    from segloss.experiments.grid import GridConfig, run_grid
+    from segloss.experiments.grid import GridConfig, parse_shard, run_grid
 
-    config_path, log_path, worker = sys.argv[1], sys.argv[2], sys.argv[3]
+    config_path, log_path, worker, shard = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     config = config_from_dict(GridConfig, load_yaml(config_path))
     first = [True]
 
@@ -116,13 +116,16 @@ WORKER = textwrap.dedent("""
         time.sleep(0.01)
         return {"exact_match": cell.seed / 10, "iou": 0.5}
 
-    summary = run_grid(config, runner=runner, worker=worker, log=None)
+    summary = run_grid(config, shard=parse_shard(shard) if shard != "-" else None, runner=runner, worker=worker,
+                       log=None)
     print(json.dumps({"done": len(summary.done), "failed": len(summary.failed), "skipped": summary.skipped}))
 """)
 
 
 @pytest.mark.slow
-def test_two_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path):
+@pytest.mark.parametrize("workers", [{"A": "-", "B": "-"}, {"A": "-", "B": "1/2", "C": "2/2"}],
+                         ids=["two-plain-workers", "plain-and-two-shards"])
+def test_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path, workers):
     config = {"models": ["m1", "m2"], "datasets": ["d1", "d2"], "losses": ["ce", "lovasz", "focal"], "seeds": [0, 1],
               "output_dir": str(tmp_path / "grid")}
     config_path = tmp_path / "grid.yaml"
@@ -130,20 +133,27 @@ def test_two_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     log = tmp_path / "calls.jsonl"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name],
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for name in ("A", "B")]
+             for name, shard in workers.items()]
     outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
+    assert [p.returncode for p in procs] == [0] * len(workers), [err for _, err in outputs]
 
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     hashes = [c["hash"] for c in calls]
     assert len(hashes) == 24 and len(set(hashes)) == 24  # every cell once, none twice
-    by_worker = {w: {c["hash"] for c in calls if c["worker"] == w} for w in ("A", "B")}
-    assert by_worker["A"] and by_worker["B"]  # both workers did real work
+    by_worker = {w: {c["hash"] for c in calls if c["worker"] == w} for w in workers}
+    assert by_worker["A"] and sum(bool(cells) for cells in by_worker.values()) >= 2  # they really ran at once
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sum(s["done"] for s in summaries) == 24 and all(s["failed"] == 0 for s in summaries)
-    assert [s["done"] + s["skipped"] for s in summaries] == [24, 24]
+    expected = [24 if shard == "-" else 12 for shard in workers.values()]  # a shard sees half of the cells
+    assert [s["done"] + s["skipped"] for s in summaries] == expected
+    with ResultStore(tmp_path / "grid" / "results.sqlite") as store:
+        index = {r["config_hash"]: r["cell_index"] for r in store.rows()}
+    for name, shard in workers.items():
+        if shard != "-":  # a sharded worker only ever ran cells of its shard
+            i, n = map(int, shard.split("/"))
+            assert all(index[h] % n == i - 1 for h in by_worker[name])
 
     with ResultStore(tmp_path / "grid" / "results.sqlite") as store:
         rows = store.rows()
