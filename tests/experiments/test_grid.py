@@ -165,6 +165,8 @@ def test_crash_is_recorded_and_the_grid_goes_on_then_a_rerun_retries_only_failur
 
     third = Recorder()
     assert run_grid(config, runner=third, log=None).skipped == 12 and third.calls == []
+    saved = config_from_dict(GridConfig, load_yaml(tmp_path / "grid" / "grid.yaml"))
+    assert [c.config_hash for c in saved.cells()] == [c.config_hash for c in config.cells()]
 
 
 def test_a_stale_running_cell_is_taken_over_only_with_retry_running(tmp_path):

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 import time
 import traceback
@@ -316,6 +317,7 @@ def run_grid(config: GridConfig, *, shard: tuple[int, int] | None = None, runner
     skipped = 0
     with ResultStore(config.store_path, worker=worker) as store:
         store.register(c.as_row() for c in cells)
+        save_grid_config(config)
         for cell in mine:
             if not store.claim(cell.config_hash, since=started, retry_running=retry_running):
                 skipped += 1
@@ -326,6 +328,18 @@ def run_grid(config: GridConfig, *, shard: tuple[int, int] | None = None, runner
         counts = store.counts()
     say(f"[grid] this worker: {len(done)} done, {len(failed)} failed, {skipped} skipped; store {counts}")
     return GridSummary(done=done, failed=failed, skipped=skipped, counts=counts, store=config.store_path)
+
+
+def save_grid_config(config: GridConfig) -> Path:
+    """Write the resolved grid to ``<output_dir>/grid.yaml`` (per-process temporary file, then an atomic rename)."""
+    from segloss.config import save_yaml
+
+    path = Path(config.output_dir) / "grid.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"grid.yaml.{os.getpid()}.tmp")
+    save_yaml(config, tmp, command=f"segloss grid --config {path}")
+    os.replace(tmp, path)
+    return path
 
 
 def _run_cell(store: ResultStore, cell: Cell, runner: Runner, say: Callable[[str], None]) -> bool:
