@@ -79,6 +79,9 @@ def test_refuses_a_non_empty_output_dir(tiny_model_dir, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"output_dir.*--resume.*--overwrite"):
         train(tiny_config(tiny_model_dir, out, max_steps=1))
     assert (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="lora_target_modules"):  # a failing run deletes nothing, even --overwrite
+        train(tiny_config(tiny_model_dir, out, max_steps=1, overwrite=True, lora_target_modules=["nope"]))
+    assert (out / "precious.txt").read_text() == "keep me"
     train(tiny_config(tiny_model_dir, out, max_steps=1, overwrite=True))
     assert not (out / "precious.txt").exists() and (out / "train_summary.json").is_file()
 

@@ -128,15 +128,21 @@ def _training_arguments(config: TrainConfig) -> TrainingArguments:
     )
 
 
-def _prepare_output_dir(config: TrainConfig, args: TrainingArguments) -> str | None:
-    """Refuse to clobber a run; with --overwrite clear it, with --resume return its last checkpoint (or None)."""
+def _check_output_dir(config: TrainConfig) -> bool:
+    """A non-empty output_dir needs --resume or --overwrite; returns whether it is non-empty."""
     out = Path(config.output_dir)
-    non_empty = out.is_dir() and any(out.iterdir())
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir: {out} exists and is not a directory")
+    non_empty = out.is_dir() and any(out.iterdir())
     if non_empty and not (config.resume or config.overwrite):
         raise ValueError(f"output_dir: {out} is not empty; pass --resume to continue its last checkpoint, "
                          "--overwrite to delete it, or choose another --output-dir")
+    return non_empty
+
+
+def _prepare_output_dir(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> str | None:
+    """With --overwrite clear output_dir (main process); with --resume return its last checkpoint (or None)."""
+    out = Path(config.output_dir)
     with args.main_process_first(desc="prepare output_dir"):
         if non_empty and config.overwrite and args.process_index == 0:
             shutil.rmtree(out)
@@ -178,9 +184,10 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
 
     weights = config.loss_weights()
     args = _training_arguments(config)
-    checkpoint = _prepare_output_dir(config, args)
-    model, tokenizer = build_model(config)
+    non_empty = _check_output_dir(config)
+    model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, _ = build_training_data(config, tokenizer)
+    checkpoint = _prepare_output_dir(config, args, non_empty)
     trainer = SeglossTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=DataCollator(tokenizer),
         processing_class=tokenizer, combined_loss=CombinedLoss(weights, config.loss_options or None),
