@@ -26,10 +26,14 @@ def test_register_is_idempotent_and_keeps_status(tmp_path):
     with ResultStore(tmp_path / "s.sqlite", worker="A") as store:
         assert store.register([_row(0), _row(1)]) == 2
         assert store.claim("h0")
-        store.finish("h0", {"exact_match": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}, "iou": 0.25})
+        store.finish("h0", {"exact_match": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}, "iou": 0.25,
+                            "calculation_errors": float("nan")})
         assert store.register([_row(0), _row(1), _row(2)]) == 1  # only h2 is new
         row = store.get("h0")
-        assert row["status"] == "done" and row["metrics"] == {"exact_match": 0.5, "iou": 0.25}
+        assert row["status"] == "done"
+        assert row["metrics"] == {"exact_match": 0.5, "iou": 0.25, "calculation_errors": None}
+        sql = "SELECT json_extract(metrics, '$.iou'), json_extract(metrics, '$.calculation_errors') FROM cells"
+        assert tuple(store._conn.execute(sql + " WHERE config_hash = 'h0'").fetchone()) == (0.25, None)  # valid JSON
         assert row["settings"] == {"train": {"seed": 0}} and row["run_dir"] == "/runs/0"
         assert row["attempts"] == 1 and row["worker"] == "A" and row["seconds"] is None
         assert store.counts() == {"pending": 2, "running": 0, "done": 1, "failed": 0}

@@ -70,15 +70,16 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """``{name: float}``: summaries ``{"mean": x, ...}`` become ``x``; non-numeric values are rejected."""
-    out: dict[str, float] = {}
+def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """``{name: float}``: summaries ``{"mean": x, ...}`` become ``x``; NaN/inf become None (JSON null, which SQLite's
+    json_extract can read; NaN is not JSON); non-numeric values are rejected."""
+    out: dict[str, float | None] = {}
     for key, value in metrics.items():
         if isinstance(value, dict) and "mean" in value:
             value = value["mean"]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"metric {key!r} must be a number or a {{'mean': ...}} summary, got {value!r}")
-        out[str(key)] = float(value) if math.isfinite(float(value)) else math.nan
+        out[str(key)] = float(value) if math.isfinite(float(value)) else None
     return out
 
 
@@ -189,7 +190,7 @@ class ResultStore:
     def finish(self, config_hash: str, metrics: dict[str, Any], *, seconds: float | None = None) -> None:
         """Record a cell as ``done`` with its metrics (``{name: float}`` or evaluate()-style summaries)."""
         clean = _clean_metrics(metrics)
-        self._close_cell(config_hash, "done", seconds, metrics=json.dumps(clean), error=None)
+        self._close_cell(config_hash, "done", seconds, metrics=json.dumps(clean, allow_nan=False), error=None)
 
     def fail(self, config_hash: str, error: str, *, seconds: float | None = None) -> None:
         """Record a cell as ``failed`` with its error text (kept to the last 4000 characters)."""
