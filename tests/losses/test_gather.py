@@ -19,6 +19,16 @@ def test_matches_log_softmax_indexing_per_row_and_shared_columns(generator, monk
         assert torch.count_nonzero(grad[[1, 4, 5]]) == 0
 
 
+def test_scattered_rows_take_the_gather_path(generator, monkeypatch):
+    monkeypatch.setattr(_gather, "_CHUNK_ELEMENTS", 10)  # two rows per chunk; rows 0 and 9 span 10 rows
+    logits = torch.randn(10, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    rows, cols = torch.tensor([0, 9]), torch.tensor([[1, 2], [3, 3]])
+    assert not _gather._uses_span(0, 2, 0, 10)
+    (grad,) = torch.autograd.grad(log_probs_at(logits, rows, cols).sum(), logits)
+    (expected,) = torch.autograd.grad(torch.log_softmax(logits, -1)[rows[:, None], cols].sum(), logits)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_gradcheck(generator):
     logits = torch.randn(4, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     rows, cols = torch.tensor([1, 3]), torch.tensor([[0, 5], [2, 2]])

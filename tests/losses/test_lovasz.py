@@ -31,3 +31,23 @@ def test_only_present_classes_count():
     wider = torch.cat([logits, torch.full((1, 2, 50), -40.0, dtype=torch.float64)], dim=-1)
     labels = torch.tensor([[0, 1]])
     assert lovasz_softmax_loss(wider, labels).item() == pytest.approx(0.35, rel=1e-9)
+
+
+def test_pruned_top_k_path_matches_the_full_sort(generator):
+    from helpers.loss_reference import ref_lovasz
+
+    from segloss.losses.functional import _sorted_relevant_errors
+
+    labels = torch.randint(0, 6, (3, 10), generator=generator)
+    # V = 400 ≫ 6 classes: a foreground error sums 399 probabilities, a background error is one of them.
+    noise = 0.5 * torch.randn(3, 10, 400, generator=generator)
+    logits = (8.0 * torch.nn.functional.one_hot(labels, 400) + noise).double()
+    logits.requires_grad_()
+    probs = torch.softmax(logits.detach().reshape(-1, 400), -1)[:, labels.unique()]
+    fg = labels.reshape(1, -1) == labels.unique()[:, None]
+    kept, _ = _sorted_relevant_errors(torch.where(fg, 1 - probs.t(), probs.t()), fg)
+    assert kept.shape[1] < 15  # the top-k path, not the full sort over 30 tokens
+    value = lovasz_softmax_loss(logits, labels)
+    expected = ref_lovasz(logits, labels)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(value, logits)[0], torch.autograd.grad(expected, logits)[0])

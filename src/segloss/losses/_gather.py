@@ -4,20 +4,23 @@ Every task loss needs ``log p[i, c] = z[i, c] − logsumexp(z[i, :])`` only for 
 of classes ``c`` per token (its target, or the classes present in the batch). Autograd through
 ``log_softmax(z)[rows][:, cols]`` would keep a [M, V] log-softmax alive and build a second [M, V] gradient for the
 indexing; this Function keeps nothing of size V for backward and writes the gradient once, in row chunks.
+
+Valid tokens usually come in runs (the answer span of each sequence), so a chunk of valid rows is read through a
+view of the row range it spans whenever that range is at most twice as long as the chunk; scattered rows are
+gathered with ``index_select`` instead.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch.autograd.function import once_differentiable
 
 # Rows per chunk are chosen so that a chunk's float32 temporaries stay near this many elements (16 MiB).
 _CHUNK_ELEMENTS = 1 << 22
-
-
-def _chunks(n_rows: int, vocab: int) -> range:
-    step = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
-    return range(0, n_rows, step)
+# A chunk is read through a view of the rows it spans when the span holds at most this many times its rows.
+_MAX_SPAN_RATIO = 2.0
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -25,35 +28,71 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _row_chunks(rows: torch.Tensor, vocab: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) into ``rows`` and the (first, last + 1) row range the chunk spans; rows are sorted."""
+    step = max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+    bounds = rows.tolist()
+    for start in range(0, len(bounds), step):
+        stop = min(start + step, len(bounds))
+        yield start, stop, bounds[start], bounds[stop - 1] + 1
+
+
+def _uses_span(start: int, stop: int, first: int, end: int) -> bool:
+    return end - first <= _MAX_SPAN_RATIO * (stop - start)
+
+
 class _LogProbsAt(torch.autograd.Function):
+    # log_softmax / softmax are single fused kernels: per chunk they beat logsumexp and exp(z − lse) several times.
+
     @staticmethod
     def forward(ctx, logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        # logits2d [M, V]; rows [N] distinct row indices; cols [N, K] per-row or [K] shared class indices.
+        # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K] per-row or [K] shared class indices.
         dtype = _compute_dtype(logits2d.dtype)
-        lse = torch.empty(rows.numel(), dtype=dtype, device=logits2d.device)  # [N]
-        step = _chunks(rows.numel(), logits2d.shape[-1]).step
-        for start in range(0, rows.numel(), step):
-            chunk = logits2d.index_select(0, rows[start : start + step]).to(dtype)  # [R, V]
-            lse[start : start + step] = torch.logsumexp(chunk, dim=-1)
-        picked = logits2d[rows[:, None], cols if cols.dim() == 2 else cols[None, :]].to(dtype)  # [N, K]
-        ctx.save_for_backward(logits2d, rows, cols, lse)
-        return picked - lse[:, None]  # [N, K]
+        picked = []
+        for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
+            idx = rows[start:stop]
+            if _uses_span(start, stop, first, end):  # a view: no copy of the rows
+                source, local = logits2d[first:end], idx - first
+            else:
+                source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
+            log_p = torch.log_softmax(source.to(dtype), dim=-1)  # [S, V] chunk temporary
+            chunk_cols = cols[start:stop] if cols.dim() == 2 else cols[None, :]
+            picked.append(log_p[local[:, None], chunk_cols])  # [R, K]
+        ctx.save_for_backward(logits2d, rows, cols)
+        ctx.compute_dtype = dtype
+        return torch.cat(picked) if picked else logits2d.new_zeros((0, cols.shape[-1]), dtype=dtype)  # [N, K]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        logits2d, rows, cols, lse = ctx.saved_tensors
-        grad = torch.zeros_like(logits2d)  # [M, V]: the only full-size allocation
-        step = _chunks(rows.numel(), logits2d.shape[-1]).step
-        for start in range(0, rows.numel(), step):
-            idx = rows[start : start + step]
-            g = grad_out[start : start + step]  # [R, K]
-            chunk = logits2d.index_select(0, idx).to(lse.dtype)  # [R, V]
+        logits2d, rows, cols = ctx.saved_tensors
+        grad = torch.empty_like(logits2d)  # [M, V]: the only full-size allocation; every row is written once
+        written = torch.zeros(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)  # [M]
+        for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
+            idx = rows[start:stop]
+            g = grad_out[start:stop]  # [R, K]
+            chunk_cols = cols[start:stop] if cols.dim() == 2 else cols.expand(len(idx), -1)  # [R, K]
+            span = _uses_span(start, stop, first, end)
+            local = idx - first if span else torch.arange(len(idx), device=idx.device)  # [R]
+            height = end - first if span else len(idx)
+            source = logits2d[first:end] if span else logits2d.index_select(0, idx)  # [S, V]
             # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
-            chunk.sub_(lse[start : start + step, None]).exp_().mul_(-g.sum(dim=-1, keepdim=True))
-            chunk_cols = cols[start : start + step] if cols.dim() == 2 else cols.expand(len(idx), -1)  # [R, K]
-            chunk.scatter_add_(1, chunk_cols, g)
-            grad.index_copy_(0, idx, chunk.to(grad.dtype))
+            scale = g.new_zeros(height).index_copy_(0, local, -g.sum(dim=-1))  # [S], 0 on rows outside the loss
+            direct = span and grad.dtype == ctx.compute_dtype  # write straight into the gradient's rows
+            chunk = torch.mul(torch.softmax(source.to(ctx.compute_dtype), dim=-1), scale[:, None],
+                              out=grad[first:end] if direct else None)  # [S, V]
+            if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
+                outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
+                chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)
+            chunk.index_put_((local[:, None], chunk_cols), g, accumulate=True)
+            if span:
+                if not direct:
+                    grad[first:end] = chunk
+                written[first:end] = True
+            else:
+                grad.index_copy_(0, idx, chunk.to(grad.dtype))
+                written[idx] = True
+        grad[~written] = 0
         return grad, None, None
 
 
@@ -62,7 +101,7 @@ def log_probs_at(logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor)
 
     Args:
         logits2d: ``[M, V]`` logits (any float dtype; half precision is computed in float32).
-        rows: ``[N]`` distinct row indices (the valid tokens).
+        rows: ``[N]`` sorted, distinct row indices (the valid tokens).
         cols: ``[N, K]`` class indices for each selected row, or ``[K]`` classes shared by all rows.
 
     Returns:

@@ -163,12 +163,28 @@ def generalized_dice_loss(
 
 
 def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovász extension of the Jaccard loss w.r.t. sorted errors, per class. ``[K, N] → [K, N]``."""
+    """Gradient of the Lovász extension of the Jaccard loss w.r.t. sorted errors, per class. ``[K, R] → [K, R]``."""
     gts = fg_sorted.sum(1, keepdim=True)  # [K, 1]
-    intersection = gts - fg_sorted.cumsum(1)  # [K, N]
-    union = gts + (1 - fg_sorted).cumsum(1)  # [K, N], ≥ 1 since every class is present
+    intersection = gts - fg_sorted.cumsum(1)  # [K, R]
+    union = gts + (1 - fg_sorted).cumsum(1)  # [K, R], ≥ 1 since every class is present
     jaccard = 1 - intersection / union
     return torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+
+
+def _sorted_relevant_errors(errors: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the errors that can carry a Lovász gradient, in decreasing order: ([K, R] errors, [K, R] fg).
+
+    Past a class's last foreground token in sorted order the Jaccard index stays 1, so every error smaller than its
+    smallest foreground error has zero weight. Keeping the top R = max_c #{e ≥ min fg error of c} per class is
+    exact, and much cheaper than a full sort once predictions separate the classes.
+    """
+    min_fg = torch.where(fg, errors, torch.full_like(errors, torch.inf)).amin(1, keepdim=True)  # [K, 1]
+    keep = int((errors >= min_fg).sum(1).max())  # R
+    if keep > errors.shape[1] // 2:
+        errors_sorted, order = errors.sort(dim=1, descending=True)  # [K, N]
+    else:
+        errors_sorted, order = errors.topk(keep, dim=1)  # [K, R], sorted
+    return errors_sorted, fg.gather(1, order)
 
 
 def lovasz_softmax_loss(
@@ -178,7 +194,8 @@ def lovasz_softmax_loss(
 
     For each present class c, errors ``e_i = |[y_i = c] − p_i[c]|`` are sorted in decreasing order and the loss is
     ``Σ_i e_(i) · g_i`` with g the gradient of the Lovász extension of the Jaccard index. All K classes are
-    sorted in one batched sort. Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    sorted together (one batched sort or top-k over the errors that can matter; see ``_sorted_relevant_errors``).
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
     """
     present = _present_class_probs(logits, labels, ignore_index)
     if present is None:
@@ -187,6 +204,5 @@ def lovasz_softmax_loss(
     fg = target_k[None, :] == torch.arange(probs.shape[1], device=probs.device)[:, None]  # [K, N]
     probs_t = probs.t()  # [K, N]
     errors = torch.where(fg, 1 - probs_t, probs_t)  # [K, N]
-    errors_sorted, order = errors.sort(dim=1, descending=True)  # [K, N]
-    grad = _lovasz_grad(fg.gather(1, order).to(probs.dtype))  # [K, N]
-    return (errors_sorted * grad).sum(1).mean()
+    errors_sorted, fg_sorted = _sorted_relevant_errors(errors, fg)  # [K, R]
+    return (errors_sorted * _lovasz_grad(fg_sorted.to(probs.dtype))).sum(1).mean()
