@@ -127,3 +127,27 @@ def test_causal_shift_aligns_labels_with_next_token_logits():
     assert shifted.tolist() == [[2, 3, -100, -100]]
     assert shifted_answer.tolist() == [[-100, 3, 4, -100]]
     assert causal_shift(labels, ignore_index=-1)[0].tolist() == [[2, 3, -100, -1]]
+
+
+def test_shared_gather_gives_exactly_the_single_losses(batch):
+    # CombinedLoss reads each row's log-softmax once; every term must still equal its single loss, gradient too.
+    logits, labels, answer_labels = batch
+    answer_labels[0, 0] = 4  # an answer token where `labels` is also valid, and one where it is not:
+    labels[1, 4], answer_labels[1, 4] = -100, 2
+    weights = {"ce": 0.3, "focal": 0.2, "sadl": 0.1, "gdice": 0.15, "lovasz": 0.25}
+    combined = CombinedLoss(weights)(logits, labels, answer_labels)
+    singles = sum(
+        w * get_loss(n)(logits, labels if n == "ce" else answer_labels) for n, w in weights.items()
+    )
+    torch.testing.assert_close(combined, singles, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(combined, logits)[0], torch.autograd.grad(singles, logits)[0])
+
+
+def test_ignore_index_belongs_to_the_combined_loss(batch):
+    logits, labels, answer_labels = batch
+    with pytest.raises(ValueError, match="set ignore_index on CombinedLoss"):
+        CombinedLoss({"focal": 1.0}, options={"focal": {"ignore_index": -1}})
+    shifted = [torch.where(t == -100, -1, t) for t in (labels, answer_labels)]
+    value = CombinedLoss({"ce": 0.5, "lovasz": 0.5}, ignore_index=-1)(logits, *shifted)
+    expected = CombinedLoss({"ce": 0.5, "lovasz": 0.5})(logits, labels, answer_labels)
+    assert value.item() == pytest.approx(expected.item())

@@ -45,10 +45,10 @@ class _LogProbsAt(torch.autograd.Function):
     # log_softmax / softmax are single fused kernels: per chunk they beat logsumexp and exp(z − lse) several times.
 
     @staticmethod
-    def forward(ctx, logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K] per-row or [K] shared class indices.
+    def forward(ctx, logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shared: torch.Tensor):
+        # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K1] per-row and shared [K2] class indices.
         dtype = _compute_dtype(logits2d.dtype)
-        picked = []
+        per_row, per_shared = [], []
         for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
             idx = rows[start:stop]
             if _uses_span(start, stop, first, end):  # a view: no copy of the rows
@@ -56,35 +56,39 @@ class _LogProbsAt(torch.autograd.Function):
             else:
                 source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
             log_p = torch.log_softmax(source.to(dtype), dim=-1)  # [S, V] chunk temporary
-            chunk_cols = cols[start:stop] if cols.dim() == 2 else cols[None, :]
-            picked.append(log_p[local[:, None], chunk_cols])  # [R, K]
-        ctx.save_for_backward(logits2d, rows, cols)
+            per_row.append(log_p[local[:, None], cols[start:stop]])  # [R, K1]
+            per_shared.append(log_p[local[:, None], shared[None, :]])  # [R, K2]
+        ctx.save_for_backward(logits2d, rows, cols, shared)
         ctx.compute_dtype = dtype
-        return torch.cat(picked) if picked else logits2d.new_zeros((0, cols.shape[-1]), dtype=dtype)  # [N, K]
+        if not per_row:
+            empty = logits2d.new_zeros((0,), dtype=dtype)
+            return empty.view(0, cols.shape[-1]), empty.view(0, shared.numel())
+        return torch.cat(per_row), torch.cat(per_shared)  # [N, K1], [N, K2]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        logits2d, rows, cols = ctx.saved_tensors
+    def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):
+        logits2d, rows, cols, shared = ctx.saved_tensors
         grad = torch.empty_like(logits2d)  # [M, V]: the only full-size allocation; every row is written once
         written = torch.zeros(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)  # [M]
         for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
             idx = rows[start:stop]
-            g = grad_out[start:stop]  # [R, K]
-            chunk_cols = cols[start:stop] if cols.dim() == 2 else cols.expand(len(idx), -1)  # [R, K]
+            g_rows, g_shared = grad_rows[start:stop], grad_shared[start:stop]  # [R, K1], [R, K2]
             span = _uses_span(start, stop, first, end)
             local = idx - first if span else torch.arange(len(idx), device=idx.device)  # [R]
             height = end - first if span else len(idx)
             source = logits2d[first:end] if span else logits2d.index_select(0, idx)  # [S, V]
             # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
-            scale = g.new_zeros(height).index_copy_(0, local, -g.sum(dim=-1))  # [S], 0 on rows outside the loss
+            row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
+            scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss
             direct = span and grad.dtype == ctx.compute_dtype  # write straight into the gradient's rows
             chunk = torch.mul(torch.softmax(source.to(ctx.compute_dtype), dim=-1), scale[:, None],
                               out=grad[first:end] if direct else None)  # [S, V]
             if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
                 outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
                 chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)
-            chunk.index_put_((local[:, None], chunk_cols), g, accumulate=True)
+            chunk.index_put_((local[:, None], cols[start:stop]), g_rows, accumulate=True)
+            chunk.index_put_((local[:, None], shared[None, :].expand(len(idx), -1)), g_shared, accumulate=True)
             if span:
                 if not direct:
                     grad[first:end] = chunk
@@ -93,18 +97,23 @@ class _LogProbsAt(torch.autograd.Function):
                 grad.index_copy_(0, idx, chunk.to(grad.dtype))
                 written[idx] = True
         grad[~written] = 0
-        return grad, None, None
+        return grad, None, None, None
 
 
-def log_probs_at(logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``log_softmax(logits2d, -1)[rows[:, None], cols]`` in the compute dtype, memory-lean.
+def log_probs_at(
+    logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shared: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log_softmax(logits2d, -1)`` at ``(rows[i], cols[i, k])`` and at ``(rows[i], shared[k])``, memory-lean.
 
     Args:
         logits2d: ``[M, V]`` logits (any float dtype; half precision is computed in float32).
         rows: ``[N]`` sorted, distinct row indices (the valid tokens).
-        cols: ``[N, K]`` class indices for each selected row, or ``[K]`` classes shared by all rows.
+        cols: ``[N, K1]`` class indices for each selected row (e.g. its target).
+        shared: ``[K2]`` class indices wanted for every selected row (e.g. the classes present), or None.
 
     Returns:
-        ``[N, K]`` log-probabilities.
+        ``([N, K1], [N, K2])`` log-probabilities in the compute dtype.
     """
-    return _LogProbsAt.apply(logits2d, rows, cols)
+    if shared is None:
+        shared = cols.new_zeros(0)
+    return _LogProbsAt.apply(logits2d, rows, cols, shared)

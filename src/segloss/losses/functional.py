@@ -9,15 +9,17 @@ Every answer token is a "pixel" and every vocabulary entry a "class". All functi
   never enter a loss's value or gradient.
 * Returns a scalar tensor. When no position is valid the loss is exactly 0 with a zero gradient (never NaN).
 
-No function loops over vocabulary classes: the task losses work on the N valid tokens and the K classes present
-in their labels (K ≤ N), through :func:`segloss.losses._gather.log_probs_at`, which never keeps a ``[N, V]``
-softmax alive.
+No function loops over vocabulary classes: every loss is a *core* over the N valid tokens and the K classes
+present in their labels (K ≤ N), fed by :func:`gather_token_probs`, which reads each row's log-softmax once
+(:func:`segloss.losses._gather.log_probs_at`) and never keeps a ``[N, V]`` softmax alive.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
 import torch
-import torch.nn.functional as F
 
 from segloss.losses._gather import _compute_dtype, log_probs_at
 
@@ -36,19 +38,61 @@ def _check_inputs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return logits, labels
 
 
-def _valid_tokens(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flatten and keep the valid positions: (logits2d [M, V], rows [N], targets [N], sequence ids [N])."""
-    logits, labels = _check_inputs(logits, labels)
-    _, seq_len, vocab = logits.shape
+class TokenProbs(NamedTuple):
+    """What the losses read of the valid tokens of one labels tensor (N valid tokens, K classes present)."""
+
+    log_p_target: torch.Tensor  # [N] log p_i[y_i]
+    seq: torch.Tensor  # [N] sequence index of each token
+    probs_present: torch.Tensor | None  # [N, K] p_i[c] for the classes present among the targets
+    target_class: torch.Tensor | None  # [N] position of y_i among the present classes
+
+
+def _valid_tokens(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows [N], targets [N]) of the valid positions of flattened ``labels`` (shapes already checked)."""
     flat = labels.reshape(-1)  # [M]
-    rows = (flat != ignore_index).nonzero().squeeze(1)  # [N]
+    rows = (flat != ignore_index).nonzero().squeeze(1)  # [N], sorted
     targets = flat[rows].long()  # [N]
+    vocab = logits.shape[-1]
     if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
         bad = targets[(targets < 0) | (targets >= vocab)][0].item()
         raise ValueError(f"label {bad} is outside the vocabulary [0, {vocab}) and is not ignore_index={ignore_index}")
-    return logits.reshape(-1, vocab), rows, targets, rows // seq_len
+    return rows, targets
+
+
+def gather_token_probs(
+    logits: torch.Tensor, label_sets: Sequence[tuple[torch.Tensor, bool]], *, ignore_index: int = IGNORE_INDEX
+) -> list[TokenProbs | None]:
+    """One pass over the vocabulary for several label tensors of the same logits.
+
+    ``label_sets`` holds ``(labels [B, T], needs_present_classes)`` pairs; the result holds one :class:`TokenProbs`
+    per pair (None when it has no valid token). The log-softmax of each row is computed once however many label
+    tensors and losses read it, which is what makes CE + a task loss cost about one CE.
+    """
+    checked = [_check_inputs(logits, labels) for labels, _ in label_sets]
+    logits = checked[0][0]
+    seq_len, vocab = logits.shape[1], logits.shape[2]
+    tokens = [_valid_tokens(logits, labels, ignore_index) for _, labels in checked]
+    rows = torch.cat([r for r, _ in tokens]).unique()  # [U] sorted union of valid rows
+    if rows.numel() == 0:
+        return [None] * len(label_sets)
+    positions = [torch.searchsorted(rows, r) for r, _ in tokens]  # each set's rows inside the union
+    cols = rows.new_zeros(rows.numel(), len(tokens))  # [U, S]: column j holds set j's target (0 elsewhere)
+    for j, ((_, targets), pos) in enumerate(zip(tokens, positions, strict=True)):
+        cols[pos, j] = targets
+    wanted = [targets for (_, targets), (_, present) in zip(tokens, label_sets, strict=True) if present]
+    shared = torch.cat(wanted).unique() if wanted else None  # [K] classes any region loss needs
+    log_p_rows, log_p_shared = log_probs_at(logits.reshape(-1, vocab), rows, cols, shared)  # [U, S], [U, K]
+    out: list[TokenProbs | None] = []
+    for j, ((set_rows, targets), pos, (_, present)) in enumerate(zip(tokens, positions, label_sets, strict=True)):
+        if set_rows.numel() == 0:
+            out.append(None)
+            continue
+        probs = target_class = None
+        if present:
+            classes, target_class = torch.unique(targets, return_inverse=True)  # [K_j], [N]
+            probs = log_p_shared[pos][:, torch.searchsorted(shared, classes)].exp()  # [N, K_j]
+        out.append(TokenProbs(log_p_rows[pos, j], set_rows // seq_len, probs, target_class))
+    return out
 
 
 def _zero(logits: torch.Tensor) -> torch.Tensor:
@@ -56,100 +100,42 @@ def _zero(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1)[:0].sum().to(_compute_dtype(logits.dtype))
 
 
-def _target_log_probs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor | None:
-    """log p_t of every valid token ([N]), or None when there is none."""
-    logits2d, rows, targets, _ = _valid_tokens(logits, labels, ignore_index)
-    if rows.numel() == 0:
-        return None
-    return log_probs_at(logits2d, rows, targets[:, None]).squeeze(1)  # [N]
-
-
 def _one_minus_p(log_p: torch.Tensor) -> torch.Tensor:
     # 1 − p from log p without cancellation; clamped so (1 − p)^γ has a finite gradient at p = 1.
     return (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Cross-entropy, mean over valid tokens: ``−(1/N) Σ_i log p_i[y_i]``.
+def _single(core: Callable[..., torch.Tensor], needs_present: bool) -> Callable[..., torch.Tensor]:
+    """The public loss ``f(logits, labels, *, ignore_index, **options)`` for the core ``core(tokens, **options)``."""
 
-    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
-    """
-    logits2d, rows, _, _ = _valid_tokens(logits, labels, ignore_index)  # checks shapes and label range
-    if rows.numel() == 0:
-        return _zero(logits)
-    logits2d = logits2d.to(_compute_dtype(logits.dtype))
-    total = F.cross_entropy(logits2d, labels.reshape(-1).long(), ignore_index=ignore_index, reduction="sum")
-    return total / rows.numel()
+    def loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX, **options: Any):
+        (tokens,) = gather_token_probs(logits, [(labels, needs_present)], ignore_index=ignore_index)
+        return _zero(logits) if tokens is None else core(tokens, **options)
+
+    return loss
 
 
-def focal_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Focal loss (Lin et al., 2017), mean over valid tokens: ``−(1/N) Σ_i (1 − p_t)^γ · log p_t``.
+def ce_core(tokens: TokenProbs) -> torch.Tensor:
+    return -tokens.log_p_target.mean()
 
-    Computed from log-probabilities, so it is finite for p_t → 0 and p_t → 1 and stable for half-precision
-    inputs. ``gamma=0`` is cross-entropy. Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
-    """
-    log_p = _target_log_probs(logits, labels, ignore_index)  # [N]
-    if log_p is None:
-        return _zero(logits)
+
+def focal_core(tokens: TokenProbs, *, gamma: float = 2.0) -> torch.Tensor:
+    log_p = tokens.log_p_target  # [N]
     return -(_one_minus_p(log_p).pow(gamma) * log_p).mean()
 
 
-def self_adjusting_dice_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    alpha: float = 1.0,
-    gamma: float = 1.0,
-    ignore_index: int = IGNORE_INDEX,
-) -> torch.Tensor:
-    """Self-adjusting Dice loss (Li et al., 2020), mean over valid tokens.
-
-    ``q = (1 − p_t)^α · p_t``, loss ``= 1 − (2q + γ) / (q + 1 + γ)`` per token, as in the original research code
-    (γ is the smoothing term). Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
-    """
-    log_p = _target_log_probs(logits, labels, ignore_index)  # [N]
-    if log_p is None:
-        return _zero(logits)
+def sadl_core(tokens: TokenProbs, *, alpha: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
+    log_p = tokens.log_p_target  # [N]
     q = _one_minus_p(log_p).pow(alpha) * log_p.exp()  # [N]
     return (1 - (2 * q + gamma) / (q + 1 + gamma)).mean()
 
 
-def _present_class_probs(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Probabilities of the K classes present in the labels: (p [N, K], class index of each token [N], seq [N])."""
-    logits2d, rows, targets, seq = _valid_tokens(logits, labels, ignore_index)
-    if rows.numel() == 0:
-        return None
-    classes, target_k = torch.unique(targets, return_inverse=True)  # [K], [N]
-    probs = log_probs_at(logits2d, rows, classes).exp()  # [N, K]
-    return probs, target_k, seq
-
-
-def generalized_dice_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 1e-5, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Generalized Dice loss (Sudre et al., 2017) per sequence, mean over sequences with a valid token.
-
-    For a sequence with valid tokens i, counts ``n_c`` of each class in its labels, ``P_c = Σ_i p_i[c]`` and
-    ``I_c = Σ_{i: y_i = c} p_i[c]``::
-
-        w_c = 1 / n_c²  for classes present in the sequence;  w_max = max_c w_c for absent classes (MONAI's rule)
-        GDL = 1 − (2 Σ_c w_c I_c + smooth) / (Σ_c w_c (n_c + P_c) + w_max · Σ_i (1 − Σ_{c present} p_i[c]) + smooth)
-
-    The absent-class term is the probability mass outside the present classes, so no one-hot over V is built.
-    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
-    """
-    present = _present_class_probs(logits, labels, ignore_index)
-    if present is None:
-        return _zero(logits)
-    probs, target_k, seq = present  # [N, K], [N], [N]
+def gdice_core(tokens: TokenProbs, *, smooth: float = 1e-5) -> torch.Tensor:
+    probs, target_k, seq = tokens.probs_present, tokens.target_class, tokens.seq  # [N, K], [N], [N]
     n_seq, n_cls = int(seq.max()) + 1, probs.shape[1]
     pair = seq * n_cls + target_k  # [N] flat (sequence, class) index
     counts = torch.bincount(pair, minlength=n_seq * n_cls).view(n_seq, n_cls).to(probs.dtype)  # [B, K] n_c
-    p_target = probs.gather(1, target_k[:, None]).squeeze(1)  # [N]
+    p_target = tokens.log_p_target.exp()  # [N]
     intersection = probs.new_zeros(n_seq * n_cls).index_add(0, pair, p_target).view(n_seq, n_cls)  # [B, K] I_c
     mass = probs.new_zeros(n_seq, n_cls).index_add(0, seq, probs)  # [B, K] P_c
     is_present = counts > 0  # [B, K]
@@ -187,6 +173,78 @@ def _sorted_relevant_errors(errors: torch.Tensor, fg: torch.Tensor) -> tuple[tor
     return errors_sorted, fg.gather(1, order)
 
 
+def lovasz_core(tokens: TokenProbs) -> torch.Tensor:
+    probs, target_k = tokens.probs_present, tokens.target_class  # [N, K], [N]
+    fg = target_k[None, :] == torch.arange(probs.shape[1], device=probs.device)[:, None]  # [K, N]
+    probs_t = probs.t()  # [K, N]
+    errors = torch.where(fg, 1 - probs_t, probs_t)  # [K, N]
+    errors_sorted, fg_sorted = _sorted_relevant_errors(errors, fg)  # [K, R]
+    return (errors_sorted * _lovasz_grad(fg_sorted.to(probs.dtype))).sum(1).mean()
+
+
+# name -> (core over TokenProbs, whether it needs the probabilities of the present classes)
+CORES: dict[str, tuple[Callable[..., torch.Tensor], bool]] = {
+    "ce": (ce_core, False),
+    "focal": (focal_core, False),
+    "sadl": (sadl_core, False),
+    "gdice": (gdice_core, True),
+    "lovasz": (lovasz_core, True),
+}
+_ce, _focal, _sadl, _gdice, _lovasz = (_single(*CORES[n]) for n in ("ce", "focal", "sadl", "gdice", "lovasz"))
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy, mean over valid tokens: ``−(1/N) Σ_i log p_i[y_i]``.
+
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    return _ce(logits, labels, ignore_index=ignore_index)
+
+
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Focal loss (Lin et al., 2017), mean over valid tokens: ``−(1/N) Σ_i (1 − p_t)^γ · log p_t``.
+
+    Computed from log-probabilities, so it is finite for p_t → 0 and p_t → 1 and stable for half-precision
+    inputs. ``gamma=0`` is cross-entropy. Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    return _focal(logits, labels, ignore_index=ignore_index, gamma=gamma)
+
+
+def self_adjusting_dice_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Self-adjusting Dice loss (Li et al., 2020), mean over valid tokens.
+
+    ``q = (1 − p_t)^α · p_t``, loss ``= 1 − (2q + γ) / (q + 1 + γ)`` per token, as in the original research code
+    (γ is the smoothing term). Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    return _sadl(logits, labels, ignore_index=ignore_index, alpha=alpha, gamma=gamma)
+
+
+def generalized_dice_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 1e-5, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Generalized Dice loss (Sudre et al., 2017) per sequence, mean over sequences with a valid token.
+
+    For a sequence with valid tokens i, counts ``n_c`` of each class in its labels, ``P_c = Σ_i p_i[c]`` and
+    ``I_c = Σ_{i: y_i = c} p_i[c]``::
+
+        w_c = 1 / n_c²  for classes present in the sequence;  w_max = max_c w_c for absent classes (MONAI's rule)
+        GDL = 1 − (2 Σ_c w_c I_c + smooth) / (Σ_c w_c (n_c + P_c) + w_max · Σ_i (1 − Σ_{c present} p_i[c]) + smooth)
+
+    The absent-class term is the probability mass outside the present classes, so no one-hot over V is built.
+    Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
+    """
+    return _gdice(logits, labels, ignore_index=ignore_index, smooth=smooth)
+
+
 def lovasz_softmax_loss(
     logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
@@ -197,12 +255,4 @@ def lovasz_softmax_loss(
     sorted together (one batched sort or top-k over the errors that can matter; see ``_sorted_relevant_errors``).
     Shapes: ``logits [B, T, V]``, ``labels [B, T]`` → scalar.
     """
-    present = _present_class_probs(logits, labels, ignore_index)
-    if present is None:
-        return _zero(logits)
-    probs, target_k, _ = present  # [N, K], [N]
-    fg = target_k[None, :] == torch.arange(probs.shape[1], device=probs.device)[:, None]  # [K, N]
-    probs_t = probs.t()  # [K, N]
-    errors = torch.where(fg, 1 - probs_t, probs_t)  # [K, N]
-    errors_sorted, fg_sorted = _sorted_relevant_errors(errors, fg)  # [K, R]
-    return (errors_sorted * _lovasz_grad(fg_sorted.to(probs.dtype))).sum(1).mean()
+    return _lovasz(logits, labels, ignore_index=ignore_index)

@@ -144,18 +144,29 @@ class CombinedLoss(nn.Module):
     Args:
         weights: loss name → non-negative weight, e.g. ``{"ce": 0.6, "lovasz": 0.4}`` (see :func:`parse_loss_spec`).
         options: optional loss name → keyword options, e.g. ``{"focal": {"gamma": 1.0}}``.
+        ignore_index: label value of positions that no loss sees.
 
     Called as ``combined(logits [B, T, V], labels [B, T], answer_labels [B, T]) -> scalar``; the inputs must be
-    aligned already (:func:`causal_shift`). Zero-weight losses are not computed.
+    aligned already (:func:`causal_shift`). Each term is exactly its single loss (the same core function); the
+    log-softmax of each row is computed once for all of them. Zero-weight losses are not computed.
     """
 
-    def __init__(self, weights: Mapping[str, float], options: Mapping[str, Mapping[str, object]] | None = None):
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        options: Mapping[str, Mapping[str, object]] | None = None,
+        *,
+        ignore_index: int = LF.IGNORE_INDEX,
+    ):
         super().__init__()
         self.weights = validate_weights(weights)
+        self.ignore_index = ignore_index
         options = {canonical_name(k): dict(v) for k, v in (options or {}).items()}
         unused = sorted(set(options) - set(self.weights))
         if unused:
             raise ValueError(f"options given for loss(es) {unused} without a weight; weighted: {list(self.weights)}")
+        if any("ignore_index" in o for o in options.values()):
+            raise ValueError("set ignore_index on CombinedLoss itself, not per loss: every term sees the same masks")
         self.losses = nn.ModuleDict(
             {name: get_loss(name, **options.get(name, {})) for name, w in self.weights.items() if w > 0}
         )
@@ -164,10 +175,16 @@ class CombinedLoss(nn.Module):
         self, logits: torch.Tensor, labels: torch.Tensor, answer_labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Each weighted term ``w_k · L_k`` keyed by loss name, plus ``"total"`` (their sum)."""
-        terms = {
-            name: self.weights[name] * loss(logits, labels if name == "ce" else answer_labels)
-            for name, loss in self.losses.items()
-        }
+        task = [name for name in self.losses if name != "ce"]
+        label_sets = [(labels, False)] if "ce" in self.losses else []
+        if task:
+            label_sets.append((answer_labels, any(LF.CORES[name][1] for name in task)))
+        gathered = LF.gather_token_probs(logits, label_sets, ignore_index=self.ignore_index)
+        terms = {}
+        for name, loss in self.losses.items():
+            tokens = gathered[0] if name == "ce" else gathered[-1]
+            value = LF._zero(logits) if tokens is None else LF.CORES[name][0](tokens, **loss.options)
+            terms[name] = self.weights[name] * value
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
