@@ -41,6 +41,14 @@ def _uses_span(start: int, stop: int, first: int, end: int) -> bool:
     return end - first <= _MAX_SPAN_RATIO * (stop - start)
 
 
+def _flat_indices(
+    local: torch.Tensor, cols: torch.Tensor, shared: torch.Tensor, vocab: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions in a row-major [S, V] chunk of (local[i], cols[i, k]) and (local[i], shared[k])."""
+    base = local[:, None] * vocab  # [R, 1]
+    return base + cols, base + shared[None, :]  # [R, K1], [R, K2]
+
+
 class _LogProbsAt(torch.autograd.Function):
     # log_softmax / softmax are single fused kernels: per chunk they beat logsumexp and exp(z − lse) several times.
 
@@ -55,9 +63,11 @@ class _LogProbsAt(torch.autograd.Function):
                 source, local = logits2d[first:end], idx - first
             else:
                 source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
-            log_p = torch.log_softmax(source.to(dtype), dim=-1)  # [S, V] chunk temporary
-            per_row.append(log_p[local[:, None], cols[start:stop]])  # [R, K1]
-            per_shared.append(log_p[local[:, None], shared[None, :]])  # [R, K2]
+            log_p = torch.log_softmax(source.to(dtype), dim=-1).view(-1)  # [S·V] chunk temporary
+            row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
+            # index_select on flat positions: advanced indexing with 2-D indices is ~80× slower here on CPU.
+            per_row.append(log_p.index_select(0, row_idx.view(-1)).view(row_idx.shape))  # [R, K1]
+            per_shared.append(log_p.index_select(0, shared_idx.view(-1)).view(shared_idx.shape))  # [R, K2]
         ctx.save_for_backward(logits2d, rows, cols, shared)
         ctx.compute_dtype = dtype
         if not per_row:
@@ -87,8 +97,11 @@ class _LogProbsAt(torch.autograd.Function):
             if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
                 outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
                 chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)
-            chunk.index_put_((local[:, None], cols[start:stop]), g_rows, accumulate=True)
-            chunk.index_put_((local[:, None], shared[None, :].expand(len(idx), -1)), g_shared, accumulate=True)
+            # Flat index_add accumulates repeated classes (a row's CE and answer targets are often the same class).
+            row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
+            flat = chunk.view(-1)
+            flat.index_add_(0, row_idx.view(-1), g_rows.reshape(-1).to(flat.dtype))
+            flat.index_add_(0, shared_idx.view(-1), g_shared.reshape(-1).to(flat.dtype))
             if span:
                 if not direct:
                     grad[first:end] = chunk
