@@ -45,7 +45,7 @@ def test_examples_and_skipped_non_numeric_records(tmp_path):
     examples = builder.load("dev", tmp_path)
     assert len(examples) == 2 and builder.skipped == 1
     assert dict(builder.skip_reasons) == {"correct option is not numeric": 1}
-    assert examples[0].prompt == f"Problem: {RECORD['Problem']}\nAnswer: "
+    assert examples[0].prompt == f"Question: {RECORD['Problem']}\nAnswer: "
     assert examples[0].answer == "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### 625"
     assert examples[1].id == "mathqa-validation-2"
 

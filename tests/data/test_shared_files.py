@@ -32,7 +32,7 @@ def test_gsm8k_first_train_record_is_natalia():
 
 def test_mathqa_first_dev_record_and_skips():
     dev, builder = _load("mathqa", "dev")
-    assert dev[0].prompt == ("Problem: a multiple choice test consists of 4 questions , and each question has 5 "
+    assert dev[0].prompt == ("Question: a multiple choice test consists of 4 questions , and each question has 5 "
                              "answer choices . in how many r ways can the test be completed if every question is "
                              "unanswered ?\nAnswer: ")
     assert dev[0].answer == "<<power(n1,n0)>> #### 625"

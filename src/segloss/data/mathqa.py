@@ -5,10 +5,11 @@ Raw files are pretty-printed JSON arrays (``dev.json``/``test.json``; the author
 (``"a ) 24 , b ) 120 , …"`` or a list-like string ``"['a ) 24', …]"``), ``correct`` (a letter) and
 ``linear_formula`` (``"divide(n0,n1)|multiply(#0,const_100)|"``).
 
-Example: prompt ``Problem: {Problem}\\nAnswer: ``, answer = each program step wrapped ``<<divide(n0,n1)>>``, joined by
-spaces, then ``#### {number}`` where number is the value of the correct option. An option counts as numeric when it
-holds exactly one number (units and currency words around it are fine: ``$ 1600`` → 1600, ``12.5 %`` → 12.5;
-``1 / 2``, ``3 : 4``, ``34 √ 3 cm 2`` or ``none`` are not); other records are skipped and counted.
+Example: prompt ``Question: {Problem}\\nAnswer: `` (as in the research code), answer = each program step wrapped
+``<<divide(n0,n1)>>``, joined by spaces, then ``#### {number}`` where number is the value of the correct option. An
+option counts as numeric when it holds exactly one number (units and currency words around it are fine: ``$ 1600`` →
+1600, ``12.5 %`` → 12.5; ``1 / 2``, ``3 : 4``, ``34 √ 3 cm 2`` or ``none`` are not); other records are skipped and
+counted.
 Splits: train (``train.json``), validation (``dev.json``), test (``test.json``).
 """
 
@@ -72,5 +73,5 @@ class MathQABuilder(DatasetBuilder):
         if value is None:
             self.skip("correct option is not numeric")
             return None
-        return Example(id=f"mathqa-{split}-{index}", prompt=f"Problem: {problem.strip()}\nAnswer: ",
+        return Example(id=f"mathqa-{split}-{index}", prompt=f"Question: {problem.strip()}\nAnswer: ",
                        answer=mathqa_answer(formula, value))
