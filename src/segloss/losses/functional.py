@@ -148,6 +148,10 @@ def gdice_core(tokens: TokenProbs, *, smooth: float = 1e-5) -> torch.Tensor:
     return (1 - numerator / denominator)[has_tokens].mean()
 
 
+# Benchmarks switch this off to time the full batched sort (the worst case of the top-k path).
+_PRUNE_LOVASZ = True
+
+
 def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
     """Gradient of the Lovász extension of the Jaccard loss w.r.t. sorted errors, per class. ``[K, R] → [K, R]``."""
     gts = fg_sorted.sum(1, keepdim=True)  # [K, 1]
@@ -166,7 +170,7 @@ def _sorted_relevant_errors(errors: torch.Tensor, fg: torch.Tensor) -> tuple[tor
     """
     min_fg = torch.where(fg, errors, torch.full_like(errors, torch.inf)).amin(1, keepdim=True)  # [K, 1]
     keep = int((errors >= min_fg).sum(1).max())  # R
-    if keep > errors.shape[1] // 2:
+    if not _PRUNE_LOVASZ or keep > errors.shape[1] // 2:
         errors_sorted, order = errors.sort(dim=1, descending=True)  # [K, N]
     else:
         errors_sorted, order = errors.topk(keep, dim=1)  # [K, R], sorted
