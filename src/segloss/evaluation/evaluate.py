@@ -136,8 +136,9 @@ def roscoe_rows(config: EvalConfig, examples: Sequence[Example], generated: Sequ
     from segloss.metrics.roscoe import load_embedder, score_batch
 
     embedder = load_embedder(config.roscoe_model)
-    return score_batch(list(generated), [ex.prompt for ex in examples], [ex.answer for ex in examples],
-                       embedder=embedder)
+    # The source is the problem itself: the trailing "Answer:" cue of the prompt is not a source sentence.
+    sources = [ex.prompt.rstrip().removesuffix("Answer:").rstrip() for ex in examples]
+    return score_batch(list(generated), sources, [ex.answer for ex in examples], embedder=embedder)
 
 
 def write_atomic(path: Path, text: str) -> None:
