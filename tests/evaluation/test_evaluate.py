@@ -210,7 +210,9 @@ def test_roscoe_hook_adds_scores(tmp_path, monkeypatch):
                         roscoe_model="st-dir", output_dir=str(tmp_path))
     m = evaluate(config, generate_fn=copy_reference(examples))["metrics"]
     assert seen["model"] == "st-dir"
-    assert seen["args"][1] == [ex.prompt for ex in examples] and seen["args"][2] == [ex.answer for ex in examples]
+    sources = [ex.prompt.removesuffix("\nAnswer: ") for ex in examples]  # the problem, without the answer cue
+    assert seen["args"][1] == sources and seen["args"][2] == [ex.answer for ex in examples]
+    assert not any(source.endswith("Answer:") for source in seen["args"][1])
     assert m["roscoe_faithfulness_step"]["mean"] == pytest.approx(0.55)
     rows, _ = read_outputs(tmp_path)
     assert rows[1]["metrics"]["roscoe_faithfulness_step"] == pytest.approx(0.6)
