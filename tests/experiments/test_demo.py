@@ -39,7 +39,7 @@ def test_smoke_demo_prints_the_table_and_writes_the_report(smoke, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "report/em_per_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = (out / "table.md").read_text().splitlines()
-    assert lines[0] == "| Loss | EM % | IoU % | Missing | Extra | EM vs CE | Train s |"
+    assert lines[0] == "| Loss | EM % | IoU % | Missing | Extra | EM 95 % CI | EM vs CE | Train s |"
     assert lines[2].startswith("| CE (baseline) |") and lines[3].startswith("| 0.6 CE + 0.4 lovasz |")
     assert len(lines) == 4
     assert [r["loss"] for r in result["rows"]] == ["ce", "lovasz"]
@@ -47,6 +47,8 @@ def test_smoke_demo_prints_the_table_and_writes_the_report(smoke, capsys):
         assert 0.0 <= row["exact_match"] <= 1.0 and 0.0 <= row["iou"] <= 1.0
         assert row["missing_steps"] >= 0.0 and row["extra_steps"] >= 0.0
         assert row["train_seconds"] > 0.0
+        low, high = row["exact_match_ci"]  # read from the cell's metrics.json
+        assert 0.0 <= low <= row["exact_match"] <= high <= 1.0
     assert result["rows"][0]["relative_em_change"] is None  # CE is the baseline
     assert result["n_test"] == 16
     assert result["base_model"].startswith(str(root / "cache"))
@@ -106,7 +108,7 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
     assert grid.train["max_steps"] == 3 and grid.eval["limit"] == 11
 
 
-def test_table_rows_and_format_hand_computed():
+def test_table_rows_and_format_hand_computed(tmp_path):
     cells = [
         {"loss": "ce", "status": "done", "metrics": {"exact_match": 0.40, "iou": 0.5, "missing_steps": 0.25,
                                                      "extra_steps": 0.125, "train_seconds": 61.4}},
@@ -119,9 +121,16 @@ def test_table_rows_and_format_hand_computed():
     assert rows[0]["relative_em_change"] is None
     assert rows[1]["relative_em_change"] == pytest.approx(0.25)  # (0.50 - 0.40) / 0.40
     assert format_table(rows, ce_weight=0.6).splitlines()[2:] == [
-        "| CE (baseline) | 40.0 | 50.0 | 0.25 | 0.12 | — | 61 |",
-        "| 0.6 CE + 0.4 lovasz | 50.0 | 62.5 | 0.20 | 0.00 | +25.0 % | 71 |",
+        "| CE (baseline) | 40.0 | 50.0 | 0.25 | 0.12 | – | — | 61 |",
+        "| 0.6 CE + 0.4 lovasz | 50.0 | 62.5 | 0.20 | 0.00 | – | +25.0 % | 71 |",
     ]
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "metrics.json").write_text(json.dumps({"metrics": {"exact_match": {"mean": 0.4, "ci_low": 0.3125,
+                                                                                    "ci_high": 0.5, "n": 16}}}))
+    with_ci = table_rows([{**cells[0], "eval_dir": str(eval_dir)}], ["ce"])
+    assert with_ci[0]["exact_match_ci"] == (0.3125, 0.5)
+    assert "| 40.0 | 50.0 | 0.25 | 0.12 | [31.2, 50.0] | — | 61 |" in format_table(with_ci, ce_weight=0.6)
     zero = table_rows([{**cells[0], "metrics": {**cells[0]["metrics"], "exact_match": 0.0}}, cells[1]],
                       ["ce", "lovasz"])
     assert zero[1]["relative_em_change"] is None  # no relative change against a zero baseline

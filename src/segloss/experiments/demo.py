@@ -245,7 +245,8 @@ def table_rows(cells: list[dict[str, Any]], losses: list[str]) -> list[dict[str,
             continue
         metrics = cell["metrics"] or {}
         row = {"loss": name, **{m: metrics.get(m) for m, _, _ in TABLE_METRICS},
-               "train_seconds": metrics.get("train_seconds"), "eval_seconds": metrics.get("eval_seconds")}
+               "train_seconds": metrics.get("train_seconds"), "eval_seconds": metrics.get("eval_seconds"),
+               "exact_match_ci": _em_ci(cell.get("eval_dir"))}
         rows.append(row)
     ce = next((r for r in rows if r["loss"] == "ce"), None)
     for row in rows:
@@ -255,19 +256,31 @@ def table_rows(cells: list[dict[str, Any]], losses: list[str]) -> list[dict[str,
     return rows
 
 
+def _em_ci(eval_dir: str | None) -> tuple[float, float] | None:
+    """The 95 % bootstrap CI of EM over the test problems, from the cell's metrics.json (None when absent)."""
+    path = Path(eval_dir) / "metrics.json" if eval_dir else None
+    if path is None or not path.is_file():
+        return None
+    em = json.loads(path.read_text()).get("metrics", {}).get("exact_match") or {}
+    return (em["ci_low"], em["ci_high"]) if em.get("ci_low") is not None else None
+
+
 def _cell(value: float | None, scale: float) -> str:
     return "–" if value is None else f"{value * scale:.1f}" if scale != 1.0 else f"{value:.2f}"
 
 
 def format_table(rows: list[dict[str, Any]], *, ce_weight: float) -> str:
-    """A Markdown table: one row per loss, CE first as the baseline, EM change relative to CE."""
-    header = ["Loss", *(label for _, label, _ in TABLE_METRICS), "EM vs CE", "Train s"]
+    """A Markdown table: one row per loss, CE first as the baseline, EM with its 95 % bootstrap CI over the test
+    problems, and the EM change relative to CE."""
+    header = ["Loss", *(label for _, label, _ in TABLE_METRICS), "EM 95 % CI", "EM vs CE", "Train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
         name = "CE (baseline)" if row["loss"] == "ce" else f"{ce_weight:g} CE + {1 - ce_weight:g} {row['loss']}"
         change = row["relative_em_change"]
         rel = "—" if row["loss"] == "ce" else ("n/a" if change is None else f"{change * 100:+.1f} %")
         train = "–" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
-        cells = [name, *(_cell(row[m], scale) for m, _, scale in TABLE_METRICS), rel, train]
+        ci = row.get("exact_match_ci")
+        em_ci = "–" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        cells = [name, *(_cell(row[m], scale) for m, _, scale in TABLE_METRICS), em_ci, rel, train]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
