@@ -171,3 +171,18 @@ def test_bad_inputs_raise_clear_errors(name, generator):
     out_of_range[0, 0] = logits.shape[-1]
     with pytest.raises(ValueError, match="outside the vocabulary"):
         fn(logits, out_of_range)
+
+
+@pytest.mark.parametrize(
+    ("fn", "options", "message"),
+    [
+        (focal_loss, {"gamma": -1.0}, "must be ≥ 0"),
+        (self_adjusting_dice_loss, {"alpha": float("nan")}, "finite number"),
+        (generalized_dice_loss, {"smooth": float("inf")}, "finite number"),
+        (lovasz_softmax_loss, {"ignore_index": 0.5}, "ignore_index must be an int"),
+    ],
+)
+def test_functional_forms_validate_options_too(fn, options, message, generator):
+    logits, labels = _batch(generator)
+    with pytest.raises(ValueError, match=message):
+        fn(logits, labels, **options)

@@ -16,6 +16,7 @@ present in their labels (K ≤ N), fed by :func:`gather_token_probs`, which read
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -105,10 +106,29 @@ def _one_minus_p(log_p: torch.Tensor) -> torch.Tensor:
     return (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)
 
 
-def _single(core: Callable[..., torch.Tensor], needs_present: bool) -> Callable[..., torch.Tensor]:
+# Options that must be ≥ 0 (γ = 0 turns focal into CE; α = 0 drops SADL's self-adjusting factor).
+NON_NEGATIVE_OPTIONS = frozenset({"gamma", "alpha", "smooth"})
+
+
+def check_option(loss: str, key: str, value: object) -> object:
+    """The validated option: ``ignore_index`` an int, the others finite numbers (≥ 0 where the formula needs it)."""
+    if key == "ignore_index":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"loss {loss!r}: ignore_index must be an int, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"loss {loss!r}: option {key} must be a finite number, got {value!r}")
+    if key in NON_NEGATIVE_OPTIONS and value < 0:
+        raise ValueError(f"loss {loss!r}: option {key} must be ≥ 0, got {value!r}")
+    return float(value)
+
+
+def _single(name: str, core: Callable[..., torch.Tensor], needs_present: bool) -> Callable[..., torch.Tensor]:
     """The public loss ``f(logits, labels, *, ignore_index, **options)`` for the core ``core(tokens, **options)``."""
 
     def loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX, **options: Any):
+        check_option(name, "ignore_index", ignore_index)
+        options = {key: check_option(name, key, value) for key, value in options.items()}
         (tokens,) = gather_token_probs(logits, [(labels, needs_present)], ignore_index=ignore_index)
         return _zero(logits) if tokens is None else core(tokens, **options)
 
@@ -194,7 +214,7 @@ CORES: dict[str, tuple[Callable[..., torch.Tensor], bool]] = {
     "gdice": (gdice_core, True),
     "lovasz": (lovasz_core, True),
 }
-_ce, _focal, _sadl, _gdice, _lovasz = (_single(*CORES[n]) for n in ("ce", "focal", "sadl", "gdice", "lovasz"))
+_ce, _focal, _sadl, _gdice, _lovasz = (_single(n, *CORES[n]) for n in ("ce", "focal", "sadl", "gdice", "lovasz"))
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

@@ -28,10 +28,6 @@ LOSSES: dict[str, LossFn] = {
 }
 # Names used by the original research code's configs.
 ALIASES: dict[str, str] = {"cross_entropy": "ce", "self_adj_dice": "sadl"}
-# Options that must be ≥ 0 (γ = 0 turns focal into CE; α = 0 drops SADL's self-adjusting factor).
-_NON_NEGATIVE = {"gamma", "alpha", "smooth"}
-
-
 def canonical_name(name: str) -> str:
     """The registry name for ``name`` or an alias of it; unknown names raise ``ValueError`` listing valid ones."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
@@ -47,16 +43,7 @@ def _validate_options(name: str, fn: LossFn, options: Mapping[str, object]) -> d
     for key, value in options.items():
         if key not in allowed:
             raise ValueError(f"loss {name!r} has no option {key!r}; valid options: {', '.join(allowed)}")
-        if key == "ignore_index":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"loss {name!r}: ignore_index must be an int, got {value!r}")
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"loss {name!r}: option {key} must be a finite number, got {value!r}")
-            if key in _NON_NEGATIVE and value < 0:
-                raise ValueError(f"loss {name!r}: option {key} must be ≥ 0, got {value!r}")
-            value = float(value)
-        checked[key] = value
+        checked[key] = LF.check_option(name, key, value)
     return checked
 
 
