@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from segloss.fileio import atomic_write
+
 C = TypeVar("C")
 
 
@@ -104,6 +106,6 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def save_yaml(config: Any, path: str | Path, command: str | None = None) -> None:
-    """Write ``config`` as YAML; the first line is the command that runs it, when given."""
+    """Write ``config`` as YAML (atomically); the first line is the command that runs it, when given."""
     header = f"# {command}\n" if command else ""
-    Path(path).write_text(header + yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    atomic_write(path, header + yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examp
 from segloss.evaluation.config import EvalConfig
 from segloss.evaluation.generation import GenerateFn, load_baseline, make_generate_fn, prepare_tokenizer
 from segloss.evaluation.prompts import build_prompt, choose_shots, render
+from segloss.fileio import atomic_write
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
 from segloss.metrics.stats import summarize
@@ -141,14 +141,6 @@ def roscoe_rows(config: EvalConfig, examples: Sequence[Example], generated: Sequ
     return score_batch(list(generated), sources, [ex.answer for ex in examples], embedder=embedder)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to ``path.tmp`` then rename: a crash never leaves a half-written file in place of a good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _json_value(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -204,9 +196,9 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         "output_dir": str(setup.output_dir), "seconds": round(time.time() - start, 3),
         "metrics": summarize(rows, seed=config.seed), "config": config_to_dict(config),
     }
-    write_atomic(setup.output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
+    atomic_write(setup.output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
     serializable = {**result, "metrics": {k: {n: _json_value(v) for n, v in s.items()}
                                           for k, s in result["metrics"].items()}}
-    write_atomic(setup.output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
+    atomic_write(setup.output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
     print_summary(result)
     return result

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import re
 import time
 import traceback
@@ -331,14 +330,11 @@ def run_grid(config: GridConfig, *, shard: tuple[int, int] | None = None, runner
 
 
 def save_grid_config(config: GridConfig) -> Path:
-    """Write the resolved grid to ``<output_dir>/grid.yaml`` (per-process temporary file, then an atomic rename)."""
+    """Write the resolved grid to ``<output_dir>/grid.yaml`` (atomically: `save_yaml` renames a per-process file)."""
     from segloss.config import save_yaml
 
     path = Path(config.output_dir) / "grid.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"grid.yaml.{os.getpid()}.tmp")
-    save_yaml(config, tmp, command=f"segloss grid --config {path}")
-    os.replace(tmp, path)
+    save_yaml(config, path, command=f"segloss grid --config {path}")
     return path
 
 

@@ -23,12 +23,12 @@ import csv
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from segloss.experiments.store import ResultStore
+from segloss.fileio import atomic_write
 
 BASELINE = "ce"
 ALPHA = 0.05
@@ -346,7 +346,7 @@ def _figure(n_panels: int):
 def _save_png(fig: Any, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    _write_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def plot_em_per_loss(records: list[dict[str, Any]], path: Path) -> bool:
@@ -402,12 +402,6 @@ def plot_step_errors(records: list[dict[str, Any]], path: Path) -> bool:
 
 
 # -- files ---------------------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def table_csv(records: list[dict[str, Any]]) -> str:
     """One line per (model, dataset, loss); per metric ``<m>_mean, <m>_ci_low, <m>_ci_high, <m>_n``."""
     names = list(dict.fromkeys(n for r in records for n in r["metrics"]))
@@ -443,10 +437,10 @@ def write_report(store_path: str | Path, out_dir: str | Path, *, seed: int = 0) 
         written["step_errors.png"] = "Step-error breakdown per loss"
     payload = {"store": str(store_path), "counts": counts, "table": records, "comparisons": comparisons,
                "headline": head, "alpha": ALPHA}
-    _write_atomic(out / "table.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
-    _write_atomic(out / "table.csv", table_csv(records))
+    atomic_write(out / "table.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
+    atomic_write(out / "table.csv", table_csv(records))
     report = out / "report.md"
-    _write_atomic(report, render_markdown(store_path, counts, failed, records, comparisons, head, roscoe, written))
+    atomic_write(report, render_markdown(store_path, counts, failed, records, comparisons, head, roscoe, written))
     return report
 
 

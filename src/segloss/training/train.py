@@ -30,6 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from segloss import __version__
 from segloss.config import config_from_dict, load_yaml, save_yaml
+from segloss.fileio import atomic_write
 from segloss.training.config import TrainConfig
 from segloss.training.lora import apply_lora
 from segloss.training.trainer import SeglossTrainer
@@ -72,16 +73,12 @@ def load_model_and_tokenizer(name: str, *, dtype: torch.dtype = torch.float32,
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")  # write then rename: a crash never leaves half a file
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def write_run_files(config: TrainConfig, directory: Path) -> None:
     """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json."""
-    tmp = directory / (CONFIG_NAME + ".tmp")
-    save_yaml(config, tmp, command=f"segloss train --config {directory / CONFIG_NAME}")
-    tmp.replace(directory / CONFIG_NAME)
+    save_yaml(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
     _write_json(directory / VERSION_NAME, {"segloss_version": __version__, "torch_version": torch.__version__})
 
 
