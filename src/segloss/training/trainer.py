@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from segloss.losses import CombinedLoss, causal_shift
+from segloss.losses import IGNORE_INDEX, CombinedLoss, causal_shift
+from segloss.losses.functional import CORES
 
-TOKEN_MEAN_LOSSES = frozenset({"ce", "focal", "sadl"})
-IGNORE_INDEX = -100
+# Losses that are means over tokens (ce, focal, sadl); the others (gdice, lovasz) read the present classes.
+TOKEN_MEAN_LOSSES = frozenset(name for name, (_, needs_present) in CORES.items() if not needs_present)
 
 
 def count_targets(labels: torch.Tensor) -> torch.Tensor:
