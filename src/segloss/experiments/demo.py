@@ -33,6 +33,7 @@ from segloss.experiments.pretrain import (
     is_complete,
     pretrain_base_model,
 )
+from segloss.fileio import atomic_write
 
 ALL_LOSSES = ("ce", "focal", "gdice", "sadl", "lovasz")
 DEFAULT_LOSSES = ("ce", "lovasz")
@@ -222,8 +223,8 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
               "pretrain": {k: v for k, v in pretrain_summary.items() if k != "log_history"},
               "n_test": len(test), "rows": rows, "table": table, "report": str(report) if report else None,
               "store": str(grid.store_path), "seconds": {k: round(v, 2) for k, v in seconds.items()}}
-    (out / "table.md").write_text(table + "\n")
-    (out / "demo.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write(out / "table.md", table + "\n")
+    atomic_write(out / "demo.json", json.dumps(result, indent=2, default=str) + "\n")
     say(f"[demo] 4/4 results on {len(test)} held-out arith problems (greedy decoding):\n\n{table}\n")
     say(f"[demo] report: {report}; total {seconds['total']:.0f} s")
     failed = [c for c in cells if c["status"] == "failed"]
