@@ -79,14 +79,18 @@ def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
         start = time.perf_counter()
         fn(logits, labels).backward()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "extra_bytes": (peak_kib - base_kib) * 1024,
-            "logits_bytes": logits.numel() * logits.element_size()}
+    return {
+        "seconds": statistics.median(times),
+        "extra_bytes": (peak_kib - base_kib) * 1024,
+        "logits_bytes": logits.numel() * logits.element_size(),
+    }
 
 
 def run_isolated(name: str, vocab: int, tokens: int, repeats: int) -> dict:
     code = f"import json, bench_losses as b; print(json.dumps(b.measure({name!r}, {vocab}, {tokens}, {repeats})))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=__file__.rsplit("/", 1)[0], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=__file__.rsplit("/", 1)[0], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,8 +111,11 @@ def main() -> None:
             rows = {name: run_isolated(name, vocab, tokens, args.repeats) for name in names}
             ref = rows["torch_ce"]["seconds"]
             for name, r in rows.items():
-                print(f"| {vocab} | {tokens} | {name} | {1000 * r['seconds']:.0f} | {r['seconds'] / ref:.2f} | "
-                      f"{r['extra_bytes'] / 2**20:.0f} | {r['extra_bytes'] / r['logits_bytes']:.2f} |", flush=True)
+                print(
+                    f"| {vocab} | {tokens} | {name} | {1000 * r['seconds']:.0f} | {r['seconds'] / ref:.2f} | "
+                    f"{r['extra_bytes'] / 2**20:.0f} | {r['extra_bytes'] / r['logits_bytes']:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,17 @@ OBJECTIVES = {
 
 def build_model(vocab: int, hidden: int, layers: int, full_finetune: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+    )
     model = LlamaForCausalLM(config)
     return model if full_finetune else apply_lora(model)
 
@@ -48,8 +56,12 @@ def make_batch(vocab: int, batch: int, seq_len: int, answer_fraction: float) -> 
     input_ids = torch.randint(4, vocab, (batch, seq_len), generator=generator)
     answer_labels = input_ids.clone()
     answer_labels[:, : int(seq_len * (1 - answer_fraction))] = -100  # the prompt part
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone(),
-            "answer_labels": answer_labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": input_ids.clone(),
+        "answer_labels": answer_labels,
+    }
 
 
 def time_steps(trainer: SeglossTrainer, batch: dict[str, torch.Tensor], steps: int) -> float:
@@ -80,8 +92,13 @@ def main() -> None:
     model = build_model(args.vocab, args.hidden, args.layers, args.full_finetune)
     batch = make_batch(args.vocab, args.batch, args.seq_len, args.answer_fraction)
     with tempfile.TemporaryDirectory() as out:
-        targs = TrainingArguments(output_dir=out, use_cpu=not torch.cuda.is_available(), report_to=[],
-                                  learning_rate=1e-4, remove_unused_columns=False)
+        targs = TrainingArguments(
+            output_dir=out,
+            use_cpu=not torch.cuda.is_available(),
+            report_to=[],
+            learning_rate=1e-4,
+            remove_unused_columns=False,
+        )
         trainer = SeglossTrainer(model=model, args=targs, combined_loss=CombinedLoss({"ce": 1.0}))
         trainer.create_optimizer()
         batch = trainer._prepare_inputs(batch)
@@ -97,9 +114,11 @@ def main() -> None:
     tokens = args.batch * args.seq_len
     base = statistics.median(times["ce"])
     mode = "full fine-tune" if args.full_finetune else "LoRA r=8"
-    print(f"# tiny Llama V={args.vocab} hidden={args.hidden} layers={args.layers} {mode}; batch {args.batch}×"
-          f"{args.seq_len} tokens, task loss on {args.answer_fraction:.0%}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(
+        f"# tiny Llama V={args.vocab} hidden={args.hidden} layers={args.layers} {mode}; batch {args.batch}×"
+        f"{args.seq_len} tokens, task loss on {args.answer_fraction:.0%}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+    )
     print(f"| objective | step ms (median of {args.repeats}) | tokens/s | step time vs CE |")
     print("|---|---:|---:|---:|")
     for name, values in times.items():

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(f"segloss.commands.{name}")
-    sub = argparse.ArgumentParser(prog=f"segloss {name}", description=module.__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = argparse.ArgumentParser(
+        prog=f"segloss {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     module.add_arguments(sub)
     args = sub.parse_args(rest)
     try:

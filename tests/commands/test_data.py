@@ -16,20 +16,27 @@ def _write(path, records):
 
 @pytest.fixture
 def gsm8k_dir(tmp_path):
-    _write(tmp_path / "test.jsonl", [
-        {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
-         "answer": "He has 3+4 = <<3+4=7>>7 apples.\n#### 7"},
-        {"question": "Ann has 5 apples.", "answer": "#### 5"},
-        {"question": "no final", "answer": "nothing"},
-    ])
+    _write(
+        tmp_path / "test.jsonl",
+        [
+            {
+                "question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+                "answer": "He has 3+4 = <<3+4=7>>7 apples.\n#### 7",
+            },
+            {"question": "Ann has 5 apples.", "answer": "#### 5"},
+            {"question": "no final", "answer": "nothing"},
+        ],
+    )
     return tmp_path
 
 
 def test_show_prints_prompt_and_answer_as_trained(gsm8k_dir, capsys):
     assert main(["data", "show", "gsm8k", "--path", str(gsm8k_dir), "--split", "test", "-n", "1"]) == 0
     out = capsys.readouterr().out
-    assert out == ("--- gsm8k-test-0\nQuestion: Tom has 3 apples and buys 4 more. How many apples does he have?\n"
-                   "Answer: <<3+4=7>> #### 7\n")
+    assert out == (
+        "--- gsm8k-test-0\nQuestion: Tom has 3 apples and buys 4 more. How many apples does he have?\n"
+        "Answer: <<3+4=7>> #### 7\n"
+    )
 
 
 def test_show_arith_with_options(capsys):
@@ -42,10 +49,22 @@ def test_stats_counts_skips_and_token_lengths(gsm8k_dir, tiny_model_dir, capsys)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    answer_lengths = sorted(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in ["<<3+4=7>> #### 7",
-                                                                                             "#### 5"])
-    argv = ["data", "stats", "gsm8k", "--path", str(gsm8k_dir), "--split", "test", "--tokenizer",
-            str(tiny_model_dir), "--max-length", str(answer_lengths[0] + 2)]
+    answer_lengths = sorted(
+        len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in ["<<3+4=7>> #### 7", "#### 5"]
+    )
+    argv = [
+        "data",
+        "stats",
+        "gsm8k",
+        "--path",
+        str(gsm8k_dir),
+        "--split",
+        "test",
+        "--tokenizer",
+        str(tiny_model_dir),
+        "--max-length",
+        str(answer_lengths[0] + 2),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = [line.split() for line in out.splitlines() if line.startswith("test")]
@@ -64,16 +83,20 @@ def test_stats_reports_the_absent_mathqa_train_split(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train" in out and "absent" in out and "--split dev" in out
     assert [line.split()[:3] for line in out.splitlines() if line.startswith("validation")] == [
-        ["validation", "1", "1"]]
+        ["validation", "1", "1"]
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["data", "show", "gsm9k"], "unknown dataset 'gsm9k'; valid datasets: arith, gsm8k"),
-    (["data", "show", "gsm8k", "--path", "/nonexistent/gsm8k"], "data path not found"),
-    (["data", "stats", "arith", "--tokenizer", "/nonexistent/tok"], "--tokenizer: directory not found"),
-    (["data", "show", "arith", "-n", "0"], "n must be at least 1"),
-    (["data", "show", "arith", "--options", "{steps: 2}"], "unknown option"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "show", "gsm9k"], "unknown dataset 'gsm9k'; valid datasets: arith, gsm8k"),
+        (["data", "show", "gsm8k", "--path", "/nonexistent/gsm8k"], "data path not found"),
+        (["data", "stats", "arith", "--tokenizer", "/nonexistent/tok"], "--tokenizer: directory not found"),
+        (["data", "show", "arith", "-n", "0"], "n must be at least 1"),
+        (["data", "show", "arith", "--options", "{steps: 2}"], "unknown option"),
+    ],
+)
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err

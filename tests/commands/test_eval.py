@@ -20,16 +20,42 @@ def test_run_without_adapter_exits_2(capsys, tmp_path):
 
 
 def test_few_shot_too_large_exits_2(capsys, tmp_path):
-    argv = ["eval", "--model", "unused", "--dataset", "arith", "--dataset-options", "{n_train: 2, n_test: 2}",
-            "--few-shot", "3", "--output-dir", str(tmp_path)]
+    argv = [
+        "eval",
+        "--model",
+        "unused",
+        "--dataset",
+        "arith",
+        "--dataset-options",
+        "{n_train: 2, n_test: 2}",
+        "--few-shot",
+        "3",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "few_shot: 3" in capsys.readouterr().err
 
 
 def test_baseline_end_to_end_from_the_command_line(capsys, tmp_path, tiny_model_dir):
     out = tmp_path / "out"
-    argv = ["eval", "--model", str(tiny_model_dir), "--dataset", "arith", "--dataset-options", "{n_test: 2}",
-            "--limit", "2", "--max-new-tokens", "3", "--template", "instruction", "--output-dir", str(out)]
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "arith",
+        "--dataset-options",
+        "{n_test: 2}",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--template",
+        "instruction",
+        "--output-dir",
+        str(out),
+    ]
     assert main(argv) == 0
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["n_examples"] == 2 and saved["config"]["template"] == "instruction"

@@ -20,12 +20,27 @@ def _one_torch_thread():
 
 def test_train_from_yaml_with_flag_overrides(tiny_model_dir, tmp_path, capsys) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: {tiny_model_dir}\ndataset: arith\ndataset_options: {{n_train: 8, max_steps: 1}}\n"
-                      "max_steps: 50\nmax_length: 64\nper_device_train_batch_size: 2\nloss: focal\n"
-                      "disable_tqdm: true\n")
+    config.write_text(
+        f"model: {tiny_model_dir}\ndataset: arith\ndataset_options: {{n_train: 8, max_steps: 1}}\n"
+        "max_steps: 50\nmax_length: 64\nper_device_train_batch_size: 2\nloss: focal\n"
+        "disable_tqdm: true\n"
+    )
     out = tmp_path / "run"
-    code = main(["train", "--config", str(config), "--max-steps", "2", "--loss", "ce=0.5,lovasz=0.5",
-                 "--output-dir", str(out), "--logging-steps", "1"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--max-steps",
+            "2",
+            "--loss",
+            "ce=0.5,lovasz=0.5",
+            "--output-dir",
+            str(out),
+            "--logging-steps",
+            "1",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f'"output_dir": "{out}"' in printed and '"steps": 2' in printed

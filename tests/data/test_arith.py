@@ -17,7 +17,7 @@ def _check_answer(answer: str, max_value: int) -> list[tuple[int, str, int, int]
     body, final = answer.split(" #### ")
     steps = [(int(a), op, int(b), int(c)) for a, op, b, c in FORMULA.findall(body)]
     assert " ".join(f"<<{a}{op}{b}={c}>>" for a, op, b, c in steps) == body
-    for (a, op, b, c) in steps:
+    for a, op, b, c in steps:
         expected = {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op]
         assert c == expected and 0 <= c <= max_value
         if op == "/":
@@ -63,8 +63,9 @@ def test_splits_are_disjoint_and_test_does_not_depend_on_n_train():
 
 
 def test_knobs_restrict_steps_ops_and_values():
-    examples = load_examples("arith", "validation", n_validation=100, min_steps=2, max_steps=2, ops="+-",
-                             max_value=30, distractors=0)
+    examples = load_examples(
+        "arith", "validation", n_validation=100, min_steps=2, max_steps=2, ops="+-", max_value=30, distractors=0
+    )
     for ex in examples:
         steps = _check_answer(ex.answer, 30)
         assert len(steps) == 2 and {op for _, op, _, _ in steps} <= {"+", "-"}
@@ -84,10 +85,16 @@ def test_distractors_add_numbers_that_the_answer_does_not_use():
     assert min(extra) == 0 and max(extra) == 3  # between 0 and `distractors` irrelevant numbers
 
 
-@pytest.mark.parametrize("options, field", [
-    ({"max_steps": 5}, "max_steps"), ({"ops": "+^"}, "ops"), ({"max_value": 3}, "max_value"),
-    ({"n_train": -1}, "n_train"), ({"steps": 2}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"max_steps": 5}, "max_steps"),
+        ({"ops": "+^"}, "ops"),
+        ({"max_value": 3}, "max_value"),
+        ({"n_train": -1}, "n_train"),
+        ({"steps": 2}, "unknown option"),
+    ],
+)
 def test_bad_options_are_rejected_with_the_field_named(options, field):
     with pytest.raises(ValueError, match=field):
         load_examples("arith", "train", **options)

@@ -112,8 +112,10 @@ def test_limit_keeps_the_first_examples_and_rejects_nonpositive():
 
 # ------------------------------------------------------------------ tokenization
 def test_features_mask_the_prompt_and_keep_answer_with_eos(tokenizer):
-    examples = [Example("a", "Question: Tom has 3 apples.\nAnswer: ", "<<3+4=7>> #### 7"),
-                Example("b", "Question: why?\nAnswer: ", "D")]
+    examples = [
+        Example("a", "Question: Tom has 3 apples.\nAnswer: ", "<<3+4=7>> #### 7"),
+        Example("b", "Question: why?\nAnswer: ", "D"),
+    ]
     data, stats = tokenize_examples(examples, tokenizer, max_length=128)
     assert data.column_names == ["input_ids", "attention_mask", "labels", "answer_labels"]
     assert (stats.n_examples, stats.n_kept, stats.n_dropped, stats.n_prompt_truncated) == (2, 2, 0, 0)
@@ -151,7 +153,9 @@ def test_example_whose_answer_does_not_fit_is_dropped_and_counted(tokenizer):
     data, stats = tokenize_examples([long, short], tokenizer, max_length=8)
     assert (stats.n_kept, stats.n_dropped, stats.dropped_ids, stats.kept_indices) == (1, 1, ["long"], [1])
     assert len(data) == 1 and data[0]["answer_labels"][-2:] == [
-        tokenizer("A", add_special_tokens=False)["input_ids"][0], tokenizer.eos_token_id]
+        tokenizer("A", add_special_tokens=False)["input_ids"][0],
+        tokenizer.eos_token_id,
+    ]
 
 
 def test_max_length_too_small_for_any_answer_is_an_error(tokenizer):
@@ -172,9 +176,10 @@ def test_length_percentiles_are_nearest_rank():
 def test_collator_pads_right_with_eos_and_minus_100(tokenizer):
     eos = tokenizer.eos_token_id
     assert pad_token_id(tokenizer) == eos  # no pad token → EOS, as the paper does
-    features = [{"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [1, 5, 6],
-                 "answer_labels": [-100, 5, 6]},
-                {"input_ids": [1, 7], "attention_mask": [1, 1], "labels": [1, 7], "answer_labels": [-100, 7]}]
+    features = [
+        {"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [1, 5, 6], "answer_labels": [-100, 5, 6]},
+        {"input_ids": [1, 7], "attention_mask": [1, 1], "labels": [1, 7], "answer_labels": [-100, 7]},
+    ]
     batch = DataCollator(tokenizer)(features)
     assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, eos]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]

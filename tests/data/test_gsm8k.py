@@ -9,10 +9,12 @@ import pytest
 from segloss.data import get_builder, load_examples
 from segloss.data.gsm8k import gsm8k_answer
 
-NATALIA = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
-                       "May. How many clips did Natalia sell altogether in April and May?",
-           "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
-                     "altogether in April and May.\n#### 72"}
+NATALIA = {
+    "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+    "May. How many clips did Natalia sell altogether in April and May?",
+    "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+    "altogether in April and May.\n#### 72",
+}
 
 
 def _write(path, records):
@@ -31,8 +33,11 @@ def test_examples_from_a_directory(tmp_path):
     examples = load_examples("gsm8k", "test", tmp_path)
     assert examples[0].prompt == f"Question: {NATALIA['question']}\nAnswer: "
     assert examples[0].answer == "<<48/2=24>> <<48+24=72>> #### 72"
-    assert (examples[1].prompt, examples[1].answer, examples[1].id) == ("Question: Q2\nAnswer: ", "#### 3",
-                                                                        "gsm8k-test-1")
+    assert (examples[1].prompt, examples[1].answer, examples[1].id) == (
+        "Question: Q2\nAnswer: ",
+        "#### 3",
+        "gsm8k-test-1",
+    )
 
 
 def test_records_without_a_final_are_skipped_and_counted(tmp_path):

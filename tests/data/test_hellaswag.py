@@ -12,8 +12,18 @@ ENDINGS = ["gets on the horse.", "eats a cake.", "jumps into the lake.", "starts
 
 
 def _record(i, label=2):
-    return {"ind": i, "activity_label": "Riding", "ctx_a": "A man", "ctx_b": "he", "ctx": f"A man walks up {i}. he",
-            "split": "val", "split_type": "indomain", "endings": ENDINGS, "source_id": "x", "label": label}
+    return {
+        "ind": i,
+        "activity_label": "Riding",
+        "ctx_a": "A man",
+        "ctx_b": "he",
+        "ctx": f"A man walks up {i}. he",
+        "split": "val",
+        "split_type": "indomain",
+        "endings": ENDINGS,
+        "source_id": "x",
+        "label": label,
+    }
 
 
 def _write(path, records):
@@ -23,8 +33,10 @@ def _write(path, records):
 def test_val_file_is_the_test_split(tmp_path):
     _write(tmp_path / "hellaswag_val.jsonl", [_record(7), _record(8, label="0")])
     a, b = load_examples("hellaswag", "test", tmp_path)
-    assert a.prompt == ("Question: A man walks up 7. he\nA. gets on the horse.\nB. eats a cake.\n"
-                        "C. jumps into the lake.\nD. starts singing.\nAnswer: ")
+    assert a.prompt == (
+        "Question: A man walks up 7. he\nA. gets on the horse.\nB. eats a cake.\n"
+        "C. jumps into the lake.\nD. starts singing.\nAnswer: "
+    )
     assert (a.answer, a.label, a.choices, a.id) == ("C", 2, tuple(ENDINGS), "hellaswag-test-7")
     assert (b.answer, b.label) == ("A", 0)  # the hub stores labels as strings
 

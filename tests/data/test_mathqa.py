@@ -9,10 +9,15 @@ import pytest
 from segloss.data import get_builder, load_examples
 from segloss.data.mathqa import mathqa_answer, numeric_value, parse_options
 
-RECORD = {"Problem": "a multiple choice test consists of 4 questions , and each question has 5 answer choices .",
-          "Rationale": "...", "options": "a ) 24 , b ) 120 , c ) 625 , d ) 720 , e ) 1024", "correct": "c",
-          "annotated_formula": "power(5, 4)", "linear_formula": "divide(n0,n1)|multiply(#0,const_100)|",
-          "category": "general"}
+RECORD = {
+    "Problem": "a multiple choice test consists of 4 questions , and each question has 5 answer choices .",
+    "Rationale": "...",
+    "options": "a ) 24 , b ) 120 , c ) 625 , d ) 720 , e ) 1024",
+    "correct": "c",
+    "annotated_formula": "power(5, 4)",
+    "linear_formula": "divide(n0,n1)|multiply(#0,const_100)|",
+    "category": "general",
+}
 
 
 def _write_array(path, records):
@@ -25,10 +30,21 @@ def test_options_are_parsed_from_both_layouts():
     assert parse_options("a ) rs . 1 , 200 , b ) 3") == {"a": "rs . 1 , 200", "b": "3"}
 
 
-@pytest.mark.parametrize("text, value", [
-    ("625", "625"), ("$ 1600", "1600"), ("12.5 %", "12.5"), ("rs . 1 , 200", "1200"), ("- 4", "-4"),
-    (".5", ".5"), ("1 / 2", None), ("3 : 4", None), ("34 √ 3 cm 2", None), ("none of these", None),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("625", "625"),
+        ("$ 1600", "1600"),
+        ("12.5 %", "12.5"),
+        ("rs . 1 , 200", "1200"),
+        ("- 4", "-4"),
+        (".5", ".5"),
+        ("1 / 2", None),
+        ("3 : 4", None),
+        ("34 √ 3 cm 2", None),
+        ("none of these", None),
+    ],
+)
 def test_numeric_value_of_an_option(text, value):
     assert numeric_value(text) == value
 

@@ -10,13 +10,24 @@ from segloss.data import load_examples
 
 TEXTS = ["puppies learning new tricks", "children growing up", "flowers wilting in a vase", "plants sprouting"]
 CHOICES = [{"text": t, "label": lab} for t, lab in zip(TEXTS, "ABCD", strict=True)]
-RAW = {"id": "7-980", "question": {"stem": "The sun is responsible for", "choices": CHOICES},
-       "fact1": "the sun is the source of energy", "humanScore": "1.00", "answerKey": "D"}
-HUB = {"id": "7-980", "question_stem": "The sun is responsible for",
-       "choices": {"text": TEXTS, "label": list("ABCD")}, "fact1": "the sun is the source of energy",
-       "answerKey": "D"}
-PROMPT = ("Question: The sun is responsible for\nA. puppies learning new tricks\nB. children growing up\n"
-          "C. flowers wilting in a vase\nD. plants sprouting\nContext: the sun is the source of energy\nAnswer: ")
+RAW = {
+    "id": "7-980",
+    "question": {"stem": "The sun is responsible for", "choices": CHOICES},
+    "fact1": "the sun is the source of energy",
+    "humanScore": "1.00",
+    "answerKey": "D",
+}
+HUB = {
+    "id": "7-980",
+    "question_stem": "The sun is responsible for",
+    "choices": {"text": TEXTS, "label": list("ABCD")},
+    "fact1": "the sun is the source of energy",
+    "answerKey": "D",
+}
+PROMPT = (
+    "Question: The sun is responsible for\nA. puppies learning new tricks\nB. children growing up\n"
+    "C. flowers wilting in a vase\nD. plants sprouting\nContext: the sun is the source of energy\nAnswer: "
+)
 
 
 def _write(path, records):

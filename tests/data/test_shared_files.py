@@ -20,9 +20,11 @@ def _load(name: str, split: str):
 
 def test_gsm8k_first_train_record_is_natalia():
     train, _ = _load("gsm8k", "train")
-    assert train[0].prompt == ("Question: Natalia sold clips to 48 of her friends in April, and then she sold half as "
-                               "many clips in May. How many clips did Natalia sell altogether in April and May?\n"
-                               "Answer: ")
+    assert train[0].prompt == (
+        "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as "
+        "many clips in May. How many clips did Natalia sell altogether in April and May?\n"
+        "Answer: "
+    )
     assert train[0].answer == "<<48/2=24>> <<48+24=72>> #### 72"
     validation, _ = _load("gsm8k", "validation")
     test, _ = _load("gsm8k", "test")
@@ -32,9 +34,11 @@ def test_gsm8k_first_train_record_is_natalia():
 
 def test_mathqa_first_dev_record_and_skips():
     dev, builder = _load("mathqa", "dev")
-    assert dev[0].prompt == ("Question: a multiple choice test consists of 4 questions , and each question has 5 "
-                             "answer choices . in how many r ways can the test be completed if every question is "
-                             "unanswered ?\nAnswer: ")
+    assert dev[0].prompt == (
+        "Question: a multiple choice test consists of 4 questions , and each question has 5 "
+        "answer choices . in how many r ways can the test be completed if every question is "
+        "unanswered ?\nAnswer: "
+    )
     assert dev[0].answer == "<<power(n1,n0)>> #### 625"
     assert (len(dev), builder.skipped) == (3917, 558)
     with pytest.raises(FileNotFoundError, match="--split dev"):
@@ -44,10 +48,12 @@ def test_mathqa_first_dev_record_and_skips():
 def test_openbookqa_first_train_record():
     train, _ = _load("openbookqa", "train")
     ex = train[0]
-    assert ex.prompt == ("Question: The sun is responsible for\nA. puppies learning new tricks\n"
-                         "B. children growing up and getting old\nC. flowers wilting in a vase\n"
-                         "D. plants sprouting, blooming and wilting\n"
-                         "Context: the sun is the source of energy for physical cycles on Earth\nAnswer: ")
+    assert ex.prompt == (
+        "Question: The sun is responsible for\nA. puppies learning new tricks\n"
+        "B. children growing up and getting old\nC. flowers wilting in a vase\n"
+        "D. plants sprouting, blooming and wilting\n"
+        "Context: the sun is the source of energy for physical cycles on Earth\nAnswer: "
+    )
     assert (ex.id, ex.answer, ex.label, len(train)) == ("7-980", "D", 3, 4957)
 
 

@@ -13,17 +13,20 @@ def test_valid_modes():
     assert cfg.max_new_tokens is None and cfg.batch_size == 8
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({}, "run"),
-    ({"run": "r", "model": "m"}, "exactly one"),
-    ({"model": "m"}, "dataset"),
-    ({"run": "r", "template": "chat"}, "template"),
-    ({"run": "r", "few_shot": -1}, "few_shot"),
-    ({"run": "r", "limit": 0}, "limit"),
-    ({"run": "r", "batch_size": 0}, "batch_size"),
-    ({"run": "r", "max_new_tokens": 0}, "max_new_tokens"),
-    ({"run": "r", "dtype": "int8"}, "dtype"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({}, "run"),
+        ({"run": "r", "model": "m"}, "exactly one"),
+        ({"model": "m"}, "dataset"),
+        ({"run": "r", "template": "chat"}, "template"),
+        ({"run": "r", "few_shot": -1}, "few_shot"),
+        ({"run": "r", "limit": 0}, "limit"),
+        ({"run": "r", "batch_size": 0}, "batch_size"),
+        ({"run": "r", "max_new_tokens": 0}, "max_new_tokens"),
+        ({"run": "r", "dtype": "int8"}, "dtype"),
+    ],
+)
 def test_bad_values_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         EvalConfig(**kwargs)

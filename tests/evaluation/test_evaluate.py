@@ -31,8 +31,9 @@ def read_outputs(out: Path) -> tuple[list[dict], dict]:
 
 def test_fake_generator_copying_the_reference_is_perfect(tmp_path):
     examples = load_examples("arith", "test", **ARITH)
-    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path), limit=5,
-                        batch_size=2)
+    config = EvalConfig(
+        model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path), limit=5, batch_size=2
+    )
     result = evaluate(config, generate_fn=copy_reference(examples))
     m = result["metrics"]
     assert m["exact_match"]["mean"] == m["iou"]["mean"] == m["equivalent_iou"]["mean"] == 1.0
@@ -49,11 +50,12 @@ def test_fake_generator_copying_the_reference_is_perfect(tmp_path):
 def test_wrong_generator_scores_zero_and_bootstrap_ci_brackets_the_mean(tmp_path):
     examples = load_examples("arith", "test", **ARITH)
     answers = {ex.prompt: ex.answer for ex in examples}
+
     # Every other example copies the reference, the rest answer nonsense.
     def half(prompts, _):
         return [answers[p] if i % 2 == 0 else "#### -1" for i, p in enumerate(prompts)]
-    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path),
-                        batch_size=6)
+
+    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path), batch_size=6)
     m = evaluate(config, generate_fn=half)["metrics"]
     assert m["exact_match"]["mean"] == pytest.approx(0.5)
     assert 0.0 <= m["exact_match"]["ci_low"] < 0.5 < m["exact_match"]["ci_high"] <= 1.0
@@ -82,8 +84,9 @@ def test_few_shot_larger_than_training_split(tmp_path):
 
 
 def test_few_shot_prompts_hold_training_answers(tmp_path):
-    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, few_shot=2, limit=1,
-                        output_dir=str(tmp_path))
+    config = EvalConfig(
+        model="unused", dataset="arith", dataset_options=ARITH, few_shot=2, limit=1, output_dir=str(tmp_path)
+    )
     evaluate(config, generate_fn=lambda p, n: ["" for _ in p])
     rows, _ = read_outputs(tmp_path)
     train = {ex.answer for ex in load_examples("arith", "train", **ARITH)}
@@ -113,10 +116,17 @@ def test_run_mode_reads_the_run_config(tmp_path):
 
 
 OBQA = [
-    {"id": f"q{i}", "question": {"stem": f"The sun is responsible for thing {i}",
-                                 "choices": [{"text": t, "label": lab} for t, lab in
-                                             zip(["pups", "kids", "flowers", "plants"], "ABCD", strict=True)]},
-     "fact1": "the sun is the source of energy", "answerKey": "ABCD"[i % 4]}
+    {
+        "id": f"q{i}",
+        "question": {
+            "stem": f"The sun is responsible for thing {i}",
+            "choices": [
+                {"text": t, "label": lab} for t, lab in zip(["pups", "kids", "flowers", "plants"], "ABCD", strict=True)
+            ],
+        },
+        "fact1": "the sun is the source of energy",
+        "answerKey": "ABCD"[i % 4],
+    }
     for i in range(4)
 ]
 
@@ -141,8 +151,13 @@ def test_qa_accuracy_and_loglikelihood_with_tiny_model(tmp_path, obqa_dir, tiny_
     def generate(prompts, _):
         return letters[: len(prompts)]
 
-    config = EvalConfig(model=str(tiny_model_dir), dataset="openbookqa", data_path=str(obqa_dir),
-                        output_dir=str(tmp_path / "out"), batch_size=4)
+    config = EvalConfig(
+        model=str(tiny_model_dir),
+        dataset="openbookqa",
+        data_path=str(obqa_dir),
+        output_dir=str(tmp_path / "out"),
+        batch_size=4,
+    )
     m = evaluate(config, generate_fn=generate)["metrics"]
     assert m["accuracy"]["mean"] == pytest.approx(0.75)
     rows, _ = read_outputs(tmp_path / "out")
@@ -154,8 +169,16 @@ def test_qa_accuracy_and_loglikelihood_with_tiny_model(tmp_path, obqa_dir, tiny_
 
 
 def test_end_to_end_baseline_with_tiny_model(tmp_path, tiny_model_dir):
-    config = EvalConfig(model=str(tiny_model_dir), dataset="arith", dataset_options=ARITH, limit=3, batch_size=2,
-                        max_new_tokens=6, few_shot=1, output_dir=str(tmp_path))
+    config = EvalConfig(
+        model=str(tiny_model_dir),
+        dataset="arith",
+        dataset_options=ARITH,
+        limit=3,
+        batch_size=2,
+        max_new_tokens=6,
+        few_shot=1,
+        output_dir=str(tmp_path),
+    )
     result = evaluate(config)
     rows, saved = read_outputs(tmp_path)
     assert len(rows) == 3 and saved["n_examples"] == 3 and saved["max_new_tokens"] == 6
@@ -176,9 +199,21 @@ def test_train_a_few_steps_then_evaluate_the_run(tmp_path, tiny_model_dir):
     from segloss.training import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(model=str(tiny_model_dir), dataset="arith", dataset_options=ARITH, output_dir=str(run),
-                      max_steps=2, per_device_train_batch_size=2, max_length=128, loss="lovasz", save_steps=2,
-                      logging_steps=1, disable_tqdm=True))
+    train(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            dataset="arith",
+            dataset_options=ARITH,
+            output_dir=str(run),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            max_length=128,
+            loss="lovasz",
+            save_steps=2,
+            logging_steps=1,
+            disable_tqdm=True,
+        )
+    )
     result = evaluate(EvalConfig(run=str(run), limit=2, batch_size=2, max_new_tokens=5))
     out = run / "eval" / "test"
     rows, saved = read_outputs(out)
@@ -206,8 +241,15 @@ def test_roscoe_hook_adds_scores(tmp_path, monkeypatch):
     monkeypatch.setattr(roscoe, "load_embedder", fake_load)
     monkeypatch.setattr(roscoe, "score_batch", fake_score)
     examples = load_examples("arith", "test", **ARITH)[:2]
-    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, limit=2, roscoe=True,
-                        roscoe_model="st-dir", output_dir=str(tmp_path))
+    config = EvalConfig(
+        model="unused",
+        dataset="arith",
+        dataset_options=ARITH,
+        limit=2,
+        roscoe=True,
+        roscoe_model="st-dir",
+        output_dir=str(tmp_path),
+    )
     m = evaluate(config, generate_fn=copy_reference(examples))["metrics"]
     assert seen["model"] == "st-dir"
     sources = [ex.prompt.removesuffix("\nAnswer: ") for ex in examples]  # the problem, without the answer cue

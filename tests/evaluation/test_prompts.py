@@ -13,8 +13,9 @@ TRAIN = [Example(id=str(i), prompt=f"Question: q{i}\nAnswer: ", answer=f"#### {i
 
 def test_templates():
     assert render(EX.prompt, "plain") == EX.prompt
-    assert render(EX.prompt, "instruction") == ("### Instruction:\nQuestion: Tom has 3 apples. How many?\n\n"
-                                                "### Response:\n")
+    assert render(EX.prompt, "instruction") == (
+        "### Instruction:\nQuestion: Tom has 3 apples. How many?\n\n### Response:\n"
+    )
     with pytest.raises(ValueError, match="template"):
         render(EX.prompt, "chat")
 

@@ -34,8 +34,15 @@ def test_smoke_demo_prints_the_table_and_writes_the_report(smoke, capsys):
     root, (code, result), _ = smoke
     assert code == 0
     out = root / "out"
-    for name in ("table.md", "demo.json", "results.sqlite", "report/report.md", "report/em_per_loss.png",
-                 "report/step_errors.png", "report/table.csv"):
+    for name in (
+        "table.md",
+        "demo.json",
+        "results.sqlite",
+        "report/report.md",
+        "report/em_per_loss.png",
+        "report/step_errors.png",
+        "report/table.csv",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "report/em_per_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = (out / "table.md").read_text().splitlines()
@@ -74,15 +81,18 @@ def test_losses_all_and_strings_resolve_with_ce_first():
     assert DemoConfig(losses="all").losses == ["ce", "focal", "gdice", "sadl", "lovasz"]
 
 
-@pytest.mark.parametrize(("values", "match"), [
-    ({"losses": "ce,bogus"}, "bogus"),
-    ({"losses": ["ce"]}, "task loss"),
-    ({"losses": 3}, "losses"),
-    ({"ce_weight": 1.0}, "ce_weight"),
-    ({"finetune_steps": 0}, "finetune_steps"),
-    ({"n_test": -5}, "n_test"),
-    ({"output_dir": " "}, "output_dir"),
-])
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"losses": "ce,bogus"}, "bogus"),
+        ({"losses": ["ce"]}, "task loss"),
+        ({"losses": 3}, "losses"),
+        ({"ce_weight": 1.0}, "ce_weight"),
+        ({"finetune_steps": 0}, "finetune_steps"),
+        ({"n_test": -5}, "n_test"),
+        ({"output_dir": " "}, "output_dir"),
+    ],
+)
 def test_bad_settings_name_the_field(values, match):
     with pytest.raises(ValueError, match=match):
         DemoConfig(**values)
@@ -110,10 +120,28 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
 
 def test_table_rows_and_format_hand_computed(tmp_path):
     cells = [
-        {"loss": "ce", "status": "done", "metrics": {"exact_match": 0.40, "iou": 0.5, "missing_steps": 0.25,
-                                                     "extra_steps": 0.125, "train_seconds": 61.4}},
-        {"loss": "lovasz", "status": "done", "metrics": {"exact_match": 0.50, "iou": 0.625, "missing_steps": 0.2,
-                                                         "extra_steps": 0.0, "train_seconds": 70.6}},
+        {
+            "loss": "ce",
+            "status": "done",
+            "metrics": {
+                "exact_match": 0.40,
+                "iou": 0.5,
+                "missing_steps": 0.25,
+                "extra_steps": 0.125,
+                "train_seconds": 61.4,
+            },
+        },
+        {
+            "loss": "lovasz",
+            "status": "done",
+            "metrics": {
+                "exact_match": 0.50,
+                "iou": 0.625,
+                "missing_steps": 0.2,
+                "extra_steps": 0.0,
+                "train_seconds": 70.6,
+            },
+        },
         {"loss": "focal", "status": "failed", "metrics": None},
     ]
     rows = table_rows(cells, ["ce", "lovasz", "focal"])
@@ -126,12 +154,14 @@ def test_table_rows_and_format_hand_computed(tmp_path):
     ]
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
-    (eval_dir / "metrics.json").write_text(json.dumps({"metrics": {"exact_match": {"mean": 0.4, "ci_low": 0.3125,
-                                                                                    "ci_high": 0.5, "n": 16}}}))
+    (eval_dir / "metrics.json").write_text(
+        json.dumps({"metrics": {"exact_match": {"mean": 0.4, "ci_low": 0.3125, "ci_high": 0.5, "n": 16}}})
+    )
     with_ci = table_rows([{**cells[0], "eval_dir": str(eval_dir)}], ["ce"])
     assert with_ci[0]["exact_match_ci"] == (0.3125, 0.5)
     assert "| 40.0 | 50.0 | 0.25 | 0.12 | [31.2, 50.0] | — | 61 |" in format_table(with_ci, ce_weight=0.6)
-    zero = table_rows([{**cells[0], "metrics": {**cells[0]["metrics"], "exact_match": 0.0}}, cells[1]],
-                      ["ce", "lovasz"])
+    zero = table_rows(
+        [{**cells[0], "metrics": {**cells[0]["metrics"], "exact_match": 0.0}}, cells[1]], ["ce", "lovasz"]
+    )
     assert zero[1]["relative_em_change"] is None  # no relative change against a zero baseline
     assert "n/a" in format_table(zero, ce_weight=0.6)

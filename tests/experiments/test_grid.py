@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, **overrides) -> GridConfig:
-    values = {"models": ["m1", "m2"], "datasets": ["d1"], "losses": ["ce", "lovasz", "focal"], "seeds": [0, 1],
-              "output_dir": str(tmp_path / "grid"), **overrides}
+    values = {
+        "models": ["m1", "m2"],
+        "datasets": ["d1"],
+        "losses": ["ce", "lovasz", "focal"],
+        "seeds": [0, 1],
+        "output_dir": str(tmp_path / "grid"),
+        **overrides,
+    }
     return GridConfig(**values)
 
 
@@ -45,17 +51,28 @@ class Recorder:
 
 
 def test_cells_cover_the_product_in_order_with_resolved_settings(tmp_path):
-    config = _config(tmp_path, train={"max_steps": 5, "ce_weight": 0.6}, eval={"limit": 4},
-                     datasets=["d1", {"name": "gsm8k", "data_path": "/data/gsm8k", "options": {"k": 1},
-                                      "train": {"max_steps": 7}}])
+    config = _config(
+        tmp_path,
+        train={"max_steps": 5, "ce_weight": 0.6},
+        eval={"limit": 4},
+        datasets=["d1", {"name": "gsm8k", "data_path": "/data/gsm8k", "options": {"k": 1}, "train": {"max_steps": 7}}],
+    )
     cells = config.cells()
     assert len(cells) == 2 * 2 * 3 * 2
     assert [c.index for c in cells] == list(range(24))
     first, gsm = cells[0], cells[6]
     assert (first.model, first.dataset, first.loss, first.seed) == ("m1", "d1", "ce", 0)
     assert (gsm.model, gsm.dataset, gsm.loss, gsm.seed) == ("m1", "gsm8k", "ce", 0)
-    assert gsm.train == {"max_steps": 7, "ce_weight": 0.6, "dataset_options": {"k": 1}, "model": "m1",
-                         "dataset": "gsm8k", "loss": "ce", "seed": 0, "data_path": "/data/gsm8k"}
+    assert gsm.train == {
+        "max_steps": 7,
+        "ce_weight": 0.6,
+        "dataset_options": {"k": 1},
+        "model": "m1",
+        "dataset": "gsm8k",
+        "loss": "ce",
+        "seed": 0,
+        "data_path": "/data/gsm8k",
+    }
     assert gsm.eval == {"split": "test", "limit": 4, "seed": 0}
     assert gsm.run_dir.parent == tmp_path / "grid" / "runs"
     assert gsm.run_dir.name == f"m1__gsm8k__ce__seed0-{gsm.config_hash[:8]}"
@@ -75,30 +92,37 @@ def test_config_hash_is_sha256_of_sorted_settings_and_ignores_output_paths(tmp_p
     assert a[0].config_hash != c[0].config_hash
 
 
-@pytest.mark.parametrize(("spec", "label"), [
-    ("lovasz", "lovasz"), ({"ce": 1.0}, "ce"), ({"ce": 0.5, "focal": 0.25, "lovasz": 0.25},
-                                                 "ce=0.5,focal=0.25,lovasz=0.25"),
-    ("ce=0.5, lovasz=0.5", "ce=0.5,lovasz=0.5"),
-])
+@pytest.mark.parametrize(
+    ("spec", "label"),
+    [
+        ("lovasz", "lovasz"),
+        ({"ce": 1.0}, "ce"),
+        ({"ce": 0.5, "focal": 0.25, "lovasz": 0.25}, "ce=0.5,focal=0.25,lovasz=0.25"),
+        ("ce=0.5, lovasz=0.5", "ce=0.5,lovasz=0.5"),
+    ],
+)
 def test_loss_label(spec, label):
     assert loss_label(spec) == label
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"losses": ["lovasz", "focal"]}, "include `ce` alone as the baseline"),
-    ({"losses": [{"ce": 0.6, "lovasz": 0.4}]}, "include `ce` alone"),
-    ({"losses": ["ce", {"ce": 0.5, "focal": -0.5}]}, "non-negative"),
-    ({"losses": ["ce", "Lovász"]}, "not a loss name"),
-    ({"losses": ["ce", "ce"]}, "losses has duplicates"),
-    ({"models": []}, "models must be a non-empty list"),
-    ({"seeds": [0, 0]}, "seeds has duplicates"),
-    ({"seeds": ["one"]}, "seeds must be integers"),
-    ({"train": {"model": "x"}}, r"train: \['model'\] are set per cell"),
-    ({"eval": {"run": "x"}}, r"eval: \['run'\] are set per cell"),
-    ({"train": [1]}, "train must be a mapping"),
-    ({"datasets": [{"name": "d", "path": "/x"}]}, r"unknown key\(s\) \['path'\]"),
-    ({"datasets": [{"data_path": "/x"}]}, "mapping with a `name`"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"losses": ["lovasz", "focal"]}, "include `ce` alone as the baseline"),
+        ({"losses": [{"ce": 0.6, "lovasz": 0.4}]}, "include `ce` alone"),
+        ({"losses": ["ce", {"ce": 0.5, "focal": -0.5}]}, "non-negative"),
+        ({"losses": ["ce", "Lovász"]}, "not a loss name"),
+        ({"losses": ["ce", "ce"]}, "losses has duplicates"),
+        ({"models": []}, "models must be a non-empty list"),
+        ({"seeds": [0, 0]}, "seeds has duplicates"),
+        ({"seeds": ["one"]}, "seeds must be integers"),
+        ({"train": {"model": "x"}}, r"train: \['model'\] are set per cell"),
+        ({"eval": {"run": "x"}}, r"eval: \['run'\] are set per cell"),
+        ({"train": [1]}, "train must be a mapping"),
+        ({"datasets": [{"name": "d", "path": "/x"}]}, r"unknown key\(s\) \['path'\]"),
+        ({"datasets": [{"data_path": "/x"}]}, "mapping with a `name`"),
+    ],
+)
 def test_bad_grid_configs_name_the_field(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         _config(tmp_path, **overrides)
@@ -220,13 +244,17 @@ def test_store_rows_keep_the_resolved_settings(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_runner_trains_and_evaluates_a_real_cell_and_a_retry_skips_finished_training(tmp_path,
-                                                                                              tiny_model_dir):
+def test_default_runner_trains_and_evaluates_a_real_cell_and_a_retry_skips_finished_training(tmp_path, tiny_model_dir):
     pytest.importorskip("segloss.evaluation")
-    config = GridConfig(models=[str(tiny_model_dir)], datasets=[{"name": "arith", "options": {"n_train": 8}}],
-                        losses=["ce"], seeds=[0], output_dir=str(tmp_path / "grid"),
-                        train={"max_steps": 1, "per_device_train_batch_size": 4, "disable_tqdm": True},
-                        eval={"limit": 2, "max_new_tokens": 4, "batch_size": 2})
+    config = GridConfig(
+        models=[str(tiny_model_dir)],
+        datasets=[{"name": "arith", "options": {"n_train": 8}}],
+        losses=["ce"],
+        seeds=[0],
+        output_dir=str(tmp_path / "grid"),
+        train={"max_steps": 1, "per_device_train_batch_size": 4, "disable_tqdm": True},
+        eval={"limit": 2, "max_new_tokens": 4, "batch_size": 2},
+    )
     (cell,) = config.cells()
     summary = run_grid(config, log=None)
     assert summary.done == [cell.config_hash], summary

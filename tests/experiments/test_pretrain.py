@@ -13,9 +13,20 @@ ARITH = {"n_train": 40, "n_validation": 4, "n_test": 4, "max_steps": 2, "max_val
 
 
 def tiny(tmp_path, **overrides) -> PretrainConfig:
-    values = dict(dataset_options=ARITH, skip_examples=8, vocab_size=300, tokenizer_texts=40, hidden_size=16,
-                  num_layers=1, num_heads=2, max_length=96, max_steps=3, batch_size=4, warmup_steps=1,
-                  cache_dir=str(tmp_path / "cache"))
+    values = dict(
+        dataset_options=ARITH,
+        skip_examples=8,
+        vocab_size=300,
+        tokenizer_texts=40,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        max_length=96,
+        max_steps=3,
+        batch_size=4,
+        warmup_steps=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
     values.update(overrides)
     return PretrainConfig(**values)
 
@@ -82,8 +93,13 @@ def test_same_settings_give_identical_weights(built, tmp_path):
 def test_hash_covers_weight_settings_but_not_the_cache_location(tmp_path):
     base = tiny(tmp_path)
     assert base_model_dir(tiny(tmp_path / "elsewhere")).name == base_model_dir(base).name
-    for change in ({"max_steps": 4}, {"seed": 1}, {"hidden_size": 32}, {"dataset_options": {**ARITH, "n_train": 41}},
-                   {"skip_examples": 0}):
+    for change in (
+        {"max_steps": 4},
+        {"seed": 1},
+        {"hidden_size": 32},
+        {"dataset_options": {**ARITH, "n_train": 41}},
+        {"skip_examples": 0},
+    ):
         assert base_model_dir(tiny(tmp_path, **change)).name != base_model_dir(base).name, change
 
 
@@ -128,13 +144,16 @@ def test_cache_root_follows_xdg_cache_home(tmp_path, monkeypatch):
     assert cache_root(tmp_path / "mine") == tmp_path / "mine"
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
-    ("num_heads", 3, "hidden_size"),
-    ("max_steps", 0, "max_steps"),
-    ("learning_rate", 0.0, "learning_rate"),
-    ("skip_examples", -1, "skip_examples"),
-    ("dataset_options", "n_train=3", "dataset_options"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("num_heads", 3, "hidden_size"),
+        ("max_steps", 0, "max_steps"),
+        ("learning_rate", 0.0, "learning_rate"),
+        ("skip_examples", -1, "skip_examples"),
+        ("dataset_options", "n_train=3", "dataset_options"),
+    ],
+)
 def test_bad_settings_name_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):
         PretrainConfig(**{field: value})

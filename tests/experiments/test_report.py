@@ -22,13 +22,25 @@ OFFSETS = {"ce": [0.0] * 6, "lovasz": [0.10] * 6, "focal": [0.01, -0.01, 0.02, -
 
 def fake_runner(cell) -> dict:
     em = CE_EM[cell.seed] + OFFSETS[cell.loss][cell.seed] + (0.05 if cell.model == "m2" else 0.0)
-    return {"exact_match": em, "iou": em / 2 + 0.1, "missing_steps": 1 - em, "extra_steps": 0.1 * cell.seed,
-            "wrong_operators": 0.05, "train_seconds": 1.0}
+    return {
+        "exact_match": em,
+        "iou": em / 2 + 0.1,
+        "missing_steps": 1 - em,
+        "extra_steps": 0.1 * cell.seed,
+        "wrong_operators": 0.05,
+        "train_seconds": 1.0,
+    }
 
 
 def _grid(tmp_path, seeds, **overrides) -> GridConfig:
-    values = {"models": ["m1", "m2"], "datasets": ["gsm8k"], "losses": ["ce", "lovasz", "focal"], "seeds": seeds,
-              "output_dir": str(tmp_path / "grid"), **overrides}
+    values = {
+        "models": ["m1", "m2"],
+        "datasets": ["gsm8k"],
+        "losses": ["ce", "lovasz", "focal"],
+        "seeds": seeds,
+        "output_dir": str(tmp_path / "grid"),
+        **overrides,
+    }
     config = GridConfig(**values)
     run_grid(config, runner=fake_runner, log=None)
     return config
@@ -44,8 +56,9 @@ def test_report_table_matches_the_store(tmp_path):
         table = list(csv.DictReader(handle))
     assert len(table) == 6  # 2 models × 3 losses × 1 dataset
     for line in table:
-        mine = [r for r in rows if (r["model"], r["dataset"], r["loss"]) == (line["model"], line["dataset"],
-                                                                             line["loss"])]
+        mine = [
+            r for r in rows if (r["model"], r["dataset"], r["loss"]) == (line["model"], line["dataset"], line["loss"])
+        ]
         assert len(mine) == 3 and line["n_seeds"] == "3"
         for metric in ("exact_match", "iou", "missing_steps", "extra_steps", "wrong_operators"):
             values = [r["metrics"][metric] for r in mine]
@@ -105,8 +118,13 @@ def test_failed_cells_are_listed_and_qa_sets_get_no_step_error_plot(tmp_path):
             raise RuntimeError("CUDA out of memory")
         return {"accuracy": 0.5 + 0.1 * (cell.loss == "lovasz"), "acc": 0.3}
 
-    config = GridConfig(models=["m"], datasets=["openbookqa"], losses=["ce", "lovasz", "focal"], seeds=[0],
-                        output_dir=str(tmp_path / "grid"))
+    config = GridConfig(
+        models=["m"],
+        datasets=["openbookqa"],
+        losses=["ce", "lovasz", "focal"],
+        seeds=[0],
+        output_dir=str(tmp_path / "grid"),
+    )
     run_grid(config, runner=runner, log=None)
     text = write_report(config.store_path, tmp_path / "report").read_text()
     assert "Cells: 2 done, 1 failed" in text
@@ -123,13 +141,19 @@ def test_roscoe_scores_in_predictions_get_their_section(tmp_path):
 
     def runner(cell):
         cell.eval_dir.mkdir(parents=True)
-        preds = [{"id": str(i), "metrics": {"exact_match": float(i % 2), "iou": 0.5,
-                                            "roscoe_faithfulness_step": 0.2 + 0.6 * (i % 2)}} for i in range(4)]
+        preds = [
+            {
+                "id": str(i),
+                "metrics": {"exact_match": float(i % 2), "iou": 0.5, "roscoe_faithfulness_step": 0.2 + 0.6 * (i % 2)},
+            }
+            for i in range(4)
+        ]
         (cell.eval_dir / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
         return {"exact_match": 0.5, "iou": 0.5}
 
-    config = GridConfig(models=["m"], datasets=["gsm8k"], losses=["ce", "lovasz"], seeds=[0],
-                        output_dir=str(tmp_path / "grid"))
+    config = GridConfig(
+        models=["m"], datasets=["gsm8k"], losses=["ce", "lovasz"], seeds=[0], output_dir=str(tmp_path / "grid")
+    )
     run_grid(config, runner=runner, log=None)
     text = write_report(config.store_path, tmp_path / "report").read_text()
     assert "## ROSCOE" in text
@@ -146,8 +170,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="result store not found"):
         write_report(tmp_path / "nope.sqlite", tmp_path / "out")
     with ResultStore(tmp_path / "empty.sqlite") as store:
-        store.register([{"config_hash": "h", "cell_index": 0, "model": "m", "dataset": "d", "loss": "ce",
-                         "seed": 0}])
+        store.register([{"config_hash": "h", "cell_index": 0, "model": "m", "dataset": "d", "loss": "ce", "seed": 0}])
     with pytest.raises(ValueError, match="no done cells"):
         write_report(tmp_path / "empty.sqlite", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -160,5 +183,8 @@ def test_report_command(tmp_path, capsys):
     assert "report.md" in capsys.readouterr().out
     assert main(["report", "--store", str(tmp_path / "missing.sqlite")]) == 2
     assert "result store not found" in capsys.readouterr().err
-    assert math.isfinite(json.loads((tmp_path / "grid" / "report" / "table.json").read_text())["table"][0]
-                         ["metrics"]["exact_match"]["mean"])
+    assert math.isfinite(
+        json.loads((tmp_path / "grid" / "report" / "table.json").read_text())["table"][0]["metrics"]["exact_match"][
+            "mean"
+        ]
+    )

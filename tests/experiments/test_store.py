@@ -18,16 +18,31 @@ from segloss.experiments.store import STATUSES, ResultStore
 
 
 def _row(i: int) -> dict:
-    return {"config_hash": f"h{i}", "cell_index": i, "model": "m", "dataset": "d", "loss": "ce", "seed": i,
-            "settings": {"train": {"seed": i}}, "run_dir": f"/runs/{i}", "eval_dir": None}
+    return {
+        "config_hash": f"h{i}",
+        "cell_index": i,
+        "model": "m",
+        "dataset": "d",
+        "loss": "ce",
+        "seed": i,
+        "settings": {"train": {"seed": i}},
+        "run_dir": f"/runs/{i}",
+        "eval_dir": None,
+    }
 
 
 def test_register_is_idempotent_and_keeps_status(tmp_path):
     with ResultStore(tmp_path / "s.sqlite", worker="A") as store:
         assert store.register([_row(0), _row(1)]) == 2
         assert store.claim("h0")
-        store.finish("h0", {"exact_match": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}, "iou": 0.25,
-                            "calculation_errors": float("nan")})
+        store.finish(
+            "h0",
+            {
+                "exact_match": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10},
+                "iou": 0.25,
+                "calculation_errors": float("nan"),
+            },
+        )
         assert store.register([_row(0), _row(1), _row(2)]) == 1  # only h2 is new
         row = store.get("h0")
         assert row["status"] == "done"
@@ -127,19 +142,34 @@ WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [{"A": "-", "B": "-"}, {"A": "-", "B": "1/2", "C": "2/2"}],
-                         ids=["two-plain-workers", "plain-and-two-shards"])
+@pytest.mark.parametrize(
+    "workers",
+    [{"A": "-", "B": "-"}, {"A": "-", "B": "1/2", "C": "2/2"}],
+    ids=["two-plain-workers", "plain-and-two-shards"],
+)
 def test_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path, workers):
-    config = {"models": ["m1", "m2"], "datasets": ["d1", "d2"], "losses": ["ce", "lovasz", "focal"], "seeds": [0, 1],
-              "output_dir": str(tmp_path / "grid")}
+    config = {
+        "models": ["m1", "m2"],
+        "datasets": ["d1", "d2"],
+        "losses": ["ce", "lovasz", "focal"],
+        "seeds": [0, 1],
+        "output_dir": str(tmp_path / "grid"),
+    }
     config_path = tmp_path / "grid.yaml"
     config_path.write_text(yaml.safe_dump(config))
     (tmp_path / "worker.py").write_text(WORKER)
     log = tmp_path / "calls.jsonl"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for name, shard in workers.items()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name, shard in workers.items()
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * len(workers), [err for _, err in outputs]
 

@@ -24,5 +24,6 @@ def test_matches_torch_cross_entropy(generator):
     logits = torch.randn(2, 5, 9, generator=generator)
     labels = torch.randint(0, 9, (2, 5), generator=generator)
     labels[0, 1] = -100
-    torch.testing.assert_close(cross_entropy(logits, labels), torch.nn.functional.cross_entropy(logits.view(-1, 9),
-                                                                                                 labels.view(-1)))
+    torch.testing.assert_close(
+        cross_entropy(logits, labels), torch.nn.functional.cross_entropy(logits.view(-1, 9), labels.view(-1))
+    )

@@ -136,9 +136,7 @@ def test_shared_gather_gives_exactly_the_single_losses(batch):
     labels[1, 4], answer_labels[1, 4] = -100, 2
     weights = {"ce": 0.3, "focal": 0.2, "sadl": 0.1, "gdice": 0.15, "lovasz": 0.25}
     combined = CombinedLoss(weights)(logits, labels, answer_labels)
-    singles = sum(
-        w * get_loss(n)(logits, labels if n == "ce" else answer_labels) for n, w in weights.items()
-    )
+    singles = sum(w * get_loss(n)(logits, labels if n == "ce" else answer_labels) for n, w in weights.items())
     torch.testing.assert_close(combined, singles, rtol=1e-12, atol=0)
     torch.testing.assert_close(torch.autograd.grad(combined, logits)[0], torch.autograd.grad(singles, logits)[0])
 

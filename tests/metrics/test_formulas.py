@@ -28,17 +28,20 @@ def test_parse_formulas_normalises_and_keeps_order():
     assert parse_formulas("<<3+4=7") == []  # unclosed: not a formula
 
 
-@pytest.mark.parametrize(("text", "answer"), [
-    ("#### 18", "18"),
-    ("so #### $1,200.50 in total", "1200.50"),
-    ("#### -3", "-3"),
-    ("#### 7.", "7"),
-    ("#### 12\nQuestion: next one\n#### 99", "12"),  # the first #### counts
-    ("#### C", "c"),  # non-numeric answers are kept as lower-cased text
-    ("#### ", None),
-    ("no marker 42", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("#### 18", "18"),
+        ("so #### $1,200.50 in total", "1200.50"),
+        ("#### -3", "-3"),
+        ("#### 7.", "7"),
+        ("#### 12\nQuestion: next one\n#### 99", "12"),  # the first #### counts
+        ("#### C", "c"),  # non-numeric answers are kept as lower-cased text
+        ("#### ", None),
+        ("no marker 42", None),
+        ("", None),
+    ],
+)
 def test_parse_final_answer(text, answer):
     assert parse_final_answer(text) == answer
 
@@ -149,15 +152,18 @@ def test_score_math_mathqa_style():
     assert scores["inverted_operands"] == pytest.approx(1 / 2)
 
 
-@pytest.mark.parametrize(("text", "ok"), [
-    ("<<3+4=7>> #### 7", True),
-    ("#### 7", False),  # formulas expected
-    ("<<3+4=7>>", False),  # no final answer
-    ("<<3+4=7>> #### seven", False),  # non-numeric answer
-    ("<<3+=7>> #### 7", False),  # unparsable formula
-    ("<<3+4=7 #### 7", False),  # unclosed
-    ("#### 7 <<3+4=7>>", False),  # formula after the answer
-])
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("<<3+4=7>> #### 7", True),
+        ("#### 7", False),  # formulas expected
+        ("<<3+4=7>>", False),  # no final answer
+        ("<<3+4=7>> #### seven", False),  # non-numeric answer
+        ("<<3+=7>> #### 7", False),  # unparsable formula
+        ("<<3+4=7 #### 7", False),  # unclosed
+        ("#### 7 <<3+4=7>>", False),  # formula after the answer
+    ],
+)
 def test_well_formed(text, ok):
     assert well_formed(text) is ok
 

@@ -11,12 +11,21 @@ import torch
 from segloss.metrics.qa import choice_loglikelihoods, loglikelihood_choice_scores, parse_choice_letter, score_choice
 
 
-@pytest.mark.parametrize(("text", "letter"), [
-    ("D", "D"), (" d", "D"), ("(B)", "B"), ("C.", "C"), ("Answer: D because", "D"),
-    ("a plant needs light, so B", "B"),  # the article "a" is not choice A
-    ("E", None),  # outside 4 choices
-    ("", None), (None, None), ("none of them", None),
-])
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("D", "D"),
+        (" d", "D"),
+        ("(B)", "B"),
+        ("C.", "C"),
+        ("Answer: D because", "D"),
+        ("a plant needs light, so B", "B"),  # the article "a" is not choice A
+        ("E", None),  # outside 4 choices
+        ("", None),
+        (None, None),
+        ("none of them", None),
+    ],
+)
 def test_parse_choice_letter(text, letter):
     assert parse_choice_letter(text) == letter
 

@@ -69,17 +69,22 @@ def test_fake_embedder_satisfies_protocol(embedder):
 
 
 # ------------------------------------------------------------------------------------------------ split_steps
-@pytest.mark.parametrize("text, steps", [
-    ("Answer: <<3+4=7>> then <<7*2=14>> #### 14", ["3+4=7", "7*2=14"]),
-    ("<<divide(n0,n1)>> #### 60", ["divide(n0,n1)"]),
-    ("He pays 3.5 dollars. Then he leaves!\nThe answer is 7", ["He pays 3.5 dollars.", "Then he leaves!",
-                                                               "The answer is 7"]),
-    ("So x = 2. #### 2", ["So x = 2.", "2"]),
-    ("<< >> no formula inside", ["no formula inside"]),
-    ("<<>>", []),
-    ("", []),
-    ("   \n  ", []),
-])
+@pytest.mark.parametrize(
+    "text, steps",
+    [
+        ("Answer: <<3+4=7>> then <<7*2=14>> #### 14", ["3+4=7", "7*2=14"]),
+        ("<<divide(n0,n1)>> #### 60", ["divide(n0,n1)"]),
+        (
+            "He pays 3.5 dollars. Then he leaves!\nThe answer is 7",
+            ["He pays 3.5 dollars.", "Then he leaves!", "The answer is 7"],
+        ),
+        ("So x = 2. #### 2", ["So x = 2.", "2"]),
+        ("<< >> no formula inside", ["no formula inside"]),
+        ("<<>>", []),
+        ("", []),
+        ("   \n  ", []),
+    ],
+)
 def test_split_steps(text, steps):
     assert split_steps(text) == steps
 
@@ -133,8 +138,13 @@ def test_opposite_step_gives_zero_alignment(embedder):
 
 def test_identical_chains_align_perfectly(embedder):
     scores = roscoe_scores(REFERENCE, SOURCE, REFERENCE, embedder=embedder)
-    for key in ("roscoe_reasoning_alignment", "roscoe_redundancy", "roscoe_missing_step",
-                "roscoe_semantic_coverage_step", "roscoe_semantic_coverage_chain"):
+    for key in (
+        "roscoe_reasoning_alignment",
+        "roscoe_redundancy",
+        "roscoe_missing_step",
+        "roscoe_semantic_coverage_step",
+        "roscoe_semantic_coverage_chain",
+    ):
         assert scores[key] == pytest.approx(1.0), key
     assert scores["roscoe_hallucination"] == pytest.approx(1.0)
 
@@ -156,8 +166,7 @@ def test_extra_step_lowers_redundancy_not_missing_step(embedder):
 
 def test_repeated_step_lowers_repetition(embedder):
     plain = roscoe_scores(REFERENCE, SOURCE, REFERENCE, embedder=embedder)
-    repeated = roscoe_scores("<<48/2=24>> <<48/2=24>> <<48+24=72>> <<72*3=216>>", SOURCE, REFERENCE,
-                             embedder=embedder)
+    repeated = roscoe_scores("<<48/2=24>> <<48/2=24>> <<48+24=72>> <<72*3=216>>", SOURCE, REFERENCE, embedder=embedder)
     assert plain["roscoe_repetition_step"] > 0.1
     assert plain["roscoe_repetition_token"] > 0.1
     assert repeated["roscoe_repetition_step"] == pytest.approx(0.0)  # a step identical to a previous one
@@ -191,11 +200,16 @@ def test_empty_source_gives_finite_reference_free_scores(embedder):
 
 
 def test_faithful_chain_beats_unrelated_chain(embedder):
-    faithful = roscoe_scores("She sold 48 clips in April. She sold half as many in May.", SOURCE, REFERENCE,
-                             embedder=embedder)
+    faithful = roscoe_scores(
+        "She sold 48 clips in April. She sold half as many in May.", SOURCE, REFERENCE, embedder=embedder
+    )
     unrelated = roscoe_scores("The weather is sunny today. Dogs bark loudly.", SOURCE, REFERENCE, embedder=embedder)
-    for key in ("roscoe_faithfulness_step", "roscoe_faithfulness_token", "roscoe_informativeness_step",
-                "roscoe_informativeness_chain"):
+    for key in (
+        "roscoe_faithfulness_step",
+        "roscoe_faithfulness_token",
+        "roscoe_informativeness_step",
+        "roscoe_informativeness_chain",
+    ):
         assert faithful[key] > unrelated[key], key
 
 
@@ -307,8 +321,12 @@ def test_real_packaged_model(real_embedder):
 
     source = "Tom has 3 apples. He buys 4 more apples. How many apples does he have?"
     reference = "Tom starts with 3 apples. He buys 4 more, so he has 3 + 4 = 7 apples."
-    rows = score_batch([reference, "The stock market fell sharply on Friday.", ""], [source] * 3, [reference] * 3,
-                       embedder=real_embedder)
+    rows = score_batch(
+        [reference, "The stock market fell sharply on Friday.", ""],
+        [source] * 3,
+        [reference] * 3,
+        embedder=real_embedder,
+    )
     good, bad, empty = rows
     assert good["roscoe_reasoning_alignment"] == pytest.approx(1.0, abs=1e-5)
     assert good["roscoe_missing_step"] == pytest.approx(1.0, abs=1e-5)

@@ -18,8 +18,16 @@ from segloss.training import train  # noqa: E402
 
 def main(model_dir: str, output_dir: str) -> None:
     torch.set_num_threads(1)
-    config = tiny_config(Path(model_dir), Path(output_dir), loss="focal", max_steps=3, train_limit=8,
-                         per_device_train_batch_size=2, gradient_accumulation_steps=2, save_steps=2)
+    config = tiny_config(
+        Path(model_dir),
+        Path(output_dir),
+        loss="focal",
+        max_steps=3,
+        train_limit=8,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        save_steps=2,
+    )
     result = train(config)
     trainable = {n: p.detach().cpu() for n, p in result.model.named_parameters() if p.requires_grad}
     rank = int(os.environ["RANK"])

@@ -95,8 +95,19 @@ def test_flags_override_yaml(tmp_path: Path) -> None:
     path.write_text("model: m\nmax_steps: 100\nloss: focal\nlora_target_modules: [q_proj]\n")
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, TrainConfig)
-    args = parser.parse_args(["--config", str(path), "--max-steps", "10", "--loss", "ce=0.5,lovasz=0.5",
-                              "--full-finetune", "--loss-options", "{lovasz: {}}"])
+    args = parser.parse_args(
+        [
+            "--config",
+            str(path),
+            "--max-steps",
+            "10",
+            "--loss",
+            "ce=0.5,lovasz=0.5",
+            "--full-finetune",
+            "--loss-options",
+            "{lovasz: {}}",
+        ]
+    )
     config = config_from_args(TrainConfig, args)
     assert config.max_steps == 10 and config.full_finetune
     assert config.loss_weights() == {"ce": 0.5, "lovasz": 0.5}

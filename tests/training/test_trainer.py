@@ -12,15 +12,23 @@ from segloss.training import load_model_and_tokenizer, term_scales, train
 
 def test_term_scales_hand_computed() -> None:
     # micro-batch with 3 of 10 CE targets, 1 of 4 answer targets, 2 micro-batches per step, 1 process
-    scales = term_scales(["ce", "focal", "sadl", "lovasz", "gdice"], n_labels=3, n_answer=1, total_labels=10,
-                         total_answer=4, micro_batches=2)
+    scales = term_scales(
+        ["ce", "focal", "sadl", "lovasz", "gdice"],
+        n_labels=3,
+        n_answer=1,
+        total_labels=10,
+        total_answer=4,
+        micro_batches=2,
+    )
     assert scales == pytest.approx({"ce": 0.3, "focal": 0.25, "sadl": 0.25, "lovasz": 0.5, "gdice": 0.5})
     # 2 processes: DDP averages gradients, so each local weight is doubled
-    two = term_scales(["ce", "lovasz"], n_labels=3, n_answer=1, total_labels=10, total_answer=4, micro_batches=4,
-                      world_size=2)
+    two = term_scales(
+        ["ce", "lovasz"], n_labels=3, n_answer=1, total_labels=10, total_answer=4, micro_batches=4, world_size=2
+    )
     assert two == pytest.approx({"ce": 0.6, "lovasz": 0.5})
     assert term_scales(["focal"], n_labels=0, n_answer=0, total_labels=0, total_answer=0, micro_batches=1) == {
-        "focal": 0.0}
+        "focal": 0.0
+    }
 
 
 class GradCapture(TrainerCallback):
@@ -36,9 +44,20 @@ class GradCapture(TrainerCallback):
 
 def _first_step_grads(tiny_model_dir, out, loss: str, batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
     capture = GradCapture()
-    config = tiny_config(tiny_model_dir, out, loss=loss, ce_weight=0.5, full_finetune=True, max_steps=1,
-                         train_limit=4, max_length=256, per_device_train_batch_size=batch_size,
-                         gradient_accumulation_steps=accumulation, max_grad_norm=0.0, save_steps=10)
+    config = tiny_config(
+        tiny_model_dir,
+        out,
+        loss=loss,
+        ce_weight=0.5,
+        full_finetune=True,
+        max_steps=1,
+        train_limit=4,
+        max_length=256,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_grad_norm=0.0,
+        save_steps=10,
+    )
     train(config, callbacks=[capture])
     return capture.grads
 

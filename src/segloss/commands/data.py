@@ -54,12 +54,20 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(DataConfig, args)
     if args.action == "show":
-        examples = get_builder(args.dataset, **config.options).load(config.split or "train", config.path,
-                                                                    limit=config.n, seed=config.seed)
+        examples = get_builder(args.dataset, **config.options).load(
+            config.split or "train", config.path, limit=config.n, seed=config.seed
+        )
         print("\n\n".join(format_example(e) for e in examples))
         return 0
     tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
-    rows = split_stats(args.dataset, config.path, splits=[config.split] if config.split else None,
-                       tokenizer=tokenizer, max_length=config.max_length, seed=config.seed, **config.options)
+    rows = split_stats(
+        args.dataset,
+        config.path,
+        splits=[config.split] if config.split else None,
+        tokenizer=tokenizer,
+        max_length=config.max_length,
+        seed=config.seed,
+        **config.options,
+    )
     print(format_stats(args.dataset, rows))
     return 0

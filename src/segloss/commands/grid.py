@@ -24,8 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_config_arguments(parser, GridConfig)
     parser.add_argument("--shard", default=None, help="i/n: run only cells whose index %% n == i-1 (e.g. 2/8).")
-    parser.add_argument("--retry-running", action="store_true",
-                        help="Also claim cells left `running` by a worker that died before this one started.")
+    parser.add_argument(
+        "--retry-running",
+        action="store_true",
+        help="Also claim cells left `running` by a worker that died before this one started.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Show the registered losses and what each gives on a toy batch.
 
-    segloss losses                       # every loss on a good, a uniform and a bad prediction
-    segloss losses --vocab 32000 --tokens 256 --seed 1
+segloss losses                       # every loss on a good, a uniform and a bad prediction
+segloss losses --vocab 32000 --tokens 256 --seed 1
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<10}" + "".join(f"{v:>10.4f}" for v in values) + f"{elapsed:>12.1f}")
     combined = CombinedLoss(parse_loss_spec("lovasz", ce_weight=0.6))
     terms = combined.components(logits["good"], labels, answer_labels)
-    print("combined 0.6·CE(all tokens) + 0.4·Lovász(answer tokens) on the good prediction: "
-          + ", ".join(f"{k}={v.item():.4f}" for k, v in terms.items()))
+    print(
+        "combined 0.6·CE(all tokens) + 0.4·Lovász(answer tokens) on the good prediction: "
+        + ", ".join(f"{k}={v.item():.4f}" for k, v in terms.items())
+    )
     return 0

@@ -36,27 +36,75 @@ from typing import Any, ClassVar
 
 from segloss.data.base import DatasetBuilder, Example, register, stable_seed
 
-_NAMES = [("Mia", "she"), ("Leo", "he"), ("Ana", "she"), ("Sam", "he"), ("Zoe", "she"), ("Max", "he"),
-          ("Ivy", "she"), ("Tom", "he"), ("Eva", "she"), ("Ben", "he"), ("Lily", "she"), ("Omar", "he")]
-_ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cards", "shells", "stamps", "cookies",
-          "balloons", "rocks"]
-_START = ["{name} has {a} {item}.", "{name} collects {a} {item}.", "There are {a} {item} in {name}'s box.",
-          "{name} starts the day with {a} {item}."]
+_NAMES = [
+    ("Mia", "she"),
+    ("Leo", "he"),
+    ("Ana", "she"),
+    ("Sam", "he"),
+    ("Zoe", "she"),
+    ("Max", "he"),
+    ("Ivy", "she"),
+    ("Tom", "he"),
+    ("Eva", "she"),
+    ("Ben", "he"),
+    ("Lily", "she"),
+    ("Omar", "he"),
+]
+_ITEMS = [
+    "apples",
+    "marbles",
+    "stickers",
+    "books",
+    "coins",
+    "pencils",
+    "cards",
+    "shells",
+    "stamps",
+    "cookies",
+    "balloons",
+    "rocks",
+]
+_START = [
+    "{name} has {a} {item}.",
+    "{name} collects {a} {item}.",
+    "There are {a} {item} in {name}'s box.",
+    "{name} starts the day with {a} {item}.",
+]
 _STEPS = {
-    "+": ["{Pron} buys {b} more {item}.", "{Friend} gives {obj} {b} more {item}.",
-          "Then {pron} finds {b} more {item}.", "{Pron} wins {b} {item} in a game."],
-    "-": ["{Pron} gives {b} {item} to {friend}.", "{Pron} loses {b} of the {item}.", "Then {pron} sells {b} {item}.",
-          "{Friend} takes {b} {item} from {obj}."],
-    "*": ["Then {pron} gets {b} times as many {item} as {pron} had.", "The number of {item} grows {b} times.",
-          "{Pron} multiplies the {item} by {b}."],
-    "/": ["{Pron} splits the {item} equally into {b} bags and keeps one bag.",
-          "{Pron} shares the {item} equally among {b} friends, {obj_self} included, and keeps one share.",
-          "Then {pron} keeps only one of {b} equal piles of {item}."],
+    "+": [
+        "{Pron} buys {b} more {item}.",
+        "{Friend} gives {obj} {b} more {item}.",
+        "Then {pron} finds {b} more {item}.",
+        "{Pron} wins {b} {item} in a game.",
+    ],
+    "-": [
+        "{Pron} gives {b} {item} to {friend}.",
+        "{Pron} loses {b} of the {item}.",
+        "Then {pron} sells {b} {item}.",
+        "{Friend} takes {b} {item} from {obj}.",
+    ],
+    "*": [
+        "Then {pron} gets {b} times as many {item} as {pron} had.",
+        "The number of {item} grows {b} times.",
+        "{Pron} multiplies the {item} by {b}.",
+    ],
+    "/": [
+        "{Pron} splits the {item} equally into {b} bags and keeps one bag.",
+        "{Pron} shares the {item} equally among {b} friends, {obj_self} included, and keeps one share.",
+        "Then {pron} keeps only one of {b} equal piles of {item}.",
+    ],
 }
-_QUESTIONS = ["How many {item} does {name} have now?", "How many {item} does {name} end up with?",
-              "How many {item} are left with {name}?"]
-_DISTRACTORS = ["{friend} has {x} {other}.", "{friend} also owns {x} {other}.", "The shop sells {x} {other} a day.",
-                "{name} is {x} years old."]
+_QUESTIONS = [
+    "How many {item} does {name} have now?",
+    "How many {item} does {name} end up with?",
+    "How many {item} are left with {name}?",
+]
+_DISTRACTORS = [
+    "{friend} has {x} {other}.",
+    "{friend} also owns {x} {other}.",
+    "The shop sells {x} {other} a day.",
+    "{name} is {x} years old.",
+]
 
 
 def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor: int) -> int | None:
@@ -72,14 +120,23 @@ def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor
     return rng.choice(divisors) if divisors else None
 
 
-def generate_problem(rng: random.Random, *, min_steps: int, max_steps: int, max_value: int, max_factor: int,
-                     ops: str, distractors: int) -> tuple[str, str]:
+def generate_problem(
+    rng: random.Random, *, min_steps: int, max_steps: int, max_value: int, max_factor: int, ops: str, distractors: int
+) -> tuple[str, str]:
     """One (question, answer) pair; the answer is ``<<a+b=c>> <<c*d=e>> #### e``."""
     name, pron = rng.choice(_NAMES)
     friend = rng.choice([n for n, _ in _NAMES if n != name])
     item = rng.choice(_ITEMS)
-    words = {"name": name, "pron": pron, "Pron": pron.capitalize(), "obj": "him" if pron == "he" else "her",
-             "obj_self": "himself" if pron == "he" else "herself", "friend": friend, "Friend": friend, "item": item}
+    words = {
+        "name": name,
+        "pron": pron,
+        "Pron": pron.capitalize(),
+        "obj": "him" if pron == "he" else "her",
+        "obj_self": "himself" if pron == "he" else "herself",
+        "friend": friend,
+        "Friend": friend,
+        "item": item,
+    }
     value = rng.randint(2, max_value)
     sentences = [rng.choice(_START).format(a=value, **words)]
     formulas = []
@@ -102,8 +159,16 @@ def generate_problem(rng: random.Random, *, min_steps: int, max_steps: int, max_
 class ArithBuilder(DatasetBuilder):
     name = "arith"
     default_options: ClassVar[dict[str, Any]] = {
-        "n_train": 2000, "n_validation": 200, "n_test": 200, "min_steps": 1, "max_steps": 3,
-        "max_value": 100, "max_factor": 5, "ops": "+-*/", "distractors": 1}
+        "n_train": 2000,
+        "n_validation": 200,
+        "n_test": 200,
+        "min_steps": 1,
+        "max_steps": 3,
+        "max_value": 100,
+        "max_factor": 5,
+        "ops": "+-*/",
+        "distractors": 1,
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -142,8 +207,10 @@ class ArithBuilder(DatasetBuilder):
         while len(records) < n:
             attempts += 1
             if attempts > 50 * n + 1000:
-                raise ValueError(f"arith: could not draw {n} distinct {split} problems with these options; "
-                                 "raise max_value or max_steps, or lower the split sizes")
+                raise ValueError(
+                    f"arith: could not draw {n} distinct {split} problems with these options; "
+                    "raise max_value or max_steps, or lower the split sizes"
+                )
             try:
                 question, answer = generate_problem(rng, **knobs)
             except IndexError:  # no feasible operation (only * and / allowed and the value is stuck)
@@ -154,5 +221,6 @@ class ArithBuilder(DatasetBuilder):
         return records
 
     def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
-        return Example(id=f"arith-{split}-{index}", prompt=f"Question: {record['question']}\nAnswer: ",
-                       answer=record["answer"])
+        return Example(
+            id=f"arith-{split}-{index}", prompt=f"Question: {record['question']}\nAnswer: ", answer=record["answer"]
+        )

@@ -39,8 +39,14 @@ IGNORE_INDEX = -100
 MAX_NEW_TOKENS: dict[str, int] = {"gsm8k": 256, "mathqa": 256, "arith": 96, "openbookqa": 8, "hellaswag": 8}
 
 SPLITS = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
-                  "val": "validation", "test": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "dev": "validation",
+    "val": "validation",
+    "test": "test",
+}
 _EXTENSIONS = (".jsonl", ".json", ".parquet")
 
 
@@ -116,8 +122,10 @@ def require(record: dict[str, Any], name: str, dataset: str, where: str) -> Any:
     for part in name.split("."):
         if not isinstance(value, dict) or part not in value or value[part] is None:
             present = ", ".join(sorted(record)) or "none"
-            raise ValueError(f"{dataset}: {where} is missing field {name!r} (fields present: {present}); "
-                             f"is this the right file for {dataset}?")
+            raise ValueError(
+                f"{dataset}: {where} is missing field {name!r} (fields present: {present}); "
+                f"is this the right file for {dataset}?"
+            )
         value = value[part]
     return value
 
@@ -146,7 +154,10 @@ class DatasetBuilder:
     hub_id: ClassVar[str | None] = None
     hub_config: ClassVar[str | None] = None
     split_files: ClassVar[dict[str, tuple[str, ...]]] = {
-        "train": ("train",), "validation": ("validation", "dev", "val"), "test": ("test",)}
+        "train": ("train",),
+        "validation": ("validation", "dev", "val"),
+        "test": ("test",),
+    }
     hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
     derive_validation: ClassVar[bool] = False
     #: Options accepted by ``__init__`` with their defaults (``load_examples(name, split, **options)``).
@@ -170,8 +181,9 @@ class DatasetBuilder:
         self.skipped += 1
         self.skip_reasons[reason] += 1
 
-    def load(self, split: str, path: str | Path | None = None, *, limit: int | None = None,
-             seed: int = 42) -> list[Example]:
+    def load(
+        self, split: str, path: str | Path | None = None, *, limit: int | None = None, seed: int = 42
+    ) -> list[Example]:
         """The examples of ``split`` in file order (the first ``limit`` when given)."""
         split = canonical_split(split)
         if limit is not None and limit < 1:
@@ -185,8 +197,10 @@ class DatasetBuilder:
                 examples.append(example)
         if not examples:
             reason = f" ({self.skipped} records skipped: {dict(self.skip_reasons)})" if self.skipped else ""
-            raise ValueError(f"{self.name}: split {split!r} from {self.source} is empty{reason}; "
-                             "check the file or pick another --split")
+            raise ValueError(
+                f"{self.name}: split {split!r} from {self.source} is empty{reason}; "
+                "check the file or pick another --split"
+            )
         return examples[:limit] if limit is not None else examples
 
     # ---------------------------------------------------------------- where the records come from
@@ -279,8 +293,9 @@ def is_multiple_choice(name: str) -> bool:
     return DATASETS[name].multiple_choice
 
 
-def load_examples(name: str, split: str, path: str | Path | None = None, *, limit: int | None = None,
-                  seed: int = 42, **options: Any) -> list[Example]:
+def load_examples(
+    name: str, split: str, path: str | Path | None = None, *, limit: int | None = None, seed: int = 42, **options: Any
+) -> list[Example]:
     """The examples of ``split`` of dataset ``name`` (see the module docstring for sources and splits).
 
     ``limit`` keeps the first examples (file order; deterministic), ``seed`` drives derived validation splits and
@@ -355,7 +370,7 @@ def _fit(prompt: list[int], answer: list[int], prefix: int, max_length: int) -> 
     if room < 1 or len(prompt) == prefix:  # at least one real prompt token must remain
         return None
     body = prompt[prefix:]
-    return prompt[:prefix] + body[max(0, len(body) - room):]
+    return prompt[:prefix] + body[max(0, len(body) - room) :]
 
 
 def tokenize_examples(examples: Sequence[Example], tokenizer: Any, max_length: int) -> tuple[Any, TokenizeStats]:
@@ -399,9 +414,11 @@ def tokenize_examples(examples: Sequence[Example], tokenizer: Any, max_length: i
         columns["answer_labels"].append([IGNORE_INDEX] * len(fitted) + answer)
     if not stats.n_kept:
         shortest = min(stats.answer_lengths)
-        raise ValueError(f"max_length={max_length} is too small for any answer: the shortest answer is {shortest} "
-                         f"tokens with EOS (plus the prompt's special tokens and one prompt token); "
-                         f"raise --max-length to at least {shortest + 2}")
+        raise ValueError(
+            f"max_length={max_length} is too small for any answer: the shortest answer is {shortest} "
+            f"tokens with EOS (plus the prompt's special tokens and one prompt token); "
+            f"raise --max-length to at least {shortest + 2}"
+        )
     return datasets.Dataset.from_dict(columns), stats
 
 
@@ -413,7 +430,11 @@ class DataCollator:
     """
 
     PAD_VALUES: ClassVar[dict[str, int | None]] = {
-        "input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "answer_labels": IGNORE_INDEX}
+        "input_ids": None,
+        "attention_mask": 0,
+        "labels": IGNORE_INDEX,
+        "answer_labels": IGNORE_INDEX,
+    }
 
     def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
         self.pad_id = pad_token_id(tokenizer)
@@ -455,7 +476,7 @@ def encode_prompts(prompts: Sequence[str], tokenizer: Any, max_length: int) -> d
         prefix = _prefix_length(tokenizer, ids)
         body = ids[prefix:]
         keep = max(0, max_length - prefix)
-        rows.append(ids[:prefix] + body[max(0, len(body) - keep):])
+        rows.append(ids[:prefix] + body[max(0, len(body) - keep) :])
     length = max(len(r) for r in rows)
     pad = pad_token_id(tokenizer)
     input_ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], dtype=torch.long)  # [B, T]

@@ -21,8 +21,11 @@ class HellaSwagBuilder(DatasetBuilder):
     name = "hellaswag"
     multiple_choice = True
     hub_id = "Rowan/hellaswag"
-    split_files = {"train": ("hellaswag_train", "train"), "validation": (),  # noqa: RUF012  (class constant)
-                   "test": ("hellaswag_val", "val", "validation")}
+    split_files = {  # noqa: RUF012  (class constant)
+        "train": ("hellaswag_train", "train"),
+        "validation": (),
+        "test": ("hellaswag_val", "val", "validation"),
+    }
     hub_splits = {"train": "train", "test": "validation"}  # noqa: RUF012
     derive_validation = True
 
@@ -33,12 +36,15 @@ class HellaSwagBuilder(DatasetBuilder):
         if not isinstance(endings, list) or len(endings) != 4:
             raise ValueError(f"hellaswag: {where}: field 'endings' must be a list of 4 strings")
         if str(raw_label).strip() == "":
-            raise ValueError(f"hellaswag: {where}: field 'label' is empty (the official test file has no labels; "
-                             "use hellaswag_val.jsonl as the test split)")
+            raise ValueError(
+                f"hellaswag: {where}: field 'label' is empty (the official test file has no labels; "
+                "use hellaswag_val.jsonl as the test split)"
+            )
         label = int(raw_label)
         if not 0 <= label < 4:
             raise ValueError(f"hellaswag: {where}: field 'label' must be 0–3, got {raw_label!r}")
         prompt = f"Question: {ctx.strip()}\n{format_choices(endings)}\nAnswer: "
         ident = record.get("ind", index)
-        return Example(id=f"hellaswag-{split}-{ident}", prompt=prompt, answer="ABCD"[label],
-                       choices=tuple(endings), label=label)
+        return Example(
+            id=f"hellaswag-{split}-{ident}", prompt=prompt, answer="ABCD"[label], choices=tuple(endings), label=label
+        )

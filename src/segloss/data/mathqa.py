@@ -57,8 +57,10 @@ class MathQABuilder(DatasetBuilder):
     def missing_split_message(self, split: str, directory: Path) -> str:
         message = super().missing_split_message(split, directory)
         if split == "train":
-            message += ("; the MathQA train split (train.json) is not in ../shared/data — only dev and test exist "
-                        "locally: use --split dev to train on dev (and say so in the results)")
+            message += (
+                "; the MathQA train split (train.json) is not in ../shared/data — only dev and test exist "
+                "locally: use --split dev to train on dev (and say so in the results)"
+            )
         return message
 
     def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
@@ -73,5 +75,8 @@ class MathQABuilder(DatasetBuilder):
         if value is None:
             self.skip("correct option is not numeric")
             return None
-        return Example(id=f"mathqa-{split}-{index}", prompt=f"Question: {problem.strip()}\nAnswer: ",
-                       answer=mathqa_answer(formula, value))
+        return Example(
+            id=f"mathqa-{split}-{index}",
+            prompt=f"Question: {problem.strip()}\nAnswer: ",
+            answer=mathqa_answer(formula, value),
+        )

@@ -22,8 +22,10 @@ def _choices(record: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
         raw = require(record, "question.choices", "openbookqa", where)
         if not isinstance(raw, list):
             raise ValueError(f"openbookqa: {where}: field 'question.choices' must be a list")
-        return ([require(c, "text", "openbookqa", where) for c in raw],
-                [require(c, "label", "openbookqa", where) for c in raw])
+        return (
+            [require(c, "text", "openbookqa", where) for c in raw],
+            [require(c, "label", "openbookqa", where) for c in raw],
+        )
     raw = require(record, "choices", "openbookqa", where)
     return list(require(raw, "text", "openbookqa", where)), list(require(raw, "label", "openbookqa", where))
 
@@ -50,5 +52,10 @@ class OpenBookQABuilder(DatasetBuilder):
             raise ValueError(f"openbookqa: {where}: answerKey {key!r} is not one of the choice labels {labels}")
         prompt = f"Question: {stem.strip()}\n{format_choices(texts)}\nContext: {fact.strip()}\nAnswer: "
         label = labels.index(key)
-        return Example(id=str(record.get("id", f"openbookqa-{split}-{index}")), prompt=prompt,
-                       answer="ABCDEFGHIJ"[label], choices=tuple(texts), label=label)
+        return Example(
+            id=str(record.get("id", f"openbookqa-{split}-{index}")),
+            prompt=prompt,
+            answer="ABCDEFGHIJ"[label],
+            choices=tuple(texts),
+            label=label,
+        )

@@ -31,9 +31,16 @@ def load_tokenizer(path: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(path)
 
 
-def split_stats(name: str, path: str | Path | None = None, *, splits: list[str] | None = None,
-                tokenizer: Any = None, max_length: int = 512, seed: int = 42,
-                **options: Any) -> list[SplitStats]:
+def split_stats(
+    name: str,
+    path: str | Path | None = None,
+    *,
+    splits: list[str] | None = None,
+    tokenizer: Any = None,
+    max_length: int = 512,
+    seed: int = 42,
+    **options: Any,
+) -> list[SplitStats]:
     """Counts for each split (all three by default); a split with no local file is reported as absent."""
     rows = []
     for split in [canonical_split(s) for s in (splits or SPLITS)]:
@@ -69,16 +76,21 @@ def format_stats(name: str, rows: list[SplitStats]) -> str:
             lines.append(f"skipped in {r.split}: {count} × {reason}")
     tokenized = [r for r in rows if r.tokens is not None]
     if tokenized:
-        lines.append(f"\ntokens (max_length {tokenized[0].tokens.max_length}; total = prompt with special tokens + "
-                     "answer + EOS, untruncated; nearest-rank percentiles)")
-        lines.append(f"{'split':<11}{'kept':>7}{'dropped':>8}{'prompt-cut':>11}   total p50/p90/p99/max"
-                     "   answer p50/p90/p99/max")
+        lines.append(
+            f"\ntokens (max_length {tokenized[0].tokens.max_length}; total = prompt with special tokens + "
+            "answer + EOS, untruncated; nearest-rank percentiles)"
+        )
+        lines.append(
+            f"{'split':<11}{'kept':>7}{'dropped':>8}{'prompt-cut':>11}   total p50/p90/p99/max"
+            "   answer p50/p90/p99/max"
+        )
         for r in tokenized:
             t = r.tokens
             total = "/".join(str(int(v)) for v in t.length_percentiles().values())
             answer = "/".join(str(int(v)) for v in t.answer_percentiles().values())
-            lines.append(f"{r.split:<11}{t.n_kept:>7}{t.n_dropped:>8}{t.n_prompt_truncated:>11}   {total:<21}"
-                         f"   {answer}")
+            lines.append(
+                f"{r.split:<11}{t.n_kept:>7}{t.n_dropped:>8}{t.n_prompt_truncated:>11}   {total:<21}   {answer}"
+            )
     return "\n".join(lines)
 
 

@@ -33,7 +33,8 @@ class EvalConfig:
     max_length: int | None = config_field(None, help="Longest prompt in tokens; longer ones lose their beginning.")
     batch_size: int = config_field(8, help="Prompts generated together (left padding).")
     output_dir: str | None = config_field(
-        None, help="Folder for predictions.jsonl and metrics.json (default <run>/eval/<split>).")
+        None, help="Folder for predictions.jsonl and metrics.json (default <run>/eval/<split>)."
+    )
     seed: int = config_field(42, help="Seed of the few-shot choice, the bootstrap CIs and (baseline) the data.")
     loglikelihood: bool = config_field(True, help="QA sets: also score choices by log-likelihood (acc, acc_norm).")
     roscoe: bool = config_field(False, help="Also compute ROSCOE scores (needs the segloss[roscoe] extra).")
@@ -43,8 +44,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.model is None):
-            raise ValueError("give exactly one of run (a `segloss train` run directory: --run DIR) or model "
-                             "(a baseline: --model PATH --dataset NAME)")
+            raise ValueError(
+                "give exactly one of run (a `segloss train` run directory: --run DIR) or model "
+                "(a baseline: --model PATH --dataset NAME)"
+            )
         if self.model is not None and not self.dataset:
             raise ValueError("dataset is required with model (baseline mode): add --dataset gsm8k|mathqa|…")
         if self.template not in TEMPLATES:

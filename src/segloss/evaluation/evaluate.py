@@ -48,11 +48,15 @@ def check_run_dir(run: str | Path) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run: {run_dir} is not a directory; pass --run with a `segloss train` output_dir")
     if not (run_dir / RUN_CONFIG).is_file():
-        raise FileNotFoundError(f"run: {run_dir} has no {RUN_CONFIG}; is it a finished `segloss train` run? "
-                                "Point --run at the run's output_dir (or a checkpoint-* folder in it)")
+        raise FileNotFoundError(
+            f"run: {run_dir} has no {RUN_CONFIG}; is it a finished `segloss train` run? "
+            "Point --run at the run's output_dir (or a checkpoint-* folder in it)"
+        )
     if not any((run_dir / name).is_file() for name in ("adapter_config.json", "config.json")):
-        raise FileNotFoundError(f"run: {run_dir} has no adapter (adapter_config.json) or model (config.json); the "
-                                "run did not finish saving — evaluate one of its checkpoint-* folders instead")
+        raise FileNotFoundError(
+            f"run: {run_dir} has no adapter (adapter_config.json) or model (config.json); the "
+            "run did not finish saving — evaluate one of its checkpoint-* folders instead"
+        )
     return run_dir
 
 
@@ -64,18 +68,36 @@ def resolve(config: EvalConfig) -> Setup:
         if not dataset:
             raise ValueError(f"dataset: {run_dir / RUN_CONFIG} names no dataset; add --dataset NAME")
         same = dataset == train.get("dataset")
-        options = config.dataset_options if config.dataset_options is not None else (
-            train.get("dataset_options") or {} if same else {})
+        options = (
+            config.dataset_options
+            if config.dataset_options is not None
+            else (train.get("dataset_options") or {} if same else {})
+        )
         out = Path(config.output_dir) if config.output_dir else run_dir / "eval" / config.split
-        return Setup(dataset, config.data_path or (train.get("data_path") if same else None), dict(options),
-                     int(train.get("seed", config.seed)) if same else config.seed,
-                     config.max_length or train.get("max_length"), out, train)
+        return Setup(
+            dataset,
+            config.data_path or (train.get("data_path") if same else None),
+            dict(options),
+            int(train.get("seed", config.seed)) if same else config.seed,
+            config.max_length or train.get("max_length"),
+            out,
+            train,
+        )
     assert config.model is not None and config.dataset is not None  # checked in EvalConfig.__post_init__
     name = Path(config.model).name or config.model.replace("/", "_")
-    out = Path(config.output_dir) if config.output_dir else (
-        Path("runs") / "baselines" / f"{name}-{config.dataset}-{config.few_shot}shot-{config.template}" / config.split)
-    return Setup(config.dataset, config.data_path, dict(config.dataset_options or {}), config.seed,
-                 config.max_length, out)
+    out = (
+        Path(config.output_dir)
+        if config.output_dir
+        else (
+            Path("runs")
+            / "baselines"
+            / f"{name}-{config.dataset}-{config.few_shot}shot-{config.template}"
+            / config.split
+        )
+    )
+    return Setup(
+        config.dataset, config.data_path, dict(config.dataset_options or {}), config.seed, config.max_length, out
+    )
 
 
 def load_model(config: EvalConfig) -> tuple[Any, Any]:
@@ -97,7 +119,7 @@ def generate_all(generate_fn: GenerateFn, prompts: Sequence[str], batch_size: in
     texts: list[str] = []
     with tqdm(total=len(prompts), desc="generating", unit="ex") as bar:
         for start in range(0, len(prompts), batch_size):
-            batch = prompts[start:start + batch_size]
+            batch = prompts[start : start + batch_size]
             out = generate_fn(batch, max_new_tokens)
             if len(out) != len(batch):
                 raise RuntimeError(f"generation returned {len(out)} texts for {len(batch)} prompts")
@@ -166,8 +188,11 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     examples = load_examples(setup.dataset, config.split, limit=config.limit, **load)
     if not examples:
         raise ValueError(f"split: {setup.dataset}/{config.split} has no examples; check --split and --data-path")
-    shots = choose_shots(load_examples(setup.dataset, "train", **load), config.few_shot, config.seed) \
-        if config.few_shot else []
+    shots = (
+        choose_shots(load_examples(setup.dataset, "train", **load), config.few_shot, config.seed)
+        if config.few_shot
+        else []
+    )
     prompts = [build_prompt(ex, shots, config.template) for ex in examples]
     multiple_choice = is_multiple_choice(setup.dataset)
     max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
@@ -186,19 +211,32 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         for row, extra in zip(rows, roscoe_rows(config, examples, generated), strict=True):
             row.update(extra)
     predictions = [
-        {"id": ex.id, "prompt": prompt, "reference": ex.answer, "generated": text, "parsed_answer": parsed,
-         "metrics": {k: _json_value(v) for k, v in row.items()}}
+        {
+            "id": ex.id,
+            "prompt": prompt,
+            "reference": ex.answer,
+            "generated": text,
+            "parsed_answer": parsed,
+            "metrics": {k: _json_value(v) for k, v in row.items()},
+        }
         for ex, prompt, text, (parsed, _), row in zip(examples, prompts, generated, scored, rows, strict=True)
     ]
     result = {
-        "dataset": setup.dataset, "split": config.split, "n_examples": len(examples),
-        "mode": "run" if config.run else "baseline", "max_new_tokens": max_new_tokens,
-        "output_dir": str(setup.output_dir), "seconds": round(time.time() - start, 3),
-        "metrics": summarize(rows, seed=config.seed), "config": config_to_dict(config),
+        "dataset": setup.dataset,
+        "split": config.split,
+        "n_examples": len(examples),
+        "mode": "run" if config.run else "baseline",
+        "max_new_tokens": max_new_tokens,
+        "output_dir": str(setup.output_dir),
+        "seconds": round(time.time() - start, 3),
+        "metrics": summarize(rows, seed=config.seed),
+        "config": config_to_dict(config),
     }
     atomic_write(setup.output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
-    serializable = {**result, "metrics": {k: {n: _json_value(v) for n, v in s.items()}
-                                          for k, s in result["metrics"].items()}}
+    serializable = {
+        **result,
+        "metrics": {k: {n: _json_value(v) for n, v in s.items()} for k, s in result["metrics"].items()},
+    }
     atomic_write(setup.output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
     print_summary(result)
     return result

@@ -25,8 +25,9 @@ def load_baseline(model: str, *, dtype: str = "float32", device: str | None = No
         tokenizer = AutoTokenizer.from_pretrained(model)
         lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
     except OSError as err:
-        raise FileNotFoundError(f"model: cannot load {model!r} ({err}); give a local model directory or a "
-                                f"cached hub id with --model") from err
+        raise FileNotFoundError(
+            f"model: cannot load {model!r} ({err}); give a local model directory or a cached hub id with --model"
+        ) from err
     return lm.to(resolve_device(device)).eval(), tokenizer
 
 
@@ -52,9 +53,14 @@ def make_generate_fn(model: Any, tokenizer: Any, *, max_length: int | None = Non
     def generate(prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         batch = {k: v.to(device) for k, v in encode_prompts(prompts, tokenizer, limit).items()}
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new_tokens = out[:, batch["input_ids"].shape[1]:]  # [B, <= max_new_tokens]: left padding aligns the ends
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]  # [B, <= max_new_tokens]: left padding aligns the ends
         return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     return generate

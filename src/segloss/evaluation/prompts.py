@@ -24,8 +24,10 @@ def render(example_prompt: str, template: str) -> str:
 def choose_shots(train: Sequence[Example], k: int, seed: int) -> list[Example]:
     """``k`` distinct training examples drawn with ``random.Random(seed)`` (the same shots for every test example)."""
     if k > len(train):
-        raise ValueError(f"few_shot: {k} demonstrations asked but the training split has only {len(train)} "
-                         f"examples; use --few-shot {len(train)} or fewer")
+        raise ValueError(
+            f"few_shot: {k} demonstrations asked but the training split has only {len(train)} "
+            f"examples; use --few-shot {len(train)} or fewer"
+        )
     return random.Random(seed).sample(list(train), k)
 
 

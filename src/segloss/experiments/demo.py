@@ -38,8 +38,12 @@ from segloss.fileio import atomic_write
 ALL_LOSSES = ("ce", "focal", "gdice", "sadl", "lovasz")
 DEFAULT_LOSSES = ("ce", "lovasz")
 DEMO_DATASET = "arith"
-TABLE_METRICS = (("exact_match", "EM %", 100.0), ("iou", "IoU %", 100.0), ("missing_steps", "Missing", 1.0),
-                 ("extra_steps", "Extra", 1.0))
+TABLE_METRICS = (
+    ("exact_match", "EM %", 100.0),
+    ("iou", "IoU %", 100.0),
+    ("missing_steps", "Missing", 1.0),
+    ("extra_steps", "Extra", 1.0),
+)
 
 
 class DemoFailed(RuntimeError):
@@ -60,23 +64,75 @@ class Preset:
 # Tuned by measurement on the 2-core CPU machine (see docs/demo.md): the base learns the arithmetic in pretraining,
 # and CE+LoRA lands between 20 % and 80 % exact match, leaving room for the losses to differ both ways.
 FULL = Preset(
-    arith={"n_train": 20800, "n_validation": 0, "n_test": 200, "min_steps": 1, "max_steps": 3, "max_value": 100,
-           "max_factor": 5, "distractors": 1},
+    arith={
+        "n_train": 20800,
+        "n_validation": 0,
+        "n_test": 200,
+        "min_steps": 1,
+        "max_steps": 3,
+        "max_value": 100,
+        "max_factor": 5,
+        "distractors": 1,
+    },
     n_finetune=800,
-    pretrain={"vocab_size": 768, "hidden_size": 128, "num_layers": 2, "num_heads": 4, "max_length": 160,
-              "max_steps": 2000, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 50},
-    train={"max_steps": 100, "per_device_train_batch_size": 16, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
-           "warmup_steps": 10, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "max_length": 160},
+    pretrain={
+        "vocab_size": 768,
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "max_length": 160,
+        "max_steps": 2000,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "warmup_steps": 50,
+    },
+    train={
+        "max_steps": 100,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 10,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "max_length": 160,
+    },
     eval={"split": "test", "max_new_tokens": 64, "batch_size": 50},
 )
 SMOKE = Preset(
-    arith={"n_train": 120, "n_validation": 0, "n_test": 16, "min_steps": 1, "max_steps": 2, "max_value": 20,
-           "max_factor": 3, "distractors": 0},
+    arith={
+        "n_train": 120,
+        "n_validation": 0,
+        "n_test": 16,
+        "min_steps": 1,
+        "max_steps": 2,
+        "max_value": 20,
+        "max_factor": 3,
+        "distractors": 0,
+    },
     n_finetune=24,
-    pretrain={"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "max_length": 96,
-              "max_steps": 30, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 3},
-    train={"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
-           "warmup_steps": 0, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "max_length": 96},
+    pretrain={
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "max_length": 96,
+        "max_steps": 30,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "warmup_steps": 3,
+    },
+    train={
+        "max_steps": 4,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "max_length": 96,
+    },
     eval={"split": "test", "max_new_tokens": 32, "batch_size": 16},
 )
 
@@ -86,16 +142,20 @@ class DemoConfig:
     """Settings of ``segloss demo``; the sizes come from the full or the smoke preset unless overridden."""
 
     losses: str | list[str] = config_field(
-        list(DEFAULT_LOSSES), help="Losses to compare: a list of names (ce is the baseline and always runs first), "
-                                   "a comma-separated string, or `all` for ce, focal, gdice, sadl, lovasz.")
+        list(DEFAULT_LOSSES),
+        help="Losses to compare: a list of names (ce is the baseline and always runs first), "
+        "a comma-separated string, or `all` for ce, focal, gdice, sadl, lovasz.",
+    )
     ce_weight: float = config_field(0.6, help="CE weight combined with each task loss (the task loss gets the rest).")
     seed: int = config_field(0, help="Seed of the data, the base model, LoRA and the data order.")
     smoke: bool = config_field(False, help="Tiny sizes (about a minute, for tests); metrics mean nothing then.")
     output_dir: str = config_field("runs/demo", help="Runs, result store, report and table go here.")
     cache_dir: str | None = config_field(
-        None, help="Where the pretrained base is cached (default $XDG_CACHE_HOME/segloss or ~/.cache/segloss).")
+        None, help="Where the pretrained base is cached (default $XDG_CACHE_HOME/segloss or ~/.cache/segloss)."
+    )
     resume: bool = config_field(
-        False, help="Keep finished fine-tunes of an earlier demo in output_dir (default: start over, base reused).")
+        False, help="Keep finished fine-tunes of an earlier demo in output_dir (default: start over, base reused)."
+    )
     pretrain_steps: int | None = config_field(None, help="Override the preset's pretraining steps.")
     finetune_steps: int | None = config_field(None, help="Override the preset's LoRA fine-tuning steps per loss.")
     n_test: int | None = config_field(None, help="Override the number of held-out test problems.")
@@ -142,9 +202,16 @@ def resolve_losses(losses: str | list[str]) -> list[str]:
 def pretrain_config(config: DemoConfig) -> PretrainConfig:
     """The base model's settings: the demo's arith data (seeded), minus the fine-tuning problems."""
     preset = config.preset
-    return PretrainConfig(dataset=DEMO_DATASET, split="train", dataset_options=dict(preset.arith),
-                          data_seed=config.seed, skip_examples=preset.n_finetune, seed=config.seed,
-                          cache_dir=config.cache_dir, **preset.pretrain)
+    return PretrainConfig(
+        dataset=DEMO_DATASET,
+        split="train",
+        dataset_options=dict(preset.arith),
+        data_seed=config.seed,
+        skip_examples=preset.n_finetune,
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+        **preset.pretrain,
+    )
 
 
 def grid_config(config: DemoConfig, base_model: Path) -> Any:
@@ -153,13 +220,27 @@ def grid_config(config: DemoConfig, base_model: Path) -> Any:
 
     preset = config.preset
     out = Path(config.output_dir)
-    train = {**preset.train, "train_limit": preset.n_finetune, "ce_weight": config.ce_weight,
-             "save_steps": preset.train["max_steps"], "save_total_limit": 1,
-             "logging_steps": max(1, preset.train["max_steps"] // 10), "disable_tqdm": config.smoke}
+    train = {
+        **preset.train,
+        "train_limit": preset.n_finetune,
+        "ce_weight": config.ce_weight,
+        "save_steps": preset.train["max_steps"],
+        "save_total_limit": 1,
+        "logging_steps": max(1, preset.train["max_steps"] // 10),
+        "disable_tqdm": config.smoke,
+    }
     evaluation = {**preset.eval, "limit": preset.arith["n_test"], "device": "cpu"}
     dataset = {"name": DEMO_DATASET, "label": DEMO_DATASET, "options": dict(preset.arith)}
-    return GridConfig(models=[str(base_model)], datasets=[dataset], losses=list(config.losses), seeds=[config.seed],
-                      train=train, eval=evaluation, output_dir=str(out), store=str(out / "results.sqlite"))
+    return GridConfig(
+        models=[str(base_model)],
+        datasets=[dataset],
+        losses=list(config.losses),
+        seeds=[config.seed],
+        train=train,
+        eval=evaluation,
+        output_dir=str(out),
+        store=str(out / "results.sqlite"),
+    )
 
 
 def _start_over(out: Path) -> None:
@@ -194,8 +275,10 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
 
     tick = time.perf_counter()
     test = load_examples(DEMO_DATASET, "test", seed=config.seed, **preset.arith)
-    say(f"[demo] 1/4 arith (seed {config.seed}): {preset.arith['n_train']} train problems "
-        f"({preset.n_finetune} for fine-tuning, the rest pretrain the base), {len(test)} held-out test problems")
+    say(
+        f"[demo] 1/4 arith (seed {config.seed}): {preset.arith['n_train']} train problems "
+        f"({preset.n_finetune} for fine-tuning, the rest pretrain the base), {len(test)} held-out test problems"
+    )
     seconds["data"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -203,8 +286,10 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
     cached = is_complete(base_model_dir(pre))
     base = pretrain_base_model(pre)
     pretrain_summary = json.loads((base / MARKER).read_text())
-    say(f"[demo] 2/4 base model {base} ({'reused from the cache' if cached else 'pretrained'}, "
-        f"{pretrain_summary['n_parameters']:,} parameters, final CE {pretrain_summary['final_train_loss']:.3f})")
+    say(
+        f"[demo] 2/4 base model {base} ({'reused from the cache' if cached else 'pretrained'}, "
+        f"{pretrain_summary['n_parameters']:,} parameters, final CE {pretrain_summary['final_train_loss']:.3f})"
+    )
     seconds["pretrain"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -219,10 +304,18 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
     table = format_table(rows, ce_weight=config.ce_weight)
     report = write_report(grid.store_path, out / "report", seed=config.seed) if rows else None
     seconds["total"] = time.perf_counter() - started
-    result = {"config": config_to_dict(config), "base_model": str(base), "base_cached": cached,
-              "pretrain": {k: v for k, v in pretrain_summary.items() if k != "log_history"},
-              "n_test": len(test), "rows": rows, "table": table, "report": str(report) if report else None,
-              "store": str(grid.store_path), "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    result = {
+        "config": config_to_dict(config),
+        "base_model": str(base),
+        "base_cached": cached,
+        "pretrain": {k: v for k, v in pretrain_summary.items() if k != "log_history"},
+        "n_test": len(test),
+        "rows": rows,
+        "table": table,
+        "report": str(report) if report else None,
+        "store": str(grid.store_path),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
     atomic_write(out / "table.md", table + "\n")
     atomic_write(out / "demo.json", json.dumps(result, indent=2, default=str) + "\n")
     say(f"[demo] 4/4 results on {len(test)} held-out arith problems (greedy decoding):\n\n{table}\n")
@@ -245,15 +338,22 @@ def table_rows(cells: list[dict[str, Any]], losses: list[str]) -> list[dict[str,
         if cell is None:
             continue
         metrics = cell["metrics"] or {}
-        row = {"loss": name, **{m: metrics.get(m) for m, _, _ in TABLE_METRICS},
-               "train_seconds": metrics.get("train_seconds"), "eval_seconds": metrics.get("eval_seconds"),
-               "exact_match_ci": _em_ci(cell.get("eval_dir"))}
+        row = {
+            "loss": name,
+            **{m: metrics.get(m) for m, _, _ in TABLE_METRICS},
+            "train_seconds": metrics.get("train_seconds"),
+            "eval_seconds": metrics.get("eval_seconds"),
+            "exact_match_ci": _em_ci(cell.get("eval_dir")),
+        }
         rows.append(row)
     ce = next((r for r in rows if r["loss"] == "ce"), None)
     for row in rows:
         base = ce["exact_match"] if ce else None
-        row["relative_em_change"] = (None if row["loss"] == "ce" or not base or row["exact_match"] is None
-                                     else (row["exact_match"] - base) / base)
+        row["relative_em_change"] = (
+            None
+            if row["loss"] == "ce" or not base or row["exact_match"] is None
+            else (row["exact_match"] - base) / base
+        )
     return rows
 
 

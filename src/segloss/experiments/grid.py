@@ -43,11 +43,15 @@ class GridConfig:
 
     models: list[str] = config_field([], help="Base models: hub ids or local paths, one grid row block per model.")
     datasets: list[Any] = config_field(
-        [], help="Datasets: names (`gsm8k`) or mappings {name, label, data_path, options, train: {...}, eval: {...}}; "
-                 "options are the builder's dataset_options, train/eval override the shared settings.")
+        [],
+        help="Datasets: names (`gsm8k`) or mappings {name, label, data_path, options, train: {...}, eval: {...}}; "
+        "options are the builder's dataset_options, train/eval override the shared settings.",
+    )
     losses: list[Any] = config_field(
-        ["ce", "lovasz"], help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
-                               "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.")
+        ["ce", "lovasz"],
+        help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
+        "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.",
+    )
     seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
     train: dict[str, Any] = config_field({}, help="Shared TrainConfig overrides (e.g. max_steps, ce_weight, lora_r).")
     eval: dict[str, Any] = config_field({}, help="Shared EvalConfig overrides (e.g. split, limit).")
@@ -103,10 +107,17 @@ class Cell:
 
     def as_row(self) -> dict[str, Any]:
         """The store row of this cell (see :meth:`ResultStore.register`)."""
-        return {"config_hash": self.config_hash, "cell_index": self.index, "model": self.model,
-                "dataset": self.dataset, "loss": self.loss, "seed": self.seed,
-                "settings": {"train": self.train, "eval": self.eval}, "run_dir": self.run_dir,
-                "eval_dir": self.eval_dir}
+        return {
+            "config_hash": self.config_hash,
+            "cell_index": self.index,
+            "model": self.model,
+            "dataset": self.dataset,
+            "loss": self.loss,
+            "seed": self.seed,
+            "settings": {"train": self.train, "eval": self.eval},
+            "run_dir": self.run_dir,
+            "eval_dir": self.eval_dir,
+        }
 
 
 @dataclasses.dataclass
@@ -170,8 +181,10 @@ def _check_overrides(name: str, section: Any, reserved: tuple[str, ...]) -> None
         raise ValueError(f"{name} must be a mapping of {name} settings, got {section!r}")
     clash = sorted(set(section) & set(reserved))
     if clash:
-        raise ValueError(f"{name}: {clash} are set per cell by the grid; remove them (list models/datasets/losses/"
-                         f"seeds in their own fields, and set output_dir at the top level)")
+        raise ValueError(
+            f"{name}: {clash} are set per cell by the grid; remove them (list models/datasets/losses/"
+            f"seeds in their own fields, and set output_dir at the top level)"
+        )
 
 
 def _normalize_dataset(entry: Any) -> dict[str, Any]:
@@ -183,9 +196,13 @@ def _normalize_dataset(entry: Any) -> dict[str, Any]:
     unknown = sorted(set(entry) - set(DATASET_KEYS))
     if unknown:
         raise ValueError(f"datasets: unknown key(s) {unknown} in {entry['name']!r}; valid keys: {list(DATASET_KEYS)}")
-    out = {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
-           "data_path": entry.get("data_path"), "train": dict(entry.get("train") or {}),
-           "eval": dict(entry.get("eval") or {})}
+    out = {
+        "name": entry["name"],
+        "label": str(entry.get("label") or entry["name"]),
+        "data_path": entry.get("data_path"),
+        "train": dict(entry.get("train") or {}),
+        "eval": dict(entry.get("eval") or {}),
+    }
     if entry.get("options") is not None:
         if not isinstance(entry["options"], dict):
             raise ValueError(f"datasets[{out['label']}].options must be a mapping of builder options")
@@ -208,8 +225,14 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
     """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
     label = loss_label(loss)
-    train = {**config.train, **dataset["train"], "model": model, "dataset": dataset["name"], "loss": label,
-             "seed": seed}
+    train = {
+        **config.train,
+        **dataset["train"],
+        "model": model,
+        "dataset": dataset["name"],
+        "loss": label,
+        "seed": seed,
+    }
     if dataset["data_path"] is not None:
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
@@ -219,8 +242,18 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
     eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
     if "output_dir" in eval_settings:
         eval_dir = eval_dir / name  # a shared eval output_dir still gets one folder per cell
-    return Cell(index=index, model=model, dataset=dataset["label"], loss=label, seed=seed, train=train,
-                eval=eval_settings, run_dir=run_dir, eval_dir=eval_dir, config_hash=digest)
+    return Cell(
+        index=index,
+        model=model,
+        dataset=dataset["label"],
+        loss=label,
+        seed=seed,
+        train=train,
+        eval=eval_settings,
+        run_dir=run_dir,
+        eval_dir=eval_dir,
+        config_hash=digest,
+    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -293,9 +326,15 @@ def check_default_runner(cells: list[Cell]) -> None:
         check_keys(EvalConfig, {**cell.eval, "run": "", "output_dir": ""}, "grid eval settings")
 
 
-def run_grid(config: GridConfig, *, shard: tuple[int, int] | None = None, runner: Runner | None = None,
-             retry_running: bool = False, worker: str | None = None, log: Callable[[str], None] | None = print
-             ) -> GridSummary:
+def run_grid(
+    config: GridConfig,
+    *,
+    shard: tuple[int, int] | None = None,
+    runner: Runner | None = None,
+    retry_running: bool = False,
+    worker: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> GridSummary:
     """Run this worker's cells of the grid into the store; returns what it did.
 
     ``shard=(i, n)`` keeps the cells whose index % n == i - 1; within them every cell is claimed atomically, so

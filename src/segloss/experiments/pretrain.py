@@ -43,7 +43,8 @@ class PretrainConfig:
     dataset_options: dict = config_field({}, help="Options of the dataset builder (arith: n_train, max_steps, …).")
     data_seed: int = config_field(0, help="Seed of the (synthetic) dataset the corpus is drawn from.")
     skip_examples: int = config_field(
-        0, help="Leave out the first N examples of the split (the demo fine-tunes on them: the base never sees them).")
+        0, help="Leave out the first N examples of the split (the demo fine-tunes on them: the base never sees them)."
+    )
     vocab_size: int = config_field(384, help="BPE vocabulary size (digits are single tokens whatever the size).")
     tokenizer_texts: int = config_field(2000, help="How many corpus texts train the tokenizer.")
     with_pad: bool = config_field(False, help="Give the tokenizer a pad token (Llama-style tokenizers have none).")
@@ -59,22 +60,33 @@ class PretrainConfig:
     cache_dir: str | None = config_field(None, help="Cache root; default $XDG_CACHE_HOME/segloss or ~/.cache/segloss.")
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "tokenizer_texts", "hidden_size", "num_layers", "num_heads", "max_length",
-                    "max_steps", "batch_size")
+        positive = (
+            "vocab_size",
+            "tokenizer_texts",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "max_length",
+            "max_steps",
+            "batch_size",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"PretrainConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"PretrainConfig.hidden_size ({self.hidden_size}) must be a multiple of num_heads "
-                             f"({self.num_heads})")
+            raise ValueError(
+                f"PretrainConfig.hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"PretrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         for name in ("warmup_steps", "skip_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PretrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not isinstance(self.dataset_options, dict):
-            raise ValueError("PretrainConfig.dataset_options must be a mapping of option: value, "
-                             f"got {type(self.dataset_options).__name__}")
+            raise ValueError(
+                "PretrainConfig.dataset_options must be a mapping of option: value, "
+                f"got {type(self.dataset_options).__name__}"
+            )
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -136,10 +148,12 @@ def load_corpus(config: PretrainConfig) -> list[Any]:
     from segloss.data import load_examples
 
     examples = load_examples(config.dataset, config.split, seed=config.data_seed, **config.dataset_options)
-    examples = examples[config.skip_examples:]
+    examples = examples[config.skip_examples :]
     if not examples:
-        raise ValueError(f"PretrainConfig: dataset {config.dataset!r} split {config.split!r} has no examples left "
-                         f"after skip_examples={config.skip_examples}; enlarge it with dataset_options (n_train)")
+        raise ValueError(
+            f"PretrainConfig: dataset {config.dataset!r} split {config.split!r} has no examples left "
+            f"after skip_examples={config.skip_examples}; enlarge it with dataset_options (n_train)"
+        )
     return examples
 
 
@@ -154,10 +168,17 @@ def _pretrain_into(config: PretrainConfig, out: Path) -> dict[str, Any]:
     tokenizer = train_tokenizer(texts, config.vocab_size, with_pad=config.with_pad)
     dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
     # Pretraining is plain CE on every real token (``labels``); the answer mask is for the fine-tuning losses.
-    dataset = dataset.remove_columns([c for c in dataset.column_names if c not in ("input_ids", "attention_mask",
-                                                                                   "labels")])
-    model = build_tiny_llama(tokenizer, hidden_size=config.hidden_size, num_layers=config.num_layers,
-                             num_heads=config.num_heads, max_positions=config.max_length, seed=config.seed)
+    dataset = dataset.remove_columns(
+        [c for c in dataset.column_names if c not in ("input_ids", "attention_mask", "labels")]
+    )
+    model = build_tiny_llama(
+        tokenizer,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        max_positions=config.max_length,
+        seed=config.seed,
+    )
     args = TrainingArguments(
         output_dir=str(out / "trainer"),
         max_steps=config.max_steps,

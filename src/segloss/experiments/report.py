@@ -35,13 +35,28 @@ ALPHA = 0.05
 MAIN_METRICS = ("exact_match", "accuracy", "acc", "acc_norm", "iou", "missing_steps", "extra_steps")
 # The metric a dataset is compared on: EM for math sets, generated-letter accuracy for multiple-choice sets.
 PRIMARY_METRICS = ("exact_match", "accuracy", "acc_norm", "acc")
-STEP_ERRORS = ("missing_steps", "extra_steps", "repetitions", "wrong_operators", "inverted_operands",
-               "calculation_errors")
+STEP_ERRORS = (
+    "missing_steps",
+    "extra_steps",
+    "repetitions",
+    "wrong_operators",
+    "inverted_operands",
+    "calculation_errors",
+)
 PERCENT_METRICS = ("exact_match", "iou", "accuracy", "acc", "acc_norm")
-LABELS = {"exact_match": "EM", "iou": "IoU", "accuracy": "Acc", "acc": "Acc (LL)", "acc_norm": "Acc norm (LL)",
-          "missing_steps": "Missing", "extra_steps": "Extra",
-          "repetitions": "Repeated", "wrong_operators": "Wrong op.", "inverted_operands": "Inverted",
-          "calculation_errors": "Calc. err."}
+LABELS = {
+    "exact_match": "EM",
+    "iou": "IoU",
+    "accuracy": "Acc",
+    "acc": "Acc (LL)",
+    "acc_norm": "Acc norm (LL)",
+    "missing_steps": "Missing",
+    "extra_steps": "Extra",
+    "repetitions": "Repeated",
+    "wrong_operators": "Wrong op.",
+    "inverted_operands": "Inverted",
+    "calculation_errors": "Calc. err.",
+}
 ROSCOE_PREFIX = "roscoe_"
 
 Key = tuple[str, str, str]  # (model, dataset, loss)
@@ -80,8 +95,7 @@ def aggregate(groups: dict[Key, dict[int, dict[str, float]]], *, seed: int = 0) 
             if values:
                 mean, low, high = bootstrap_ci(values, seed=seed)
                 stats[name] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
-        records.append({"model": model, "dataset": dataset, "loss": loss, "seeds": sorted(by_seed),
-                        "metrics": stats})
+        records.append({"model": model, "dataset": dataset, "loss": loss, "seeds": sorted(by_seed), "metrics": stats})
     return records
 
 
@@ -98,8 +112,9 @@ def primary_metrics(records: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def compare_to_baseline(groups: dict[Key, dict[int, dict[str, float]]], *, metrics: dict[str, str] | None = None,
-                        seed: int = 0) -> list[dict[str, Any]]:
+def compare_to_baseline(
+    groups: dict[Key, dict[int, dict[str, float]]], *, metrics: dict[str, str] | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
     """Per non-CE (model, dataset, loss): mean metric vs CE, relative change, and the paired test over seeds.
 
     ``metrics`` maps a dataset to the metric compared (default ``exact_match``).
@@ -115,10 +130,20 @@ def compare_to_baseline(groups: dict[Key, dict[int, dict[str, float]]], *, metri
         value = {s: m[metric] for s, m in by_seed.items() if _finite(m.get(metric))}
         ref = {s: m[metric] for s, m in base.items() if _finite(m.get(metric))}
         paired = sorted(set(value) & set(ref))
-        record: dict[str, Any] = {"model": model, "dataset": dataset, "loss": loss, "metric": metric,
-                                  "n_pairs": len(paired), "mean": _mean(value.values()),
-                                  "baseline_mean": _mean(ref.values()), "difference": None, "relative_change": None,
-                                  "p_value": None, "significant": None, "min_attainable_p": None}
+        record: dict[str, Any] = {
+            "model": model,
+            "dataset": dataset,
+            "loss": loss,
+            "metric": metric,
+            "n_pairs": len(paired),
+            "mean": _mean(value.values()),
+            "baseline_mean": _mean(ref.values()),
+            "difference": None,
+            "relative_change": None,
+            "p_value": None,
+            "significant": None,
+            "min_attainable_p": None,
+        }
         if record["mean"] is not None and record["baseline_mean"] is not None:
             record["difference"] = record["mean"] - record["baseline_mean"]
         if record["difference"] is not None and record["baseline_mean"]:
@@ -150,10 +175,18 @@ def headline(comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not best:
         return None
     gains = [c["relative_change"] for c in best.values()]
-    return {"mean_relative_gain": sum(gains) / len(gains), "pairs": len(gains),
-            "best": [{"model": m, "dataset": d, **{k: c[k] for k in ("loss", "metric", "relative_change", "p_value",
-                                                                      "significant", "n_pairs")}}
-                     for (m, d), c in best.items()]}
+    return {
+        "mean_relative_gain": sum(gains) / len(gains),
+        "pairs": len(gains),
+        "best": [
+            {
+                "model": m,
+                "dataset": d,
+                **{k: c[k] for k in ("loss", "metric", "relative_change", "p_value", "significant", "n_pairs")},
+            }
+            for (m, d), c in best.items()
+        ],
+    }
 
 
 # -- ROSCOE (optional) ---------------------------------------------------------------------------------------------
@@ -229,8 +262,9 @@ def _present(records: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]
 def _metric_table(records: list[dict[str, Any]], datasets: list[str], metrics: tuple[str, ...]) -> list[str]:
     """Rows model × loss; per dataset one column per metric it reports (mean [CI]); then the number of seeds."""
     index = {(r["model"], r["dataset"], r["loss"]): r for r in records}
-    columns = [(d, m) for d in datasets for m in metrics if any(r["dataset"] == d and m in r["metrics"]
-                                                                  for r in records)]
+    columns = [
+        (d, m) for d in datasets for m in metrics if any(r["dataset"] == d and m in r["metrics"] for r in records)
+    ]
     header = ["Model", "Loss"] + [f"{d} {LABELS.get(m, m)}" for d, m in columns]
     header.append("Seeds")
     rows = []
@@ -245,16 +279,33 @@ def _metric_table(records: list[dict[str, Any]], datasets: list[str], metrics: t
     return _md_table(header, rows)
 
 
-def render_markdown(store_path: Path, counts: dict[str, int], failed: list[dict[str, Any]], records: list[dict],
-                    comparisons: list[dict], head: dict | None, roscoe: dict | None, plots: dict[str, str]) -> str:
+def render_markdown(
+    store_path: Path,
+    counts: dict[str, int],
+    failed: list[dict[str, Any]],
+    records: list[dict],
+    comparisons: list[dict],
+    head: dict | None,
+    roscoe: dict | None,
+    plots: dict[str, str],
+) -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     steps = _present(records, STEP_ERRORS)
-    lines = [f"# Grid report: `{store_path}`", "",
-             f"Cells: {counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
-             f"{counts['pending']} pending. Only done cells enter the tables.", ""]
-    lines += ["## Results", "", "Mean over seeds with its 95 % percentile-bootstrap CI over seeds in brackets "
-              "(few seeds make these intervals rough). EM, IoU and accuracies in %; step errors are means per "
-              "example (lower is better). Acc (LL) / Acc norm (LL) are log-likelihood choice scores.", ""]
+    lines = [
+        f"# Grid report: `{store_path}`",
+        "",
+        f"Cells: {counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
+        f"{counts['pending']} pending. Only done cells enter the tables.",
+        "",
+    ]
+    lines += [
+        "## Results",
+        "",
+        "Mean over seeds with its 95 % percentile-bootstrap CI over seeds in brackets "
+        "(few seeds make these intervals rough). EM, IoU and accuracies in %; step errors are means per "
+        "example (lower is better). Acc (LL) / Acc norm (LL) are log-likelihood choice scores.",
+        "",
+    ]
     lines += [*_metric_table(records, datasets, MAIN_METRICS), ""]
     lines += _headline_lines(comparisons, head)
     lines += _comparison_lines(comparisons, datasets)
@@ -266,9 +317,15 @@ def render_markdown(store_path: Path, counts: dict[str, int], failed: list[dict[
     if roscoe:
         lines += _roscoe_lines(roscoe)
     if failed:
-        lines += ["## Failed cells", ""] + [
-            f"- {r['model']} / {r['dataset']} / {r['loss']} / seed {r['seed']}: "
-            f"{(r['error'] or '').strip().splitlines()[-1] if r['error'] else 'no error text'}" for r in failed] + [""]
+        lines += (
+            ["## Failed cells", ""]
+            + [
+                f"- {r['model']} / {r['dataset']} / {r['loss']} / seed {r['seed']}: "
+                f"{(r['error'] or '').strip().splitlines()[-1] if r['error'] else 'no error text'}"
+                for r in failed
+            ]
+            + [""]
+        )
     lines += ["Files: `table.csv` and `table.json` (every metric, with CIs and the comparisons).", ""]
     return "\n".join(lines)
 
@@ -277,20 +334,33 @@ def _headline_lines(comparisons: list[dict[str, Any]], head: dict[str, Any] | No
     lines = ["## Headline: best loss vs CE", ""]
     if head is None:
         return [*lines, "No loss could be compared with CE (no CE baseline with a non-zero EM).", ""]
-    lines.append(f"Mean relative EM gain (accuracy on multiple-choice sets) of the best loss over CE: "
-                 f"**{_fmt_rel(head['mean_relative_gain'])}** "
-                 f"over {head['pairs']} model × dataset pair(s). The best loss is picked after seeing the results, "
-                 "which flatters it; read it together with the tests below.")
-    lines += [""] + [f"- {b['model']} / {b['dataset']}: best loss `{b['loss']}`, {_fmt_rel(b['relative_change'])} "
-                     f"{LABELS.get(b['metric'], b['metric'])} vs CE, {_fmt_p(b)}" for b in head["best"]] + [""]
+    lines.append(
+        f"Mean relative EM gain (accuracy on multiple-choice sets) of the best loss over CE: "
+        f"**{_fmt_rel(head['mean_relative_gain'])}** "
+        f"over {head['pairs']} model × dataset pair(s). The best loss is picked after seeing the results, "
+        "which flatters it; read it together with the tests below."
+    )
+    lines += (
+        [""]
+        + [
+            f"- {b['model']} / {b['dataset']}: best loss `{b['loss']}`, {_fmt_rel(b['relative_change'])} "
+            f"{LABELS.get(b['metric'], b['metric'])} vs CE, {_fmt_p(b)}"
+            for b in head["best"]
+        ]
+        + [""]
+    )
     return lines
 
 
 def _comparison_lines(comparisons: list[dict[str, Any]], datasets: list[str]) -> list[str]:
-    lines = ["## Each loss vs CE", "",
-             "Relative change of the mean metric (EM; accuracy on multiple-choice sets) over CE, and a two-sided "
-             "paired permutation test (sign flips of the per-seed differences, paired by seed). Significant means "
-             f"p < {ALPHA}.", ""]
+    lines = [
+        "## Each loss vs CE",
+        "",
+        "Relative change of the mean metric (EM; accuracy on multiple-choice sets) over CE, and a two-sided "
+        "paired permutation test (sign flips of the per-seed differences, paired by seed). Significant means "
+        f"p < {ALPHA}.",
+        "",
+    ]
     index = {(c["model"], c["dataset"], c["loss"]): c for c in comparisons}
     metric = {c["dataset"]: LABELS.get(c["metric"], c["metric"]) for c in comparisons}
     header = ["Model", "Loss"] + [f"{d} {metric.get(d, '')} change" for d in datasets]
@@ -298,30 +368,39 @@ def _comparison_lines(comparisons: list[dict[str, Any]], datasets: list[str]) ->
     rows = []
     for model, loss in dict.fromkeys((c["model"], c["loss"]) for c in comparisons):
         got = [index.get((model, d, loss)) for d in datasets]
-        rows.append([model, loss] + [_fmt_change(c) if c else "–" for c in got]
-                    + [_fmt_p(c) if c else "–" for c in got])
+        rows.append(
+            [model, loss] + [_fmt_change(c) if c else "–" for c in got] + [_fmt_p(c) if c else "–" for c in got]
+        )
     lines += [*_md_table(header, rows), ""]
     tested = [c for c in comparisons if c["p_value"] is not None]
     significant = [c for c in tested if c["significant"]]
     if tested and not significant:
-        lines.append(f"**No loss differs significantly from CE** (all p ≥ {ALPHA}): the differences above are not "
-                     "significant and may be seed noise.")
+        lines.append(
+            f"**No loss differs significantly from CE** (all p ≥ {ALPHA}): the differences above are not "
+            "significant and may be seed noise."
+        )
     elif tested:
-        lines.append(f"{len(significant)} of {len(tested)} comparisons are significant at p < {ALPHA}; the others "
-                     "are not significant. With several comparisons some small p-values are expected by chance "
-                     "(no multiple-testing correction is applied).")
+        lines.append(
+            f"{len(significant)} of {len(tested)} comparisons are significant at p < {ALPHA}; the others "
+            "are not significant. With several comparisons some small p-values are expected by chance "
+            "(no multiple-testing correction is applied)."
+        )
     smallest = min((c["min_attainable_p"] for c in tested), default=None)
     if smallest is not None and smallest >= ALPHA:
         n = max(c["n_pairs"] for c in tested)
-        lines.append(f"With {n} paired seed(s) the smallest attainable p-value is {smallest:.3f} ≥ {ALPHA}, so this "
-                     "test cannot reach significance whatever the differences; at least 6 seeds are needed.")
+        lines.append(
+            f"With {n} paired seed(s) the smallest attainable p-value is {smallest:.3f} ≥ {ALPHA}, so this "
+            "test cannot reach significance whatever the differences; at least 6 seeds are needed."
+        )
     return [*lines, ""]
 
 
 def _roscoe_lines(roscoe: dict[str, Any]) -> list[str]:
     names = list(dict.fromkeys(n for m in roscoe["means"].values() for n in m))
-    rows = [[m, d, loss] + [f"{v[n]:.3f}" if v.get(n) is not None else "–" for n in names]
-            for (m, d, loss), v in roscoe["means"].items()]
+    rows = [
+        [m, d, loss] + [f"{v[n]:.3f}" if v.get(n) is not None else "–" for n in names]
+        for (m, d, loss), v in roscoe["means"].items()
+    ]
     lines = ["## ROSCOE", "", "Mean ROSCOE scores per cell group (all seeds' predictions pooled).", ""]
     lines += [*_md_table(["Model", "Dataset", "Loss", *names], rows), ""]
     if roscoe["correlations"]:
@@ -362,8 +441,11 @@ def plot_em_per_loss(records: list[dict[str, Any]], path: Path) -> bool:
     for ax, dataset in zip(axes, datasets, strict=True):
         losses = list(dict.fromkeys(r["loss"] for r in records if r["dataset"] == dataset))
         for j, model in enumerate(models):
-            stats = {r["loss"]: r["metrics"][primary[dataset]] for r in records
-                     if r["dataset"] == dataset and r["model"] == model}
+            stats = {
+                r["loss"]: r["metrics"][primary[dataset]]
+                for r in records
+                if r["dataset"] == dataset and r["model"] == model
+            }
             xs = [i + (j - (len(models) - 1) / 2) * width for i, loss in enumerate(losses) if loss in stats]
             st = [stats[loss] for loss in losses if loss in stats]
             means = [100 * s["mean"] for s in st]
@@ -388,11 +470,21 @@ def plot_step_errors(records: list[dict[str, Any]], path: Path) -> bool:
     for ax, dataset in zip(axes, datasets, strict=True):
         losses = list(dict.fromkeys(r["loss"] for r in records if r["dataset"] == dataset))
         for j, name in enumerate(names):
-            heights = [_mean(r["metrics"][name]["mean"] for r in records
-                             if r["dataset"] == dataset and r["loss"] == loss and name in r["metrics"]) or 0.0
-                       for loss in losses]
-            ax.bar([i + (j - (len(names) - 1) / 2) * width for i in range(len(losses))], heights, width,
-                   label=LABELS.get(name, name))
+            heights = [
+                _mean(
+                    r["metrics"][name]["mean"]
+                    for r in records
+                    if r["dataset"] == dataset and r["loss"] == loss and name in r["metrics"]
+                )
+                or 0.0
+                for loss in losses
+            ]
+            ax.bar(
+                [i + (j - (len(names) - 1) / 2) * width for i in range(len(losses))],
+                heights,
+                width,
+                label=LABELS.get(name, name),
+            )
         ax.set_xticks(range(len(losses)), losses, rotation=20, ha="right")
         ax.set_title(dataset)
         ax.set_ylabel("errors per example (mean over models)")
@@ -405,8 +497,9 @@ def plot_step_errors(records: list[dict[str, Any]], path: Path) -> bool:
 def table_csv(records: list[dict[str, Any]]) -> str:
     """One line per (model, dataset, loss); per metric ``<m>_mean, <m>_ci_low, <m>_ci_high, <m>_n``."""
     names = list(dict.fromkeys(n for r in records for n in r["metrics"]))
-    header = ["model", "dataset", "loss", "n_seeds"] + [f"{n}_{s}" for n in names
-                                                         for s in ("mean", "ci_low", "ci_high", "n")]
+    header = ["model", "dataset", "loss", "n_seeds"] + [
+        f"{n}_{s}" for n in names for s in ("mean", "ci_low", "ci_high", "n")
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -435,8 +528,14 @@ def write_report(store_path: str | Path, out_dir: str | Path, *, seed: int = 0) 
         written["em_per_loss.png"] = "EM per loss (95 % CI over seeds)"
     if plot_step_errors(records, out / "step_errors.png"):
         written["step_errors.png"] = "Step-error breakdown per loss"
-    payload = {"store": str(store_path), "counts": counts, "table": records, "comparisons": comparisons,
-               "headline": head, "alpha": ALPHA}
+    payload = {
+        "store": str(store_path),
+        "counts": counts,
+        "table": records,
+        "comparisons": comparisons,
+        "headline": head,
+        "alpha": ALPHA,
+    }
     atomic_write(out / "table.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
     atomic_write(out / "table.csv", table_csv(records))
     report = out / "report.md"

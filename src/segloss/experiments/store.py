@@ -159,9 +159,19 @@ class ResultStore:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO cells (config_hash, cell_index, model, dataset, loss, seed, settings,"
                     " run_dir, eval_dir, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row["config_hash"], int(row["cell_index"]), row["model"], row["dataset"], row["loss"],
-                     int(row["seed"]), json.dumps(row.get("settings", {}), sort_keys=True, default=str),
-                     _opt_str(row.get("run_dir")), _opt_str(row.get("eval_dir")), now))
+                    (
+                        row["config_hash"],
+                        int(row["cell_index"]),
+                        row["model"],
+                        row["dataset"],
+                        row["loss"],
+                        int(row["seed"]),
+                        json.dumps(row.get("settings", {}), sort_keys=True, default=str),
+                        _opt_str(row.get("run_dir")),
+                        _opt_str(row.get("eval_dir")),
+                        now,
+                    ),
+                )
                 new += cur.rowcount
         return new
 
@@ -173,18 +183,23 @@ class ResultStore:
         """
         since = time.time() if since is None else since
         with self._transaction() as conn:
-            row = conn.execute("SELECT status, updated_at FROM cells WHERE config_hash = ?",
-                               (config_hash,)).fetchone()
+            row = conn.execute("SELECT status, updated_at FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
             if row is None:
                 raise KeyError(f"cell {config_hash} is not registered in {self.path}")
             status, updated = row["status"], row["updated_at"]
-            ok = (status == "pending" or (status == "failed" and updated < since)
-                  or (status == "running" and retry_running and updated < since))
+            ok = (
+                status == "pending"
+                or (status == "failed" and updated < since)
+                or (status == "running" and retry_running and updated < since)
+            )
             if ok:
                 now = time.time()
-                conn.execute("UPDATE cells SET status = 'running', worker = ?, attempts = attempts + 1,"
-                             " started_at = ?, finished_at = NULL, seconds = NULL, updated_at = ?"
-                             " WHERE config_hash = ?", (self.worker, now, now, config_hash))
+                conn.execute(
+                    "UPDATE cells SET status = 'running', worker = ?, attempts = attempts + 1,"
+                    " started_at = ?, finished_at = NULL, seconds = NULL, updated_at = ?"
+                    " WHERE config_hash = ?",
+                    (self.worker, now, now, config_hash),
+                )
             return ok
 
     def finish(self, config_hash: str, metrics: dict[str, Any], *, seconds: float | None = None) -> None:
@@ -199,9 +214,11 @@ class ResultStore:
     def _close_cell(self, config_hash: str, status: str, seconds: float | None, **values: Any) -> None:
         now = time.time()
         with self._transaction() as conn:
-            cur = conn.execute("UPDATE cells SET status = ?, metrics = ?, error = ?, finished_at = ?, seconds = ?,"
-                               " updated_at = ? WHERE config_hash = ?",
-                               (status, values["metrics"], values["error"], now, seconds, now, config_hash))
+            cur = conn.execute(
+                "UPDATE cells SET status = ?, metrics = ?, error = ?, finished_at = ?, seconds = ?,"
+                " updated_at = ? WHERE config_hash = ?",
+                (status, values["metrics"], values["error"], now, seconds, now, config_hash),
+            )
             if cur.rowcount != 1:
                 raise KeyError(f"cell {config_hash} is not registered in {self.path}")
 

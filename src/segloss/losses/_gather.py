@@ -92,8 +92,11 @@ class _LogProbsAt(torch.autograd.Function):
             row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
             scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss
             direct = span and grad.dtype == ctx.compute_dtype  # write straight into the gradient's rows
-            chunk = torch.mul(torch.softmax(source.to(ctx.compute_dtype), dim=-1), scale[:, None],
-                              out=grad[first:end] if direct else None)  # [S, V]
+            chunk = torch.mul(
+                torch.softmax(source.to(ctx.compute_dtype), dim=-1),
+                scale[:, None],
+                out=grad[first:end] if direct else None,
+            )  # [S, V]
             if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
                 outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
                 chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)

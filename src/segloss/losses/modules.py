@@ -28,6 +28,8 @@ LOSSES: dict[str, LossFn] = {
 }
 # Names used by the original research code's configs.
 ALIASES: dict[str, str] = {"cross_entropy": "ce", "self_adj_dice": "sadl"}
+
+
 def canonical_name(name: str) -> str:
     """The registry name for ``name`` or an alias of it; unknown names raise ``ValueError`` listing valid ones."""
     key = ALIASES.get(name.strip().lower(), name.strip().lower())

@@ -247,14 +247,24 @@ def step_errors(predicted: list[FormulaInfo], reference: list[FormulaInfo]) -> d
     p_set, r_set = set(pred_texts), {r.text for r in reference}
     if not r_set:
         nan = math.nan
-        return {"missing_steps": nan, "extra_steps": nan, "repetitions": repetitions, "wrong_operators": nan,
-                "inverted_operands": nan}
+        return {
+            "missing_steps": nan,
+            "extra_steps": nan,
+            "repetitions": repetitions,
+            "wrong_operators": nan,
+            "inverted_operands": nan,
+        }
     ref_canonical = {r.canonical for r in reference}
     wrong = {p.text: p for p in predicted if p.canonical not in ref_canonical and p.operands}
-    wrong_ops = sum(any(p.operands == r.operands and p.operators != r.operators for r in reference)
-                    for p in wrong.values())
-    inverted = sum(any(p.operands == r.operands and p.operators == r.operators and p.expression != r.expression
-                       for r in reference) for p in wrong.values())
+    wrong_ops = sum(
+        any(p.operands == r.operands and p.operators != r.operators for r in reference) for p in wrong.values()
+    )
+    inverted = sum(
+        any(
+            p.operands == r.operands and p.operators == r.operators and p.expression != r.expression for r in reference
+        )
+        for p in wrong.values()
+    )
     return {
         "missing_steps": len(r_set - p_set) / len(r_set),
         "extra_steps": len(p_set - r_set) / len(r_set),
@@ -293,8 +303,9 @@ def score_math(generated: str, reference: str) -> dict[str, float]:
     ref_answer = reference_answer(reference)
     scores = {
         "exact_match": float(answers_match(parse_final_answer(generated), ref_answer)),
-        "well_formed": float(well_formed(generated, require_formulas=bool(ref),
-                                         numeric_answer=_to_float(ref_answer) is not None)),
+        "well_formed": float(
+            well_formed(generated, require_formulas=bool(ref), numeric_answer=_to_float(ref_answer) is not None)
+        ),
     }
     scores.update(set_metrics({p.text for p in pred}, {r.text for r in ref}))
     equivalent = set_metrics({p.canonical for p in pred}, {r.canonical for r in ref})
@@ -305,6 +316,19 @@ def score_math(generated: str, reference: str) -> dict[str, float]:
     return scores
 
 
-MATH_METRICS = ("exact_match", "well_formed", "iou", "dice", "overlap", "precision", "recall", "equivalent_iou",
-                "missing_steps", "extra_steps", "repetitions", "wrong_operators", "inverted_operands",
-                "calculation_errors")
+MATH_METRICS = (
+    "exact_match",
+    "well_formed",
+    "iou",
+    "dice",
+    "overlap",
+    "precision",
+    "recall",
+    "equivalent_iou",
+    "missing_steps",
+    "extra_steps",
+    "repetitions",
+    "wrong_operators",
+    "inverted_operands",
+    "calculation_errors",
+)

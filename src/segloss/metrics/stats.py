@@ -22,8 +22,9 @@ def _clean(values: Iterable[float | None]) -> np.ndarray:
     return arr[~np.isnan(arr)]
 
 
-def bootstrap_ci(values: Sequence[float], *, seed: int = 0, n_resamples: int = 1000,
-                 confidence: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95
+) -> tuple[float, float, float]:
     """Mean of ``values`` and the percentile bootstrap CI of that mean.
 
     ``values``: 1-D sequence of per-example scores (None/NaN are dropped). Draws ``n_resamples`` resamples of size n
@@ -48,8 +49,9 @@ def bootstrap_ci(values: Sequence[float], *, seed: int = 0, n_resamples: int = 1
     return mean, float(low), float(high)
 
 
-def summarize(rows: Sequence[dict[str, float | None]], seed: int = 0, *, n_resamples: int = 1000,
-              confidence: float = 0.95) -> dict[str, dict[str, float]]:
+def summarize(
+    rows: Sequence[dict[str, float | None]], seed: int = 0, *, n_resamples: int = 1000, confidence: float = 0.95
+) -> dict[str, dict[str, float]]:
     """Per key of ``rows``: ``{"mean", "ci_low", "ci_high", "n"}`` (bootstrap CI; None/NaN values ignored per key).
 
     Keys keep their first-seen order. A key whose values are all missing gets NaN statistics and ``n = 0``.
@@ -68,8 +70,9 @@ def summarize(rows: Sequence[dict[str, float | None]], seed: int = 0, *, n_resam
     return out
 
 
-def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, seed: int = 0,
-                            n_resamples: int = 10000) -> float:
+def paired_permutation_test(
+    a: Sequence[float], b: Sequence[float], *, seed: int = 0, n_resamples: int = 10000
+) -> float:
     """Two-sided p-value that paired scores ``a`` and ``b`` (same examples, same order) have equal means.
 
     Statistic: ``|mean(a - b)|``. Under the null each difference's sign is exchangeable, so the p-value is the share

@@ -70,8 +70,15 @@ def build_tiny_llama(
     return LlamaForCausalLM(config)
 
 
-def make_tiny_model_dir(path: str | Path, texts: Iterable[str], *, vocab_size: int = 512, with_pad: bool = False,
-                        seed: int = 0, **model_kwargs: int) -> Path:
+def make_tiny_model_dir(
+    path: str | Path,
+    texts: Iterable[str],
+    *,
+    vocab_size: int = 512,
+    with_pad: bool = False,
+    seed: int = 0,
+    **model_kwargs: int,
+) -> Path:
     """Train a tokenizer on ``texts``, build a tiny Llama and ``save_pretrained`` both into ``path``."""
     path = Path(path)
     tokenizer = train_tokenizer(texts, vocab_size, with_pad=with_pad)

@@ -63,8 +63,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
             raise ValueError("model: give a local model directory or a hub id (--model PATH, or `model:` in YAML)")
-        self._check_positive("max_length", "per_device_train_batch_size", "gradient_accumulation_steps",
-                             "logging_steps", "save_steps", "lora_r", "lora_alpha")
+        self._check_positive(
+            "max_length",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_steps",
+            "lora_r",
+            "lora_alpha",
+        )
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps: must be -1 (use num_train_epochs) or a positive count, got {self.max_steps}")
         if self.max_steps == -1 and self.num_train_epochs <= 0:

@@ -66,11 +66,13 @@ def check_lora_targets(model: nn.Module, targets: list[str]) -> None:
         )
 
 
-def apply_lora(model: PreTrainedModel, *, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-               targets: list[str] | None = None) -> PeftModel:
+def apply_lora(
+    model: PreTrainedModel, *, r: int = 8, alpha: int = 16, dropout: float = 0.05, targets: list[str] | None = None
+) -> PeftModel:
     """Wrap ``model`` in a LoRA ``PeftModel`` (causal LM task); only the adapter weights stay trainable."""
     targets = list(targets) if targets else find_lora_targets(model)
     check_lora_targets(model, targets)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", task_type="CAUSAL_LM"
+    )
     return get_peft_model(model, config)

@@ -55,8 +55,11 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
 
 
-def load_model_and_tokenizer(name: str, *, dtype: torch.dtype = torch.float32,
-                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model_and_tokenizer(
+    name: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`AutoModelForCausalLM` + `AutoTokenizer` from a local directory or hub id; a missing pad token becomes EOS."""
     if _looks_like_path(name) and not Path(name).expanduser().is_dir():
         raise FileNotFoundError(f"model: no model directory at {name!r}; give an existing path or a hub id")
@@ -132,8 +135,10 @@ def _check_output_dir(config: TrainConfig) -> bool:
         raise ValueError(f"output_dir: {out} exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
     if non_empty and not (config.resume or config.overwrite):
-        raise ValueError(f"output_dir: {out} is not empty; pass --resume to continue its last checkpoint, "
-                         "--overwrite to delete it, or choose another --output-dir")
+        raise ValueError(
+            f"output_dir: {out} is not empty; pass --resume to continue its last checkpoint, "
+            "--overwrite to delete it, or choose another --output-dir"
+        )
     return non_empty
 
 
@@ -152,8 +157,14 @@ def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase)
     """Tokenized training set (input_ids, attention_mask, labels, answer_labels) and its `TokenizeStats`."""
     from segloss.data import load_examples, tokenize_examples
 
-    examples = load_examples(config.dataset, config.train_split, config.data_path, limit=config.train_limit,
-                             seed=config.seed, **config.dataset_options)
+    examples = load_examples(
+        config.dataset,
+        config.train_split,
+        config.data_path,
+        limit=config.train_limit,
+        seed=config.seed,
+        **config.dataset_options,
+    )
     dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
     if len(dataset) == 0:
         raise ValueError(f"max_length: every training example is longer than {config.max_length} tokens; raise it")
@@ -167,8 +178,13 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if not config.full_finetune:
-        model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-                           targets=config.lora_target_modules)
+        model = apply_lora(
+            model,
+            r=config.lora_r,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            targets=config.lora_target_modules,
+        )
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
     return model, tokenizer
@@ -186,8 +202,12 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     dataset, _ = build_training_data(config, tokenizer)
     checkpoint = _prepare_output_dir(config, args, non_empty)
     trainer = SeglossTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=DataCollator(tokenizer),
-        processing_class=tokenizer, combined_loss=CombinedLoss(weights, config.loss_options or None),
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollator(tokenizer),
+        processing_class=tokenizer,
+        combined_loss=CombinedLoss(weights, config.loss_options or None),
         callbacks=[_RunFilesCallback(config), *(callbacks or [])],
     )
     start = time.perf_counter()
@@ -216,8 +236,11 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     return TrainResult(Path(config.output_dir), trainer.state.global_step, summary, trainer.model, tokenizer)
 
 
-def load_trained(run_dir: str | Path, *, dtype: torch.dtype = torch.float32,
-                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
+def load_trained(
+    run_dir: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
     """The trained model (base + LoRA adapter, or the full model), its tokenizer and its `TrainConfig`, in eval mode.
 
     ``run_dir`` is a finished run directory or one of its ``checkpoint-*`` folders. The base model of a LoRA run is
@@ -240,4 +263,3 @@ def load_trained(run_dir: str | Path, *, dtype: torch.dtype = torch.float32,
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer, config
-

@@ -33,8 +33,16 @@ def count_targets(labels: torch.Tensor) -> torch.Tensor:
     return labels[..., 1:].ne(IGNORE_INDEX).sum()
 
 
-def term_scales(names: list[str], *, n_labels: float, n_answer: float, total_labels: float, total_answer: float,
-                micro_batches: float, world_size: int = 1) -> dict[str, float]:
+def term_scales(
+    names: list[str],
+    *,
+    n_labels: float,
+    n_answer: float,
+    total_labels: float,
+    total_answer: float,
+    micro_batches: float,
+    world_size: int = 1,
+) -> dict[str, float]:
     """Weight of each loss term of one micro-batch so that summing over the accumulated batch is exact.
 
     ``n_*``: valid targets of this micro-batch; ``total_*``: over all micro-batches of the optimizer step and all
@@ -76,16 +84,22 @@ class SeglossTrainer(Trainer):
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         counts = torch.zeros(3, dtype=torch.int64)
         for batch in batch_samples:
-            counts += torch.stack([count_targets(batch["labels"]), count_targets(batch["answer_labels"]),
-                                   torch.tensor(1)]).cpu()
+            counts += torch.stack(
+                [count_targets(batch["labels"]), count_targets(batch["answer_labels"]), torch.tensor(1)]
+            ).cpu()
         counts = counts.to(self.args.device)
         if self.accelerator.num_processes > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
         self._step_counts = counts.cpu()
         return batch_samples, num_items
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
         inputs = dict(inputs)
         labels, answer_labels = inputs.pop("labels"), inputs.pop("answer_labels")
         outputs = model(**inputs)  # no labels: the model computes no loss of its own
@@ -96,10 +110,15 @@ class SeglossTrainer(Trainer):
             scales = dict.fromkeys(names, 1.0)  # outside the training loop: the plain micro-batch value
         else:
             total_labels, total_answer, micro_batches = (float(c) for c in self._step_counts)
-            scales = term_scales(names, n_labels=float(labels.ne(IGNORE_INDEX).sum()),
-                                 n_answer=float(answer_labels.ne(IGNORE_INDEX).sum()), total_labels=total_labels,
-                                 total_answer=total_answer, micro_batches=micro_batches,
-                                 world_size=self.accelerator.num_processes)
+            scales = term_scales(
+                names,
+                n_labels=float(labels.ne(IGNORE_INDEX).sum()),
+                n_answer=float(answer_labels.ne(IGNORE_INDEX).sum()),
+                total_labels=total_labels,
+                total_answer=total_answer,
+                micro_batches=micro_batches,
+                world_size=self.accelerator.num_processes,
+            )
         scaled = {n: terms[n] * scales[n] for n in names}
         loss = torch.stack(list(scaled.values())).sum() if scaled else outputs.logits.sum() * 0.0
         if model.training:
