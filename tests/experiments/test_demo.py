@@ -158,3 +158,29 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
     assert pretrain_config(overridden).max_steps == 7
     grid = grid_config(overridden, tmp_path / "base")
     assert grid.train["max_steps"] == 3 and grid.eval["limit"] == 11
+
+
+def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
+    """configs/grid/lambda-sweep.yaml runs the demo's own cells: same data, training and evaluation settings, so
+    its CE and λ = 0.6 cells are exactly (same config hash) the study's, and the other cells differ only in λ."""
+    from segloss.config import config_from_dict, load_yaml
+    from segloss.experiments.grid import GridConfig
+    from segloss.losses import parse_loss_spec
+
+    path = Path(__file__).parents[2] / "configs" / "grid" / "lambda-sweep.yaml"
+    values = load_yaml(path)
+    values["models"] = [str(tmp_path / "base")]
+    sweep = config_from_dict(GridConfig, values, str(path))
+    demo = grid_config(DemoConfig(n_seeds=5, output_dir=sweep.output_dir), tmp_path / "base")
+    assert sweep.store_path == demo.store_path
+    demo_cells = {(c.loss, c.seed): c.config_hash for c in demo.cells()}
+    sweep_cells = {(c.loss, c.seed): c.config_hash for c in sweep.cells()}
+    shared = set(demo_cells) & set(sweep_cells)
+    assert {loss for loss, _ in shared} == set(ALL_LOSSES) and {s for _, s in shared} == {0, 1, 2}
+    assert all(demo_cells[k] == sweep_cells[k] for k in shared)  # the study's cells are reused, not rerun
+    weights: dict[float, set[str]] = {}
+    for cell in sweep.cells():
+        ce = parse_loss_spec(cell.loss, ce_weight=sweep.train["ce_weight"]).get("ce", 0.0)
+        weights.setdefault(ce, set()).add(cell.loss)
+    assert sorted(weights) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert all(len(v) == 4 for k, v in weights.items() if k < 1.0)  # each task loss at each λ < 1

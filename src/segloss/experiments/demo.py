@@ -84,7 +84,7 @@ FULL = Preset(
         "num_layers": 2,
         "num_heads": 4,
         "max_length": 160,
-        "max_steps": 2000,
+        "max_steps": 800,
         "batch_size": 32,
         "learning_rate": 3e-3,
         "warmup_steps": 50,

@@ -25,7 +25,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from segloss.experiments.store import ResultStore
 from segloss.fileio import atomic_write
@@ -99,7 +99,7 @@ def aggregate(groups: dict[Key, dict[int, dict[str, float]]], *, seed: int = 0) 
     return records
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
