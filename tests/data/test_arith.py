@@ -111,17 +111,19 @@ def test_answer_formats_write_the_same_problems_and_steps():
     words = load_examples("arith", "train", answer_format="words", **opts)
     number = load_examples("arith", "train", answer_format="number", **opts)
     equations = load_examples("arith", "train", answer_format="equations", **opts)
+    tagged = load_examples("arith", "train", answer_format="tagged", **opts)
     assert [e.prompt for e in words] == [e.prompt for e in formula] == [e.prompt for e in number]
-    assert [e.prompt for e in equations] == [e.prompt for e in formula]
+    assert [e.prompt for e in equations] == [e.prompt for e in formula] == [e.prompt for e in tagged]
     assert [e.id for e in words] == [e.id for e in formula]
-    for f, w, n, eq in zip(formula, words, number, equations, strict=True):
+    for f, w, n, eq, tg in zip(formula, words, number, equations, tagged, strict=True):
         steps = _check_answer(f.answer, 100)
         body, final = w.answer.rsplit(" The answer is ", 1)
         assert [(int(a), OP_OF[op], int(b), int(c)) for a, op, b, c in WORDS.findall(body)] == steps
         assert " ".join(m.group(0) for m in WORDS.finditer(body)) == body  # nothing else in the steps
         assert final == f"{steps[-1][3]}." and n.answer == str(steps[-1][3])
         assert eq.answer == " ".join(f"{a}{op}{b}={c}." for a, op, b, c in steps) + f" The answer is {steps[-1][3]}."
-        for text in (w.answer, n.answer, eq.answer):  # none teaches the target format: no <<formula>>, no ####
+        assert tg.answer == " ".join(f"<{a}{op}{b}={c}>" for a, op, b, c in steps) + f" # {steps[-1][3]}"
+        for text in (w.answer, n.answer, eq.answer, tg.answer):  # none is the target format: no <<…>>, no ####
             assert "<<" not in text and ">>" not in text and "####" not in text
 
 
@@ -129,7 +131,7 @@ def test_other_formats_score_zero_on_the_formula_metrics():
     from segloss.metrics.formulas import score_math
 
     reference = load_examples("arith", "test", n_test=5)
-    for answer_format in ("equations", "words", "number"):
+    for answer_format in ("tagged", "equations", "words", "number"):
         other = load_examples("arith", "test", n_test=5, answer_format=answer_format)
         for ref, ex in zip(reference, other, strict=True):
             scores = score_math(ex.answer, ref.answer)

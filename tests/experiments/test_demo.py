@@ -92,7 +92,7 @@ def test_pretraining_never_shows_the_target_format():
     format that the metrics score."""
     for preset_config in (DemoConfig(smoke=True), DemoConfig()):
         pre = pretrain_config(preset_config)
-        assert pre.dataset_options["answer_format"] == "equations"
+        assert pre.dataset_options["answer_format"] == "tagged"
         if preset_config.smoke:  # the full corpus takes seconds to draw; the smoke one is the same code
             corpus = load_corpus(pre)
             assert corpus and all("####" not in ex.answer and "<<" not in ex.answer for ex in corpus)
@@ -151,7 +151,7 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
     grid = grid_config(config, tmp_path / "base")
     assert pre.skip_examples == FULL.n_finetune == grid.train["train_limit"]
     options = grid.datasets[0]["train"]["dataset_options"]
-    assert pre.dataset_options == {**options, "answer_format": "equations"}  # same arith draw, another answer format
+    assert pre.dataset_options == {**options, "answer_format": "tagged"}  # same arith draw, another answer format
     assert pre.data_seed == config.seed == grid.seeds[0]
     assert FULL.arith["n_train"] > FULL.n_finetune
     overridden = DemoConfig(pretrain_steps=7, finetune_steps=3, n_test=11)
@@ -162,7 +162,7 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
 
 def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
     """configs/grid/lambda-sweep.yaml runs the demo's own cells: same data, training and evaluation settings, so
-    its CE and λ = 0.6 cells are exactly (same config hash) the study's, and the other cells differ only in λ."""
+    its CE and λ = 0.6 cells are exactly (same config hash) the demo's, and the other cells differ only in λ."""
     from segloss.config import config_from_dict, load_yaml
     from segloss.experiments.grid import GridConfig
     from segloss.losses import parse_loss_spec
@@ -172,12 +172,11 @@ def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
     values["models"] = [str(tmp_path / "base")]
     sweep = config_from_dict(GridConfig, values, str(path))
     demo = grid_config(DemoConfig(n_seeds=5, output_dir=sweep.output_dir), tmp_path / "base")
-    assert sweep.store_path == demo.store_path
     demo_cells = {(c.loss, c.seed): c.config_hash for c in demo.cells()}
     sweep_cells = {(c.loss, c.seed): c.config_hash for c in sweep.cells()}
     shared = set(demo_cells) & set(sweep_cells)
     assert {loss for loss, _ in shared} == set(ALL_LOSSES) and {s for _, s in shared} == {0, 1, 2}
-    assert all(demo_cells[k] == sweep_cells[k] for k in shared)  # the study's cells are reused, not rerun
+    assert all(demo_cells[k] == sweep_cells[k] for k in shared)  # the very cells of the demo
     weights: dict[float, set[str]] = {}
     for cell in sweep.cells():
         ce = parse_loss_spec(cell.loss, ce_weight=sweep.train["ce_weight"]).get("ce", 0.0)

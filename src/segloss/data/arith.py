@@ -25,6 +25,8 @@ Options (every one is a knob of ``load_examples("arith", split, **options)``):
   model can be pretrained in one format and fine-tuned into another (the demo's embedded task):
 
   - ``formula``: ``<<12+5=17>> <<17*3=51>> #### 51`` (GSM8K; what the math metrics score);
+  - ``tagged``: ``<12+5=17> <17*3=51> # 51`` (single brackets and one ``#``: every character of the formula format,
+    but not its ``<<…>>`` formulas nor its ``####`` answer line, so the math metrics score it 0);
   - ``equations``: ``12+5=17. 17*3=51. The answer is 51.`` (bare equations: no ``<<…>>``, no ``####``);
   - ``words``: ``12 plus 5 is 17. 17 times 3 is 51. The answer is 51.`` (steps in words, no formula, no ``####``);
   - ``number``: ``51`` (the final number alone).
@@ -127,7 +129,7 @@ def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor
     return rng.choice(divisors) if divisors else None
 
 
-ANSWER_FORMATS = ("formula", "equations", "words", "number")
+ANSWER_FORMATS = ("formula", "tagged", "equations", "words", "number")
 _OP_WORDS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
 
 Step = tuple[int, str, int, int]  # (a, op, b, result)
@@ -138,6 +140,8 @@ def format_answer(steps: list[Step], answer_format: str = "formula") -> str:
     final = steps[-1][3]
     if answer_format == "formula":
         return " ".join(f"<<{a}{op}{b}={c}>>" for a, op, b, c in steps) + f" #### {final}"
+    if answer_format == "tagged":
+        return " ".join(f"<{a}{op}{b}={c}>" for a, op, b, c in steps) + f" # {final}"
     if answer_format == "equations":
         return " ".join(f"{a}{op}{b}={c}." for a, op, b, c in steps) + f" The answer is {final}."
     if answer_format == "words":

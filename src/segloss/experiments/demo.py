@@ -75,7 +75,7 @@ FULL = Preset(
         "max_factor": 5,
         "distractors": 1,
     },
-    pretrain_format="equations",
+    pretrain_format="tagged",
     n_seeds=3,
     n_finetune=800,
     pretrain={
@@ -113,7 +113,7 @@ SMOKE = Preset(
         "max_factor": 3,
         "distractors": 0,
     },
-    pretrain_format="equations",
+    pretrain_format="tagged",
     n_seeds=2,
     n_finetune=24,
     pretrain={
