@@ -62,8 +62,9 @@ class Preset:
     eval: dict[str, Any]  # EvalConfig fields
 
 
-# Tuned by measurement on the 2-core CPU machine (see docs/demo.md): the base learns the arithmetic in pretraining,
-# and CE+LoRA lands between 20 % and 80 % exact match, leaving room for the losses to differ both ways.
+# Tuned by measurement on the 2-core CPU machine (docs/demo.md): the base learns the arithmetic in the tagged format
+# (0 % on the target format); 100 LoRA steps at LR 6e-3 teach the target format (CE: 91 % well-formed, 11.5 % EM on
+# seed 0; LR 2e-3 left the format unlearnt: 0 %), with most of the range left for the losses to differ.
 FULL = Preset(
     arith={
         "n_train": 20800,
@@ -92,7 +93,7 @@ FULL = Preset(
     train={
         "max_steps": 100,
         "per_device_train_batch_size": 16,
-        "learning_rate": 2e-3,
+        "learning_rate": 6e-3,
         "lr_scheduler_type": "cosine",
         "warmup_steps": 10,
         "lora_r": 8,
