@@ -165,7 +165,7 @@ def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
     its CE and λ = 0.6 cells are exactly (same config hash) the demo's, and the other cells differ only in λ."""
     from segloss.config import config_from_dict, load_yaml
     from segloss.experiments.grid import GridConfig
-    from segloss.losses import parse_loss_spec
+    from segloss.losses import LossSpec
 
     path = Path(__file__).parents[2] / "configs" / "grid" / "lambda-sweep.yaml"
     values = load_yaml(path)
@@ -179,7 +179,7 @@ def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
     assert all(demo_cells[k] == sweep_cells[k] for k in shared)  # the very cells of the demo
     weights: dict[float, set[str]] = {}
     for cell in sweep.cells():
-        ce = parse_loss_spec(cell.loss, ce_weight=sweep.train["ce_weight"]).get("ce", 0.0)
+        ce = LossSpec.parse(cell.loss, ce_weight=sweep.train["ce_weight"]).weights.get("ce", 0.0)
         weights.setdefault(ce, set()).add(cell.loss)
     assert sorted(weights) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert all(len(v) == 4 for k, v in weights.items() if k < 1.0)  # each task loss at each λ < 1

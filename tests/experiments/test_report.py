@@ -282,3 +282,12 @@ def test_lambda_sweep_table_and_figure(tmp_path):
     assert "| focal | 40.0 | 40.0 | – | 40.0 |" in text
     assert (tmp_path / "report" / "lambda_sweep.png").read_bytes()[:8] == PNG_MAGIC
     assert "](lambda_sweep.png)" in text
+
+
+def test_losses_filter_reports_only_those_cells(tmp_path):
+    config = _grid(tmp_path, [0, 1, 2], models=["m1"])
+    write_report(config.store_path, tmp_path / "report", losses=["ce", "lovasz"])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert list(summary["losses"]) == ["ce", "lovasz"]
+    # Holm over one comparison only: the adjusted p is the raw one (three seeds, all positive: 2/8).
+    assert summary["losses"]["lovasz"]["p_value"] == summary["losses"]["lovasz"]["p_value_raw"] == 0.25

@@ -748,17 +748,17 @@ def sweep_points(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
     """``{(model, dataset): {task loss: {ce_weight: loss label}}}`` for every cell whose loss is CE alone or CE plus
     one task loss (``lovasz`` at the cell's ce_weight, ``ce=0.8,lovasz=0.2``, ``lovasz=1``). CE alone (λ = 1) is
     the shared end point of every task loss's curve. Mixes of several task losses are left out."""
-    from segloss.losses import parse_loss_spec
+    from segloss.losses import LossSpec
 
     found: dict[tuple[str, str], dict[str, dict[float, str]]] = defaultdict(lambda: defaultdict(dict))
     ce_only: dict[tuple[str, str], str] = {}
     for row in rows:
         ce_weight = (row.get("settings") or {}).get("train", {}).get("ce_weight", 0.6)
         try:
-            weights = parse_loss_spec(row["loss"], ce_weight=ce_weight)
+            spec = LossSpec.parse(row["loss"], ce_weight=ce_weight)
         except ValueError:
             continue
-        tasks = [k for k, w in weights.items() if k != "ce" and w > 0]
+        weights, tasks = spec.weights, spec.task_losses
         key = (row["model"], row["dataset"])
         if not tasks:
             ce_only[key] = row["loss"]
@@ -811,12 +811,17 @@ def table_csv(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_report(store_path: str | Path, out_dir: str | Path, *, seed: int = 0) -> Path:
-    """Write ``report.md``, ``table.csv``, ``table.json``, ``em_per_loss.png`` and ``step_errors.png`` into
-    ``out_dir`` from the store's done cells; returns the path of ``report.md``."""
+def write_report(
+    store_path: str | Path, out_dir: str | Path, *, seed: int = 0, losses: list[str] | None = None
+) -> Path:
+    """Write ``report.md``, ``summary.json``, ``table.csv``, ``table.json`` and the PNG plots into ``out_dir`` from
+    the store's done cells; returns the path of ``report.md``. ``losses`` (loss labels) keeps only those cells — the
+    demo reports its own losses even when a λ sweep shares its store."""
     store_path, out = Path(store_path), Path(out_dir)
     with ResultStore(store_path, create=False) as store:
         rows, failed, counts = store.rows("done"), store.rows("failed"), store.counts()
+    if losses is not None:
+        rows, failed = [r for r in rows if r["loss"] in losses], [r for r in failed if r["loss"] in losses]
     if not rows:
         raise ValueError(f"store {store_path} has no done cells ({counts}); run `segloss grid` first")
     groups = group_rows(rows)
