@@ -284,10 +284,11 @@ def test_lambda_sweep_table_and_figure(tmp_path):
     assert "](lambda_sweep.png)" in text
 
 
-def test_losses_filter_reports_only_those_cells(tmp_path):
-    config = _grid(tmp_path, [0, 1, 2], models=["m1"])
-    write_report(config.store_path, tmp_path / "report", losses=["ce", "lovasz"])
+def test_cells_filter_reports_only_those_cells(tmp_path):
+    config = _grid(tmp_path, [0, 1, 2, 3], models=["m1"])
+    keep = [c.config_hash for c in config.cells() if c.loss in ("ce", "lovasz") and c.seed < 3]
+    write_report(config.store_path, tmp_path / "report", cells=keep)
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert list(summary["losses"]) == ["ce", "lovasz"]
+    assert list(summary["losses"]) == ["ce", "lovasz"] and summary["losses"]["ce"]["seeds"] == [0, 1, 2]
     # Holm over one comparison only: the adjusted p is the raw one (three seeds, all positive: 2/8).
     assert summary["losses"]["lovasz"]["p_value"] == summary["losses"]["lovasz"]["p_value_raw"] == 0.25

@@ -376,7 +376,8 @@ def _finish(
     from segloss.experiments.report import format_study_table, write_report
 
     out = Path(config.output_dir)
-    report = write_report(grid.store_path, out / "report", seed=config.seed, losses=list(config.losses))
+    own = [cell.config_hash for cell in grid.cells()]  # a sweep or more seeds may share the store
+    report = write_report(grid.store_path, out / "report", seed=config.seed, cells=own)
     summary = json.loads((report.parent / "summary.json").read_text())
     study = summary["studies"][0] if summary["studies"] else None
     table = format_study_table(study) if study else "(no CE baseline finished: nothing to compare)"

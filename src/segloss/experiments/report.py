@@ -24,6 +24,7 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -812,16 +813,17 @@ def table_csv(records: list[dict[str, Any]]) -> str:
 
 
 def write_report(
-    store_path: str | Path, out_dir: str | Path, *, seed: int = 0, losses: list[str] | None = None
+    store_path: str | Path, out_dir: str | Path, *, seed: int = 0, cells: Collection[str] | None = None
 ) -> Path:
     """Write ``report.md``, ``summary.json``, ``table.csv``, ``table.json`` and the PNG plots into ``out_dir`` from
-    the store's done cells; returns the path of ``report.md``. ``losses`` (loss labels) keeps only those cells — the
-    demo reports its own losses even when a λ sweep shares its store."""
+    the store's done cells; returns the path of ``report.md``. ``cells`` (config hashes) keeps only those cells: the
+    demo reports exactly its own grid even when a λ sweep or more seeds share its store."""
     store_path, out = Path(store_path), Path(out_dir)
     with ResultStore(store_path, create=False) as store:
         rows, failed, counts = store.rows("done"), store.rows("failed"), store.counts()
-    if losses is not None:
-        rows, failed = [r for r in rows if r["loss"] in losses], [r for r in failed if r["loss"] in losses]
+    if cells is not None:
+        keep = set(cells)
+        rows, failed = [r for r in rows if r["config_hash"] in keep], [r for r in failed if r["config_hash"] in keep]
     if not rows:
         raise ValueError(f"store {store_path} has no done cells ({counts}); run `segloss grid` first")
     groups = group_rows(rows)
