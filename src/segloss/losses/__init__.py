@@ -5,6 +5,9 @@
 >>> labels, answer_labels = causal_shift(batch["labels"], batch["answer_labels"])
 >>> loss = loss_fn(model(**inputs).logits, labels, answer_labels)
 
+Without the ``[B, T, V]`` logits (the model's body gives ``hidden [B, T, H]``, the head ``W [V, H]``):
+
+>>> loss = fused_linear_loss(hidden, lm_head.weight, labels, answer_labels, weights={"ce": 0.6, "lovasz": 0.4})
 """
 
 from segloss.losses.functional import (
@@ -19,6 +22,7 @@ from segloss.losses.functional import (
     self_adjusting_dice_loss,
     tversky_loss,
 )
+from segloss.losses.fused import FusedLinearCombinedLoss, fused_linear_loss
 from segloss.losses.modules import (
     ALIASES,
     LOSS_CLASSES,
@@ -51,6 +55,7 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "FocalTverskyLoss",
+    "FusedLinearCombinedLoss",
     "GeneralizedDiceLoss",
     "JaccardLoss",
     "LovaszSoftmaxLoss",
@@ -63,6 +68,7 @@ __all__ = [
     "dice_loss",
     "focal_loss",
     "focal_tversky_loss",
+    "fused_linear_loss",
     "generalized_dice_loss",
     "get_loss",
     "jaccard_loss",
