@@ -123,7 +123,8 @@ def main() -> None:
     print(f"# N = {args.tokens}, H = {args.width}, float32; ratios: fused and torch_ce over materialised, and over")
     print("# torch_ce; 'value' and 'grad' columns: relative difference to the materialised path")
     print(
-        "| V | loss | way | time (s) | time / materialised | time / torch CE | extra (MiB) | extra / logits | value | grad |"
+        "| V | loss | way | time (s) | time / materialised | time / torch CE | extra (MiB) | extra / logits "
+        "| value | grad |"
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for vocab in args.vocab:
