@@ -158,6 +158,13 @@ class FusedLinearCombinedLoss(nn.Module):
         self.combined = CombinedLoss(weights, options, ignore_index=ignore_index)
         self.chunk_size = chunk_size
 
+    @classmethod
+    def from_combined(cls, combined: CombinedLoss, *, chunk_size: int | None = None) -> FusedLinearCombinedLoss:
+        """The fused form of an existing :class:`CombinedLoss` (same weights, options and ignore_index)."""
+        fused = cls(combined.weights, ignore_index=combined.ignore_index, chunk_size=chunk_size)
+        fused.combined = combined
+        return fused
+
     @property
     def weights(self) -> dict[str, float]:
         return self.combined.weights

@@ -26,6 +26,11 @@ class TrainConfig:
     )
     ce_weight: float = config_field(0.6, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight).")
     loss_options: dict[str, dict[str, Any]] = config_field({}, help="Options per loss name, e.g. {focal: {gamma: 2}}.")
+    fused_loss: bool | None = config_field(
+        None,
+        help="Apply the output head inside the loss in row chunks (no [B, T, V] logits). None: on when the head is a "
+        "plain Linear (LoRA does not adapt it) and a micro-batch's logits exceed one chunk (16M values).",
+    )
     # Where results go.
     output_dir: str = config_field("runs/train", help="Run directory: checkpoints, final adapter, config, summary.")
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")

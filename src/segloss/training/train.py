@@ -32,6 +32,7 @@ from segloss import __version__
 from segloss.config import config_from_dict, load_yaml, save_yaml
 from segloss.fileio import atomic_write
 from segloss.training.config import TrainConfig
+from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
 from segloss.training.trainer import SeglossTrainer
 
@@ -200,6 +201,8 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     non_empty = _check_output_dir(config)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, _ = build_training_data(config, tokenizer)
+    tokens = config.per_device_train_batch_size * config.max_length
+    fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
     checkpoint = _prepare_output_dir(config, args, non_empty)
     trainer = SeglossTrainer(
         model=model,
@@ -208,6 +211,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
         combined_loss=CombinedLoss(weights, config.loss_options or None),
+        fused_loss=fused_loss,
         callbacks=[_RunFilesCallback(config), *(callbacks or [])],
     )
     start = time.perf_counter()
@@ -224,6 +228,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         "train_loss": output.training_loss,
         "final_losses": trainer.last_components,
         "loss_weights": weights,
+        "fused_loss": fused_loss,
         "world_size": args.world_size,
         "segloss_version": __version__,
     }
