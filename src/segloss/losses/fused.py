@@ -44,7 +44,7 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 class _LinearLogProbsAt(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx,
         hidden2d: torch.Tensor,
         weight: torch.Tensor,
@@ -68,7 +68,7 @@ class _LinearLogProbsAt(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):
         hidden2d, weight, bias, rows, cols, shared = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         # Half-precision weights accumulate their gradient over chunks in float32, as one big matmul would.
