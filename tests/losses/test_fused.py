@@ -86,8 +86,8 @@ def test_logits_are_only_ever_computed_one_chunk_at_a_time(generator, monkeypatc
     shapes: list[tuple[int, ...]] = []
     original = fused_module._chunk_logits
 
-    def recording(hidden, weight, bias):
-        out = original(hidden, weight, bias)
+    def recording(hidden, weight, bias, buffer):
+        out = original(hidden, weight, bias, buffer)
         shapes.append(tuple(out.shape))
         return out
 
@@ -107,7 +107,9 @@ def test_default_chunk_follows_the_vocabulary(monkeypatch):
     weight = torch.randn(40, 3, dtype=torch.float64)
     calls: list[int] = []
     original = fused_module._chunk_logits
-    monkeypatch.setattr(fused_module, "_chunk_logits", lambda h, w, b: calls.append(h.shape[0]) or original(h, w, b))
+    monkeypatch.setattr(
+        fused_module, "_chunk_logits", lambda h, w, b, z: calls.append(h.shape[0]) or original(h, w, b, z)
+    )
     fused_module.linear_log_probs_at(hidden, weight, None, rows, torch.zeros(10, 1, dtype=torch.long), None)
     assert calls == [2, 2, 2, 2, 2]  # 100 // 40 rows per chunk
 

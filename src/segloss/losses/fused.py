@@ -37,9 +37,18 @@ from segloss.losses.modules import CombinedLoss
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    # In the inputs' dtype, as the model's own head would compute them; the loss upcasts half precision after.
-    return hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())  # [C, V]
+def _chunk_logits(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, buffer: torch.Tensor
+) -> torch.Tensor:
+    """``z = h W^T + b`` for the C rows of ``hidden``, written into ``buffer[:C]`` (compute dtype) and returned.
+
+    One buffer serves every chunk, forward and backward: on CPU a fresh 64 MiB tensor per chunk costs page faults
+    that take longer than the softmax itself. Half-precision heads compute z in their own dtype, as the model would.
+    """
+    out = buffer[: hidden.shape[0]]  # [C, V]
+    if weight.dtype != out.dtype:
+        return out.copy_(hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t()))
+    return torch.mm(hidden, weight.t(), out=out) if bias is None else torch.addmm(bias, hidden, weight.t(), out=out)
 
 
 class _LinearLogProbsAt(torch.autograd.Function):
@@ -56,31 +65,39 @@ class _LinearLogProbsAt(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # hidden2d [M, H]; weight [V, H]; rows [U] sorted distinct; cols [U, S]; shared [K].
         dtype = _compute_dtype(weight.dtype)
-        per_row, per_shared = [], []
+        buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=dtype)  # [C, V]
+        per_row, per_shared, lse = [], [], []
         for start in range(0, rows.numel(), chunk):
             h = hidden2d.index_select(0, rows[start : start + chunk])  # [C, H]
-            log_p = torch.log_softmax(_chunk_logits(h, weight, bias).to(dtype), dim=-1)  # [C, V]
-            per_row.append(log_p.gather(1, cols[start : start + chunk]))  # [C, S]
-            per_shared.append(log_p.index_select(1, shared))  # [C, K]
-        ctx.save_for_backward(hidden2d, weight, bias, rows, cols, shared)
+            z = _chunk_logits(h, weight, bias, buffer)  # [C, V]
+            # log p = (z − max) − log Σ exp(z − max), in place: only the values asked for are kept.
+            row_max = z.amax(dim=-1, keepdim=True)  # [C, 1]
+            z.sub_(row_max)
+            picked_rows, picked_shared = z.gather(1, cols[start : start + chunk]), z.index_select(1, shared)
+            log_sum = z.exp_().sum(dim=-1, keepdim=True).log_()  # [C, 1]
+            per_row.append(picked_rows - log_sum)  # [C, S]
+            per_shared.append(picked_shared - log_sum)  # [C, K]
+            lse.append(row_max + log_sum)  # [C, 1]: softmax(z) = exp(z − lse) in backward
+        ctx.save_for_backward(hidden2d, weight, bias, rows, cols, shared, torch.cat(lse))
         ctx.chunk, ctx.compute_dtype = chunk, dtype
         return torch.cat(per_row), torch.cat(per_shared)  # [U, S], [U, K]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):
-        hidden2d, weight, bias, rows, cols, shared = ctx.saved_tensors
+        hidden2d, weight, bias, rows, cols, shared, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         # Half-precision weights accumulate their gradient over chunks in float32, as one big matmul would.
         grad_h = hidden2d.new_zeros(hidden2d.shape) if need_h else None  # [M, H], 0 on rows outside the loss
         grad_w = weight.new_zeros(weight.shape, dtype=ctx.compute_dtype) if need_w else None  # [V, H]
         grad_b = weight.new_zeros(weight.shape[0], dtype=ctx.compute_dtype) if need_b else None  # [V]
+        buffer = hidden2d.new_empty((min(ctx.chunk, rows.numel()), weight.shape[0]), dtype=ctx.compute_dtype)
         for start in range(0, rows.numel(), ctx.chunk):
             stop = start + ctx.chunk
             idx, g_rows, g_shared = rows[start:stop], grad_rows[start:stop], grad_shared[start:stop]
             h = hidden2d.index_select(0, idx)  # [C, H]
-            # ∂L/∂z = scatter(g) − softmax(z) · Σ g, built in place in the softmax buffer.
-            grad_z = torch.softmax(_chunk_logits(h, weight, bias).to(ctx.compute_dtype), dim=-1)  # [C, V]
+            # ∂L/∂z = scatter(g) − softmax(z) · Σ g, built in place in the buffer.
+            grad_z = _chunk_logits(h, weight, bias, buffer).sub_(lse[start:stop]).exp_()  # [C, V] softmax
             grad_z.mul_(-(g_rows.sum(-1) + g_shared.sum(-1))[:, None])
             grad_z.scatter_add_(1, cols[start:stop], g_rows.to(grad_z.dtype))  # repeated classes accumulate
             grad_z.index_add_(1, shared, g_shared.to(grad_z.dtype))
