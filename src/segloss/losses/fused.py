@@ -7,17 +7,17 @@ log-probabilities per valid token (see ``functional.py``), so three passes suffi
 
 1. **Plan (labels only).** The valid rows of ``labels`` and ``answer_labels``, each row's target(s), and the K
    classes present among the region losses' targets are known before any logit is computed.
-2. **Forward, per chunk of C valid rows.** ``z = h W^T + b`` (``[C, V]``), its log-softmax, and only
-   ``log p`` at the targets (``[C, S]``) and at the K present classes (``[C, K]``) are kept. The chunk is freed.
+2. **Forward, per chunk of C valid rows.** ``z = h W^T + b`` (``[C, V]``, in one reused buffer), and only ``log p``
+   at the targets (``[C, S]``) and at the K present classes (``[C, K]``), and each row's log-sum-exp, are kept.
 3. **Loss on the gathered values.** Every statistic a region loss needs — per-sequence sums ``n_c, I_c, P_c`` and the
    mass outside the present classes for the Dice family, Lovász's errors ``|[y_i = c] − p_i[c]|`` sorted per present
    class — is a function of those ``[N, K]`` probabilities, computed (and differentiated by autograd) exactly as on
    the materialised path, so the losses' values are the same functions of the same numbers.
 4. **Backward, per chunk again.** With ``g_row [C, S]`` and ``g_shared [C, K]`` the gradients of the loss w.r.t. the
-   gathered log-probabilities, ``∂L/∂z = scatter(g) − softmax(z) · Σ g`` is rebuilt from a recomputed ``z``; then
+   gathered log-probabilities, ``∂L/∂z = scatter(g) − exp(z − lse) · Σ g`` is rebuilt from a recomputed ``z``; then
    ``∂L/∂h = (∂L/∂z) W``, ``∂L/∂W += (∂L/∂z)^T h``, ``∂L/∂b += Σ_rows ∂L/∂z``.
 
-Memory beyond the inputs and their gradients: a few ``[C, V]`` chunks and ``[N, K]`` gathered values; time: one
+Memory beyond the inputs and their gradients: one reused ``[C, V]`` buffer and ``[N, K]`` gathered values; time: one
 extra ``h W^T`` (the recomputation), i.e. 4 matmuls instead of 3.
 """
 
