@@ -58,12 +58,16 @@ def test_typed_options_reach_the_function(module, fn, options, batch):
     assert get_loss(module.name, **options).options == module.options
 
 
-def test_typed_defaults():
-    assert FocalLoss().options["gamma"] == 2.0
-    assert SelfAdjustingDiceLoss().options == {"alpha": 1.0, "gamma": 1.0, "reduction": "mean"}
-    assert GeneralizedDiceLoss().options == {"smooth": 1e-5, "w_type": "square", "reduction": "mean"}
-    assert LovaszSoftmaxLoss().options == {"reduction": "mean"}
-    assert FocalTverskyLoss().options["gamma"] == 0.75 and TverskyLoss().options["alpha"] == 0.5
+def test_typed_defaults_are_the_functions_defaults(batch):
+    # `options` keeps only what differs from the defaults, and the defaults are the functional forms' defaults.
+    logits, labels = batch
+    for cls in (FocalLoss, SelfAdjustingDiceLoss, GeneralizedDiceLoss, LovaszSoftmaxLoss, TverskyLoss):
+        module = cls()
+        assert module.options == {} and module.ignore_index == -100
+        assert module(logits, labels).item() == pytest.approx(LOSSES[module.name](logits, labels).item(), rel=1e-15)
+    assert FocalLoss(gamma=1.0).options == {"gamma": 1.0} and FocalLoss(gamma=2.0).options == {}
+    assert FocalTverskyLoss(gamma=0.5).options == {"gamma": 0.5}
+    assert FocalLoss(reduction="sum").options == {"reduction": "sum"}
     assert "gamma=1.0" in repr(FocalLoss(gamma=1.0))
 
 
