@@ -119,3 +119,16 @@ def test_body_only_restores_the_head_after_an_error(lora_model):
         assert isinstance(model.get_output_embeddings(), nn.Identity)
         raise RuntimeError("boom")
     assert model.get_output_embeddings() is head
+
+
+def test_fused_loss_in_the_config(tiny_model_dir):
+    from segloss.training.config import parse_train_config
+
+    base = ["--model", str(tiny_model_dir)]
+    assert parse_train_config(base).fused_loss is None  # automatic
+    assert parse_train_config([*base, "--fused_loss", "false"]).fused_loss is False
+    assert parse_train_config([*base, "--fused_loss"]).fused_loss is True
+    with pytest.raises(ValueError, match="fused_loss"):
+        parse_train_config([*base, "--fused_loss", "maybe"])
+    with pytest.raises(ValueError, match=r"fused_loss: true, false or null \(automatic\), got 'yes'"):
+        tiny_config(tiny_model_dir, "unused", fused_loss="yes")
