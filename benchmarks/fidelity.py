@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from segloss.data import load_examples, tokenize_examples
+from segloss.data.gsm8k import FORMULA
+from segloss.metrics.formulas import score_math
 
 
 def mathqa(data: Path) -> None:
@@ -95,6 +98,34 @@ def _boundary_differs(tokenizer: Any, prompt: str, answer: str) -> bool:
     return list(tokenizer(prompt + answer)["input_ids"]) != list(apart)
 
 
+def _authors_set_scores(generated: str, reference: str) -> dict[str, float]:
+    """The authors' per-example IoU / missing / extra steps (utils/metric_calculator.py), restated: raw ``<<…>>``
+    strings, 0 for an empty union, missing = 1 and extra = 0 for a reference without formulas."""
+    p, r = set(FORMULA.findall(generated)), set(FORMULA.findall(reference))
+    union = len(p | r)
+    return {
+        "iou": len(p & r) / union if union else 0.0,
+        "missing_steps": len(r - p) / len(r) if r else 1.0,
+        "extra_steps": len(p - r) / len(r) if r else 0.0,
+    }
+
+
+def denominators(data: Path) -> None:
+    print("## Set-metric denominators on a perfect prediction (generated = reference)")
+    for name, options in (("gsm8k", {}), ("mathqa", {}), ("mathqa", {"authors_preprocessing": True})):
+        examples = load_examples(name, "test", data / name, **options)
+        ours = [score_math(e.answer, e.answer) for e in examples]
+        theirs = [_authors_set_scores(e.answer, e.answer) for e in examples]
+        cells = []
+        for key in ("iou", "missing_steps", "extra_steps"):
+            defined = [row[key] for row in ours if not math.isnan(row[key])]
+            cells.append(
+                f"{key}: segloss {statistics.mean(defined):.4f} (n={len(defined)}), "
+                f"authors {statistics.mean(row[key] for row in theirs):.4f} (n={len(theirs)})"
+            )
+        print(f"{name} test {options or ''}: " + "; ".join(cells))
+
+
 EM_KEYS = (
     "exact_match",
     "exact_match_strict",
@@ -128,6 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     if (args.data / "mathqa").is_dir():
         mathqa(args.data)
+    if (args.data / "gsm8k").is_dir() and (args.data / "mathqa").is_dir():
+        denominators(args.data)
     if (args.data / "gsm8k").is_dir():
         gsm8k(args.data)
         if args.tokenizer:
