@@ -20,6 +20,7 @@ from typing import Any
 from segloss.data import load_examples, tokenize_examples
 from segloss.data.gsm8k import FORMULA
 from segloss.metrics.formulas import score_math
+from segloss.metrics.qa import parse_choice_letter
 
 
 def mathqa(data: Path) -> None:
@@ -137,8 +138,24 @@ EM_KEYS = (
 )
 
 
+def qa_letters(records: list[dict[str, Any]]) -> None:
+    """segloss's ``parse_choice_letter`` against the authors' ``Answer: (.)``: the first generated character."""
+    ours = [parse_choice_letter(r["generated"]) == r["reference"] for r in records]
+    theirs = [r["generated"][:1] == r["reference"] for r in records]
+    pairs = list(zip(ours, theirs, strict=True))
+    print(
+        f"QA letters: segloss accuracy {statistics.mean(ours):.4f}, first character (authors' rule) "
+        f"{statistics.mean(theirs):.4f}; right only for segloss {sum(a > b for a, b in pairs)}, "
+        f"only for the first character {sum(b > a for a, b in pairs)} (n={len(records)})"
+    )
+
+
 def predictions(path: Path) -> None:
-    rows = [json.loads(line)["metrics"] for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if "exact_match" not in records[0]["metrics"]:
+        qa_letters(records)
+        return
+    rows = [r["metrics"] for r in records]
     print(f"## Exact-match variants: {path} ({len(rows)} examples)")
     for key in EM_KEYS:
         values = [r[key] for r in rows if r.get(key) is not None]
