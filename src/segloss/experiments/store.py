@@ -94,11 +94,14 @@ def default_worker_id() -> str:
 
 def clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     """``{name: float}``: summaries ``{"mean": x, ...}`` become ``x``; NaN/inf become None (JSON null, which SQLite's
-    json_extract can read; NaN is not JSON); non-numeric values are rejected."""
+    json_extract can read; NaN is not JSON) and None stays None; other non-numeric values are rejected."""
     out: dict[str, float | None] = {}
     for key, value in metrics.items():
         if isinstance(value, dict) and "mean" in value:
             value = value["mean"]
+        if value is None:  # already cleaned (an executor's outcome): NaN stays "no value"
+            out[str(key)] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"metric {key!r} must be a number or a {{'mean': ...}} summary, got {value!r}")
         out[str(key)] = float(value) if math.isfinite(float(value)) else None
