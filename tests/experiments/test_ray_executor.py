@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ ray = pytest.importorskip("ray")
 from segloss.experiments.executors import RayExecutor, make_executor  # noqa: E402
 from segloss.experiments.grid import GridConfig, run_grid  # noqa: E402
 from segloss.experiments.store import ResultStore  # noqa: E402
+
+torch = pytest.importorskip("torch")
+load_file = pytest.importorskip("safetensors.torch").load_file
 
 # Ray workers cannot import this test module: ship its functions and classes by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -129,6 +133,65 @@ def test_a_worker_killed_more_often_than_the_retries_allow_fails_only_its_cell(t
     assert row["loss"] == "lovasz" and "WorkerCrashedError" in row["error"]
 
 
+class KillAfterCheckpoint:
+    """The default runner; on its first attempt at ``victim`` the worker is killed (SIGKILL) once the run holds a
+    finished checkpoint, as a preempted node would be."""
+
+    def __init__(self, marker: Path, victim: str) -> None:
+        self.marker, self.victim = str(marker), victim
+
+    def __call__(self, cell) -> dict:
+        from segloss.experiments.grid import train_and_evaluate
+
+        if cell.config_hash == self.victim and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            threading.Thread(target=self._kill_after_checkpoint, args=(cell.run_dir,), daemon=True).start()
+        return train_and_evaluate(cell)
+
+    @staticmethod
+    def _kill_after_checkpoint(run_dir: Path) -> None:
+        while not list(run_dir.glob("checkpoint-*/segloss.json")):  # written last, by segloss's on_save callback
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_real_cells_on_ray_match_the_local_executor_and_a_killed_one_resumes_from_its_checkpoint(
+    tmp_path, ray_address, tiny_model_dir
+):
+    pytest.importorskip("segloss.evaluation")
+    settings = {
+        "models": [str(tiny_model_dir)],
+        "datasets": [{"name": "arith", "options": {"n_train": 16}}],
+        "train": {"max_steps": 3, "save_steps": 1, "per_device_train_batch_size": 4, "disable_tqdm": True},
+        "eval": {"limit": 2, "max_new_tokens": 2, "batch_size": 2},
+    }
+    local = _config(tmp_path, "local", **settings)
+    assert run_grid(local, log=None).counts["done"] == 4
+    config = _config(tmp_path, "ray", **settings)
+    victim = next(c for c in config.cells() if (c.loss, c.seed) == ("lovasz", 1))
+    runner = KillAfterCheckpoint(tmp_path / "killed", victim.config_hash)
+    summary = run_grid(config, runner=runner, executor=RayExecutor(max_retries=1), log=None)
+    assert (tmp_path / "killed").exists() and summary.counts["done"] == 4, summary
+
+    resumed = json.loads((victim.run_dir / "train_summary.json").read_text())["resumed_from"]
+    assert resumed is not None and Path(resumed).parent == victim.run_dir.resolve()  # the retry resumed
+    timing = ("train_seconds", "eval_seconds")
+    with ResultStore(local.store_path) as a, ResultStore(config.store_path) as b:
+        expected = {r["config_hash"]: r["metrics"] for r in a.rows()}
+        for row in b.rows():
+            got, want = row["metrics"], expected[row["config_hash"]]
+            assert {k: v for k, v in got.items() if k not in timing} == {
+                k: v for k, v in want.items() if k not in timing
+            }
+    for cell, twin in zip(config.cells(), local.cells(), strict=True):  # the trained adapters agree as well
+        ours, theirs = (
+            load_file(cell.run_dir / "adapter_model.safetensors"),
+            load_file(twin.run_dir / "adapter_model.safetensors"),
+        )
+        assert ours.keys() == theirs.keys()
+        assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in ours), cell.loss
+
+
 def test_bad_executor_options_are_refused_before_anything_runs(tmp_path, ray_address):
     with pytest.raises(ValueError, match="apply to --executor ray"):
         make_executor("local", gpus_per_cell=1)
@@ -201,6 +264,9 @@ def test_a_driver_restarted_after_a_kill_finishes_the_grid_without_redoing_done_
     first.wait()
     done_before = _done(config)
     assert 1 <= len(done_before) < 4, first.stderr.read() if first.stderr else ""
+    events = _entries(tmp_path / "calls.jsonl")
+    orphans = {e["pid"] for e in events if e["event"] == "start"} - {e["pid"] for e in events if e["event"] == "end"}
+    _wait_for(lambda: not any(_alive(pid) for pid in orphans), timeout=30)  # Ray ended the dead driver's tasks
 
     second = _driver(tmp_path, config, ray_address, seconds=0.2)
     out, err = second.communicate(timeout=120)
@@ -212,11 +278,12 @@ def test_a_driver_restarted_after_a_kill_finishes_the_grid_without_redoing_done_
     assert f"{4 - len(done_before)} done" in out
 
 
-def test_ctrl_c_on_the_driver_cancels_the_tasks_and_records_them_interrupted(tmp_path, ray_address):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_records_them_interrupted(tmp_path, ray_address, signum):
     config = _config(tmp_path)
     driver = _driver(tmp_path, config, ray_address, seconds=120)
     _wait_for(lambda: sum(e["event"] == "start" for e in _entries(tmp_path / "calls.jsonl")) >= 2)
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(signum)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130 and "interrupted" in err and "Traceback" not in err
     with ResultStore.open_readonly(config.store_path) as store:

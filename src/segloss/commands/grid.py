@@ -14,13 +14,15 @@ or its lease expired) is reclaimed by the next worker, which says so; a live wor
 ray this process alone writes the store and the cells run as Ray tasks: output_dir must then be a folder every Ray
 node sees at the same path (a shared file system), and the store stays on this machine. A flag replaces the whole
 field of the YAML file (`--train '{max_steps: 10}'` drops the file's other train settings). Exit code 1 when a cell
-failed in this run, 130 after Ctrl-C (the running cells are recorded as interrupted).
+failed in this run, 130 after Ctrl-C or SIGTERM (the running cells are recorded as interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 from segloss.config import add_config_arguments, config_from_args
 
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.executor == "ray":
         print(f"[grid] output_dir {config.output_dir} must be visible at the same path on every Ray node")
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # kill / scancel: stop like Ctrl-C, recording the cells
     try:
         summary = run_grid(
             config, shard=shard, retry_running=args.retry_running, executor=executor, lease_s=args.lease_seconds
@@ -86,5 +89,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"store: {summary.store}")
     return 1 if summary.failed else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
