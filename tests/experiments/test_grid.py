@@ -345,3 +345,24 @@ def test_skipped_cells_are_explained(tmp_path, capsys):
     summary = run_grid(config, runner=Recorder())
     assert summary.skipped_by_status == {"running": 1} and len(summary.done) == 1
     assert "1 skipped (1 held by live workers) (--retry-running takes them over)" in capsys.readouterr().out
+
+
+def test_grid_command_refuses_ray_options_without_ray_and_ray_when_not_installed(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["d"], "losses": ["ce"], "seeds": [0]}))
+    out = ["--output-dir", str(tmp_path / "grid")]
+    assert main(["grid", "--config", str(path), *out, "--gpus-per-cell", "1"]) == 2
+    assert "apply to --executor ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["grid", "--config", str(path), *out, "--executor", "ray"]) == 2
+    assert "pip install 'segloss[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "grid" / "results.sqlite").exists()
+
+
+def test_an_unwritable_output_dir_is_refused_before_the_store_is_touched(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    config = _config(tmp_path, output_dir=str(blocked / "grid"), store=str(tmp_path / "s.sqlite"))
+    with pytest.raises(ValueError, match="output_dir: cannot write to"):
+        run_grid(config, runner=Recorder(), log=None)
+    assert not (tmp_path / "s.sqlite").exists()

@@ -230,5 +230,6 @@ def make_executor(
             )
         return LocalExecutor()
     if name == "ray":
+        _import_ray()  # a missing Ray is the first thing to hear about, before the grid is checked
         return RayExecutor(ray_address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
     raise ValueError(f"--executor must be one of {list(EXECUTORS)}, got {name!r}")
