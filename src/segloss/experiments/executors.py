@@ -91,6 +91,9 @@ class LocalExecutor:
     def check(self) -> None:
         """Nothing to check: the local executor needs no services."""
 
+    def close(self) -> None:
+        """Nothing to stop."""
+
     def run(self, driver: Driver, cells: Sequence[Cell], runner: Callable[[Cell], dict[str, Any]]) -> None:
         for cell in cells:
             if not driver.claim(cell):
@@ -163,26 +166,21 @@ class RayExecutor:
 
     def run(self, driver: Driver, cells: Sequence[Cell], runner: Callable[[Cell], dict[str, Any]]) -> None:
         ray = _import_ray()
+        task = ray.remote(execute_cell).options(
+            num_cpus=self.cpus_per_cell,
+            num_gpus=self.gpus_per_cell,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+        )
+        claimed = [cell for cell in cells if driver.claim(cell)]
+        pending = {task.remote(cell, runner): cell for cell in claimed}
         try:
-            task = ray.remote(execute_cell).options(
-                num_cpus=self.cpus_per_cell,
-                num_gpus=self.gpus_per_cell,
-                max_retries=self.max_retries,
-                retry_exceptions=False,
-            )
-            claimed = [cell for cell in cells if driver.claim(cell)]
-            pending = {task.remote(cell, runner): cell for cell in claimed}
-            try:
-                self._collect(ray, driver, pending)
-            except KeyboardInterrupt:
-                for ref in pending:
-                    ray.cancel(ref, force=True)  # force: a training step never sees a KeyboardInterrupt in time
-                driver.interrupted(
-                    list(pending.values()), "interrupted (Ctrl-C on the grid driver; Ray task cancelled)"
-                )
-                raise
-        finally:
-            self.close()
+            self._collect(ray, driver, pending)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)  # force: a training step never sees a KeyboardInterrupt in time
+            driver.interrupted(list(pending.values()), "interrupted (Ctrl-C on the grid driver; Ray task cancelled)")
+            raise
 
     def _collect(self, ray: Any, driver: Driver, pending: dict[Any, Cell]) -> None:
         """Record outcomes as tasks finish. The short wait keeps Ctrl-C responsive on the driver."""

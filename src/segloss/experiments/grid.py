@@ -373,12 +373,15 @@ def run_grid(
     check_output_dir(config.output_dir, shared=executor.name != "local")
     say = log or (lambda _msg: None)
     executor.check()
-    with ResultStore(config.store_path, worker=worker, lease_s=lease_s) as store, LeaseKeeper(store) as keeper:
-        store.register(c.as_row() for c in cells)
-        save_grid_config(config)
-        driver = GridDriver(store, keeper, retry_running=retry_running, say=say)
-        executor.run(driver, mine, runner)
-        counts = store.counts()
+    try:
+        with ResultStore(config.store_path, worker=worker, lease_s=lease_s) as store, LeaseKeeper(store) as keeper:
+            store.register(c.as_row() for c in cells)
+            save_grid_config(config)
+            driver = GridDriver(store, keeper, retry_running=retry_running, say=say)
+            executor.run(driver, mine, runner)
+            counts = store.counts()
+    finally:
+        executor.close()  # stops a Ray instance the executor started, whatever happened
     summary = driver.summary(counts, config.store_path)
     say(summary.describe())
     return summary
