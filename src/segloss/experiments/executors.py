@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -145,8 +147,12 @@ class RayExecutor:
         ray = _import_ray()
         if not ray.is_initialized():
             self._started_ray = self.address is None
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+                # ray.init replaces the SIGTERM handler with sys.exit; keep the caller's (the command stops cleanly).
+                if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, on_sigterm)
             except ConnectionError as err:
                 raise ValueError(
                     f"--ray-address {self.address}: no Ray cluster there ({err}); start one with `ray start --head` "
