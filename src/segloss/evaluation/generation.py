@@ -23,7 +23,7 @@ def load_baseline(model: str, *, dtype: str = "float32", device: str | None = No
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
-        lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
     except OSError as err:
         raise FileNotFoundError(
             f"model: cannot load {model!r} ({err}); give a local model directory or a cached hub id with --model"
