@@ -213,8 +213,10 @@ def test_bad_executor_options_are_refused_before_anything_runs(tmp_path, ray_add
 
 # A driver in its own process, on the module's Ray instance: `segloss grid --executor ray` with a slow fake cell.
 DRIVER = textwrap.dedent("""
-    import json, os, sys, time
+    import faulthandler, json, os, sys, time
     import segloss.experiments.grid as grid
+
+    faulthandler.register(__import__("signal").SIGUSR1)  # a hung driver's stacks, for the test's error message
     from segloss.cli import main
 
     log, seconds = sys.argv[1], float(sys.argv[2])
@@ -250,17 +252,20 @@ def _wait_for(predicate, timeout: float = 90.0) -> None:
 
 
 def _done(config: GridConfig) -> set[str]:
-    if not config.store_path.exists():
+    try:
+        with ResultStore.open_readonly(config.store_path) as store:
+            return {r["config_hash"] for r in store.rows("done")}
+    except (FileNotFoundError, ValueError):  # not created yet, or the driver is still writing its schema
         return set()
-    with ResultStore.open_readonly(config.store_path) as store:
-        return {r["config_hash"] for r in store.rows("done")}
 
 
 def test_a_driver_restarted_after_a_kill_finishes_the_grid_without_redoing_done_cells(tmp_path, ray_address):
     config = _config(tmp_path)
     first = _driver(tmp_path, config, ray_address, seconds=1.5)
-    _wait_for(lambda: len(_done(config)) >= 1 or first.poll() is not None)
-    first.kill()  # kill -9: no cleanup, its cells stay `running` under its lease
+    try:
+        _wait_for(lambda: len(_done(config)) >= 1 or first.poll() is not None)
+    finally:
+        first.kill()  # kill -9: no cleanup, its cells stay `running` under its lease
     first.wait()
     done_before = _done(config)
     assert 1 <= len(done_before) < 4, first.stderr.read() if first.stderr else ""
@@ -269,7 +274,10 @@ def test_a_driver_restarted_after_a_kill_finishes_the_grid_without_redoing_done_
     _wait_for(lambda: not any(_alive(pid) for pid in orphans), timeout=30)  # Ray ended the dead driver's tasks
 
     second = _driver(tmp_path, config, ray_address, seconds=0.2)
-    out, err = second.communicate(timeout=120)
+    try:
+        out, err = second.communicate(timeout=120)
+    finally:
+        second.kill()
     assert second.returncode == 0, err
     assert "reclaimed from" in out and "its process is gone" in out  # it says what it took over
     assert _done(config) == {c.config_hash for c in config.cells()}
@@ -281,10 +289,19 @@ def test_a_driver_restarted_after_a_kill_finishes_the_grid_without_redoing_done_
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_on_the_driver_cancels_the_tasks_and_records_them_interrupted(tmp_path, ray_address, signum):
     config = _config(tmp_path)
-    driver = _driver(tmp_path, config, ray_address, seconds=120)
-    _wait_for(lambda: sum(e["event"] == "start" for e in _entries(tmp_path / "calls.jsonl")) >= 2)
-    driver.send_signal(signum)
-    _, err = driver.communicate(timeout=60)
+    driver = _driver(tmp_path, config, ray_address, seconds=300)
+    try:
+        _wait_for(lambda: sum(e["event"] == "start" for e in _entries(tmp_path / "calls.jsonl")) >= 2)
+        driver.send_signal(signum)
+        try:
+            _, err = driver.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            driver.send_signal(signal.SIGUSR1)  # faulthandler: where it hangs
+            time.sleep(2)
+            driver.kill()
+            pytest.fail(f"the driver did not stop: {driver.communicate()[1][-6000:]}")
+    finally:
+        driver.kill()  # never leave a driver holding the module's Ray CPUs for the next test
     assert driver.returncode == 130 and "interrupted" in err and "Traceback" not in err
     with ResultStore.open_readonly(config.store_path) as store:
         rows = store.rows()
