@@ -192,6 +192,13 @@ def test_real_cells_on_ray_match_the_local_executor_and_a_killed_one_resumes_fro
         assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in ours), cell.loss
 
 
+def test_cpu_only_cells_do_not_see_the_clusters_gpus():
+    cpu_cells, gpu_cells = RayExecutor(cpus_per_cell=2), RayExecutor(gpus_per_cell=1)
+    assert cpu_cells.task_options(0) == {"num_cpus": 2, "num_gpus": 0, "max_retries": 3, "retry_exceptions": False}
+    assert cpu_cells.task_options(8)["runtime_env"] == {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    assert "runtime_env" not in gpu_cells.task_options(8)  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+
+
 def test_bad_executor_options_are_refused_before_anything_runs(tmp_path, ray_address):
     with pytest.raises(ValueError, match="apply to --executor ray"):
         make_executor("local", gpus_per_cell=1)
@@ -302,11 +309,11 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_records_them_interrupted(tmp
             pytest.fail(f"the driver did not stop: {driver.communicate()[1][-6000:]}")
     finally:
         driver.kill()  # never leave a driver holding the module's Ray CPUs for the next test
-    assert driver.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert driver.returncode == 128 + signum and "interrupted" in err and "Traceback" not in err
     with ResultStore.open_readonly(config.store_path) as store:
         rows = store.rows()
     assert {r["status"] for r in rows} == {"failed"}  # the two running cells and the two queued ones
-    assert all(r["error"].startswith("interrupted (Ctrl-C on the grid driver") for r in rows)
+    assert all(r["error"].startswith("interrupted (Ctrl-C or SIGTERM on the grid driver") for r in rows)
     calls = _entries(tmp_path / "calls.jsonl")
     pids = {e["pid"] for e in calls}
     _wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)  # force-cancelled: the workers are gone

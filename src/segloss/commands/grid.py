@@ -14,7 +14,7 @@ or its lease expired) is reclaimed by the next worker, which says so; a live wor
 ray this process alone writes the store and the cells run as Ray tasks: output_dir must then be a folder every Ray
 node sees at the same path (a shared file system), and the store stays on this machine. A flag replaces the whole
 field of the YAML file (`--train '{max_steps: 10}'` drops the file's other train settings). Exit code 1 when a cell
-failed in this run, 130 after Ctrl-C or SIGTERM (the running cells are recorded as interrupted).
+failed in this run, 130 after Ctrl-C and 143 after SIGTERM (the running cells are recorded as interrupted).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from types import FrameType
 
 from segloss.config import add_config_arguments, config_from_args
 
@@ -78,22 +77,33 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.executor == "ray":
         print(f"[grid] output_dir {config.output_dir} must be visible at the same path on every Ray node")
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # kill / scancel: stop like Ctrl-C, recording the cells
+    # SIGTERM (kill, scancel) must stop the grid like Ctrl-C so its running cells get recorded. When the CLI
+    # already turns SIGTERM into KeyboardInterrupt it also reports the interruption, so leave both to it.
+    own_sigterm = signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+    received: list[int] = []
+    if own_sigterm:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: _interrupt(signum, received))
     try:
         summary = run_grid(
             config, shard=shard, retry_running=args.retry_running, executor=executor, lease_s=args.lease_seconds
         )
     except KeyboardInterrupt:
+        if not own_sigterm:
+            raise
+        how = "SIGTERM" if received else "Ctrl-C"
         print(
-            "segloss grid: interrupted; running cells recorded as failed (interrupted), rerun to retry them",
+            f"segloss grid: interrupted ({how}); its running cells are recorded as failed (interrupted): run the "
+            "same command again to go on (done cells are skipped)",
             file=sys.stderr,
         )
-        return 130
+        return 128 + (received[0] if received else signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print(f"store: {summary.store}")
     return 1 if summary.failed else 0
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt(signum: int, received: list[int]) -> None:
+    received.append(signum)
+    raise KeyboardInterrupt

@@ -141,6 +141,7 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self.poll_s = poll_s
         self._started_ray = False
+        self._cluster_gpus = 0.0
 
     def check(self) -> None:
         """Connect to Ray (or start it) and make sure one cell fits on the cluster, before anything is claimed."""
@@ -159,6 +160,7 @@ class RayExecutor:
                     "or leave --ray-address out to run Ray on this machine"
                 ) from None
         total = ray.cluster_resources()
+        self._cluster_gpus = float(total.get("GPU", 0.0))
         for flag, key, need in (
             ("--cpus-per-cell", "CPU", self.cpus_per_cell),
             ("--gpus-per-cell", "GPU", self.gpus_per_cell),
@@ -172,12 +174,7 @@ class RayExecutor:
 
     def run(self, driver: Driver, cells: Sequence[Cell], runner: Callable[[Cell], dict[str, Any]]) -> None:
         ray = _import_ray()
-        task = ray.remote(execute_cell).options(
-            num_cpus=self.cpus_per_cell,
-            num_gpus=self.gpus_per_cell,
-            max_retries=self.max_retries,
-            retry_exceptions=False,
-        )
+        task = ray.remote(execute_cell).options(**self.task_options(self._cluster_gpus))
         claimed = [cell for cell in cells if driver.claim(cell)]
         pending = {task.remote(cell, runner): cell for cell in claimed}
         try:
@@ -185,8 +182,24 @@ class RayExecutor:
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)  # force: a training step never sees a KeyboardInterrupt in time
-            driver.interrupted(list(pending.values()), "interrupted (Ctrl-C on the grid driver; Ray task cancelled)")
+            driver.interrupted(
+                list(pending.values()), "interrupted (Ctrl-C or SIGTERM on the grid driver; Ray task cancelled)"
+            )
             raise
+
+    def task_options(self, cluster_gpus: float) -> dict[str, Any]:
+        """Ray ``.options`` of a cell's task. Ray leaves every GPU visible to a task that asked for none, so on a
+        cluster with GPUs a CPU-only cell (``--gpus-per-cell 0``) gets ``CUDA_VISIBLE_DEVICES=""``: otherwise all
+        such cells would land, unaccounted, on GPU 0."""
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus_per_cell,
+            "num_gpus": self.gpus_per_cell,
+            "max_retries": self.max_retries,
+            "retry_exceptions": False,
+        }
+        if cluster_gpus > 0 and self.gpus_per_cell == 0:
+            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+        return options
 
     def _collect(self, ray: Any, driver: Driver, pending: dict[Any, Cell]) -> None:
         """Record outcomes as tasks finish. The short wait keeps Ctrl-C responsive on the driver."""
