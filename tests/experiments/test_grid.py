@@ -200,7 +200,7 @@ def test_crash_is_recorded_and_the_grid_goes_on_then_a_rerun_retries_only_failur
     assert [c.config_hash for c in saved.cells()] == [c.config_hash for c in config.cells()]
 
 
-def test_a_stale_running_cell_is_taken_over_only_with_retry_running(tmp_path):
+def test_a_live_workers_running_cell_is_taken_over_only_with_retry_running(tmp_path):
     config = _config(tmp_path, models=["m1"], losses=["ce"], seeds=[0])
     cell = config.cells()[0]
     with ResultStore(config.store_path, worker="dead-worker") as store:

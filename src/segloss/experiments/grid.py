@@ -3,12 +3,15 @@
 A cell is one (model, dataset, loss, seed): it trains with :func:`segloss.training.train` into its own run directory
 and evaluates with :func:`segloss.evaluation.evaluate`; its metrics land in the store
 (:class:`~segloss.experiments.store.ResultStore`). Re-running a grid skips done cells and retries failed ones; any
-number of workers may share the store (``--shard i/n`` splits the cells up front, and every cell is claimed
-atomically, so workers never run a cell twice). A crashing cell is recorded as failed with its traceback and the
-grid goes on. ``docs/experiments.md`` has the details.
+number of workers on one host may share the store (``--shard i/n`` splits the cells up front, and every cell is
+claimed atomically under a lease, so workers never run a cell twice and a dead worker's cell is reclaimed). The
+cells run in this process (:class:`~segloss.experiments.executors.LocalExecutor`) or as Ray tasks
+(:class:`~segloss.experiments.executors.RayExecutor`); either way this process alone writes the store. A crashing
+cell is recorded as failed with its traceback and the grid goes on. ``docs/experiments.md`` has the details.
 
     segloss grid --config configs/grid/paper-gsm8k.yaml
     segloss grid --config configs/grid/paper-gsm8k.yaml --shard 2/8      # worker 2 of 8, same store
+    segloss grid --config configs/grid/paper-gsm8k.yaml --executor ray --gpus-per-cell 1
 """
 
 from __future__ import annotations

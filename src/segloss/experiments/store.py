@@ -195,6 +195,7 @@ class ResultStore:
             raise ValueError(f"lease_s must be positive seconds, got {lease_s!r}")
         self.lease_s = float(lease_s)
         self.readonly = _readonly
+        self._lock = threading.RLock()  # the heartbeat thread (LeaseKeeper) shares this connection
         if self.path.exists() or not create or _readonly:
             check_store_file(self.path, allow_empty=not _readonly)  # read-only: never alter another program's file
         if _readonly:
@@ -208,7 +209,6 @@ class ResultStore:
         self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._lock = threading.Lock()  # the heartbeat thread shares this connection
         with self._transaction() as conn:
             # executescript() would commit first; run the statements inside this transaction instead.
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -397,15 +397,19 @@ class ResultStore:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         query = "SELECT * FROM cells" + (" WHERE status = ?" if status else "") + " ORDER BY cell_index, config_hash"
-        return [_decode(row) for row in self._conn.execute(query, (status,) if status else ())]
+        with self._lock:
+            rows = self._conn.execute(query, (status,) if status else ()).fetchall()
+        return [_decode(row) for row in rows]
 
     def get(self, config_hash: str) -> dict[str, Any] | None:
-        row = self._conn.execute("SELECT * FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
         return None if row is None else _decode(row)
 
     def counts(self) -> dict[str, int]:
         """``{status: number of cells}`` for every status (zeros included)."""
-        found = dict(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
+        with self._lock:
+            found = dict(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
         return {s: int(found.get(s, 0)) for s in STATUSES}
 
 
