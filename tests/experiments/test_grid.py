@@ -366,3 +366,17 @@ def test_an_unwritable_output_dir_is_refused_before_the_store_is_touched(tmp_pat
     with pytest.raises(ValueError, match="output_dir: cannot write to"):
         run_grid(config, runner=Recorder(), log=None)
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_ctrl_c_in_a_local_cell_records_it_interrupted_and_stops(tmp_path):
+    config = _config(tmp_path, models=["m1"], losses=["ce"])  # 2 cells
+
+    def runner(cell):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(config, runner=runner, log=None)
+    with ResultStore(config.store_path) as store:
+        first, second = store.rows()
+    assert (first["status"], first["error"]) == ("failed", "interrupted (KeyboardInterrupt)")
+    assert first["lease_until"] is None and second["status"] == "pending"  # the grid stopped at once
