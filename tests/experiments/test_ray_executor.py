@@ -326,3 +326,16 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_signal_while_waiting_on_ray_only_sets_the_flag_until_reraised():
+    from segloss.experiments.executors import SignalFlag
+
+    before = signal.getsignal(signal.SIGINT)
+    with SignalFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # nothing raised: a KeyboardInterrupt inside Ray's wait could be lost
+        assert flag.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        flag.reraise()
