@@ -169,3 +169,16 @@ def test_config_values_round_trip(tmp_path: Path) -> None:
     assert "push_to_hub" not in values  # Trainer defaults are not repeated
     again = train_config_from_values(values)
     assert again.config_values() == values and again.loss_spec == config.loss_spec
+
+
+def test_grid_cells_take_trainer_options_typed_like_yaml(tmp_path: Path) -> None:
+    from segloss.experiments.grid import GridConfig, check_default_runner
+
+    def grid(train: dict) -> GridConfig:
+        return GridConfig(
+            models=["m"], datasets=["arith"], losses=["ce", "lovasz"], seeds=[0], train=train, output_dir=str(tmp_path)
+        )
+
+    check_default_runner(grid({"learning_rate": "1e-4", "eval_strategy": "no", "torch_compile": False}).cells())
+    with pytest.raises(ValueError, match="lora_r"):
+        check_default_runner(grid({"lora_r": "eight"}).cells())
