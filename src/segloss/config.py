@@ -137,15 +137,20 @@ def typed_parser(cls: type, *, prog: str | None = None, description: str | None 
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    bools = _bool_fields(cls)
     for action in parser._actions:  # argparse has no public accessor for its actions
         field = fields.get(action.dest)
         if field is None:
             continue
         action.help = field.metadata.get("help") or action.help
-        if _base_type(hints[field.name]) is bool and action.nargs is None:
+        if field.name in bools and action.nargs is None:
             action.nargs, action.const = "?", True  # `--resume` alone means true, as with store_true flags
     return parser
+
+
+def _bool_fields(cls: type) -> set[str]:
+    hints = typing.get_type_hints(cls)
+    return {f.name for f in dataclasses.fields(cls) if f.init and _base_type(hints[f.name]) is bool}
 
 
 def _help_formatter() -> Any:
@@ -159,7 +164,8 @@ def _help_formatter() -> Any:
 
 def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
     """``cls`` from the command line ``argv`` (``--config FILE`` + flags) through ``typed_parser(cls)``."""
-    argv = [_underscore_flag(a) for a in argv]
+    bools = _bool_fields(cls)
+    argv = [_old_flag_spelling(a, bools) for a in argv]
     files = _config_files(argv)
     source = ", ".join(files) if files else "command line"
     try:
@@ -188,12 +194,16 @@ def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:
         raise ValueError(f"{err} ({source})") from None
 
 
-def _underscore_flag(arg: str) -> str:
-    """``--max-steps=3`` → ``--max_steps=3``: the old dashed spelling of the flags keeps working."""
+def _old_flag_spelling(arg: str, bools: set[str]) -> str:
+    """The argparse spellings of :func:`add_config_arguments` keep working: ``--max-steps=3`` → ``--max_steps=3``,
+    ``--no-resume`` → ``--resume=false``."""
     if not arg.startswith("--"):
         return arg
     name, sep, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + sep + value
+    name = name[2:].replace("-", "_")
+    if not sep and name.startswith("no_") and name[3:] in bools:
+        return f"--{name[3:]}=false"
+    return "--" + name + sep + value
 
 
 def _config_files(argv: Sequence[str]) -> list[str]:

@@ -149,6 +149,7 @@ def test_flags_override_yaml(tmp_path: Path) -> None:
     assert config.loss_weights() == {"ce": 0.5, "lovasz": 0.5}
     assert config.lora_target_modules == ["q_proj"]  # untouched keys keep the file's value
     assert config.eval_strategy == "steps"  # any TrainingArguments field is a flag
+    assert parse_train_config(["--config", path, "--resume", "--no-resume"]).resume is False  # old spelling
 
 
 def test_mapping_values_are_typed_like_yaml() -> None:
