@@ -214,3 +214,25 @@ def test_bad_settings_are_clear_errors(tiny_model_dir, tmp_path, kwargs, message
             processing_class=tokenizer,
             **kwargs,
         )
+
+
+def test_peft_config_trains_only_the_adapter(tiny_model_dir, tmp_path) -> None:
+    from peft import LoraConfig
+
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, learning_rate=1e-2, optim="adamw_torch"),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        loss="focal",
+    )
+    trainer.train()
+    trained = dict(trainer.model.named_parameters())
+    lora = [p for name, p in trained.items() if "lora_B" in name]
+    assert lora and any(float(p.abs().max()) > 0 for p in lora)  # B starts at zero: the step moved it
+    frozen = {name.replace("base_model.model.", "").replace(".base_layer", ""): p for name, p in trained.items()}
+    compared = [name for name in base if name in frozen]
+    assert len(compared) == len(base) and all(torch.equal(frozen[name], base[name]) for name in compared)
