@@ -132,7 +132,11 @@ def typed_parser(cls: type, *, prog: str | None = None, description: str | None 
     import jsonargparse
 
     parser = jsonargparse.ArgumentParser(
-        prog=prog, description=description, exit_on_error=False, formatter_class=_help_formatter()
+        prog=prog,
+        description=description,
+        exit_on_error=False,
+        allow_abbrev=False,  # `--learning_rat 3` must be an error, not learning_rate=3
+        formatter_class=_help_formatter(),
     )
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
@@ -224,9 +228,10 @@ def _parse_error(err: Exception, files: Sequence[str]) -> str:
     if key:
         detail = message.split(":", 1)[1].strip() if ":" in message else message
         return f"{key[1]}: {detail} (from {where}); fix `{key[1]}:` in the YAML or pass --{key[1]} VALUE"
-    unknown = re.search(r"Option '([^']+)' is not accepted|Unrecognized arguments: (.*)", message)
+    unknown = re.search(r"Option '([^']+)' is not accepted|unrecognized arguments: (.*)", message, re.IGNORECASE)
     if unknown:
-        return f"{message} (from {where}); remove it or check its spelling against `--help`"
+        names = [unknown[1]] if unknown[1] else [a for a in unknown[2].split() if a.startswith("-")]
+        return f"{where}: unknown key(s) {names}; remove them or fix the spelling (`--help` lists the valid keys)"
     if "Problems parsing config" in message:
         message = message.replace('"<unicode string>"', where)
         return f"{where}: not valid YAML — {message.split(':', 1)[1].strip()}; fix the syntax at that line"

@@ -137,8 +137,14 @@ def test_missing_config_file_is_a_file_not_found_error(tmp_path: Path) -> None:
 
 
 def test_unknown_yaml_key_fails(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="learning_rat"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rat'\]"):
         parse_train_config(["--config", _yaml(tmp_path, "model: m\nlearning_rat: 0.1\n")])
+
+
+def test_abbreviated_or_unknown_flags_fail() -> None:
+    # argparse would take --learning_rat as an abbreviation of --learning_rate; a typo must not set a value
+    with pytest.raises(ValueError, match="--learning_rat"):
+        parse_train_config(["--model", "m", "--learning_rat", "3"])
 
 
 def test_flags_override_yaml(tmp_path: Path) -> None:
