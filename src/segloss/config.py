@@ -5,13 +5,13 @@ and validated in ``__post_init__``. A YAML file mirrors the dataclass exactly (u
 key is also a flag (``max_steps`` → ``--max-steps``); flags override the file::
 
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, TrainConfig)
-    config = config_from_args(TrainConfig, parser.parse_args())
+    add_config_arguments(parser, DemoConfig)
+    config = config_from_args(DemoConfig, parser.parse_args())
 
-`segloss train` (whose config also holds every `transformers.TrainingArguments` field) uses the typed parser
-instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse parser from
-the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's type
-(``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
+`segloss train` (whose config also holds every `transformers.TrainingArguments` field) and `segloss eval` use the
+typed parser instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse
+parser from the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's
+type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
 ``lora_r``) and errors are ``ValueError``s naming the field, the file and the fix.
 """
 
