@@ -819,7 +819,7 @@ def write_report(
     the store's done cells; returns the path of ``report.md``. ``cells`` (config hashes) keeps only those cells: the
     demo reports exactly its own grid even when a λ sweep or more seeds share its store."""
     store_path, out = Path(store_path), Path(out_dir)
-    with ResultStore(store_path, create=False) as store:
+    with ResultStore.open_readonly(store_path) as store:  # never writes: refuses what is not a segloss store
         rows, failed, counts = store.rows("done"), store.rows("failed"), store.counts()
     if cells is not None:
         keep = set(cells)
