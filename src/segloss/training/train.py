@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,18 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from segloss import __version__
 from segloss.config import config_from_dict, load_yaml, save_yaml
 from segloss.fileio import atomic_write
 from segloss.training.config import TrainConfig
 from segloss.training.lora import apply_lora
+from segloss.training.resume import ResumePlan, RunLedger, archive_config, plan_resume, stored_form
 from segloss.training.trainer import SeglossTrainer
 
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
+logger = logging.getLogger("segloss.train")
 VERSION_NAME = "segloss.json"
 
 
@@ -94,7 +95,7 @@ class _RunFilesCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
-            write_run_files(self.config, checkpoint)
+            write_run_files(stored_form(self.config), checkpoint)
 
 
 def _training_arguments(config: TrainConfig) -> TrainingArguments:
@@ -142,15 +143,19 @@ def _check_output_dir(config: TrainConfig) -> bool:
     return non_empty
 
 
-def _prepare_output_dir(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> str | None:
-    """With --overwrite clear output_dir (main process); with --resume return its last checkpoint (or None)."""
-    out = Path(config.output_dir)
+def _clear_for_overwrite(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> None:
+    """With --overwrite, delete output_dir (main process; the others wait)."""
     with args.main_process_first(desc="prepare output_dir"):
         if non_empty and config.overwrite and args.process_index == 0:
-            shutil.rmtree(out)
-    if config.resume and out.is_dir():
-        return get_last_checkpoint(str(out))
-    return None
+            shutil.rmtree(Path(config.output_dir))
+
+
+def _write_start_files(config: TrainConfig, plan: ResumePlan | None) -> None:
+    """config.yaml at the start, so `segloss train --config <run>/config.yaml --resume` works after a crash."""
+    out = Path(config.output_dir)
+    if plan is not None and plan.changes:
+        archive_config(out, plan.step)  # the settings the first steps used stay on disk
+    write_run_files(stored_form(config), out)
 
 
 def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
@@ -198,9 +203,15 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     weights = config.loss_weights()
     args = _training_arguments(config)
     non_empty = _check_output_dir(config)
+    plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
+    if plan is not None and plan.finished is not None:
+        return _finished_result(config, plan.finished)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, _ = build_training_data(config, tokenizer)
-    checkpoint = _prepare_output_dir(config, args, non_empty)
+    _clear_for_overwrite(config, args, non_empty)
+    if args.process_index == 0:
+        _write_start_files(config, plan)
+    ledger = RunLedger.for_plan(plan)
     trainer = SeglossTrainer(
         model=model,
         args=args,
@@ -208,20 +219,24 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
         combined_loss=CombinedLoss(weights, config.loss_options or None),
-        callbacks=[_RunFilesCallback(config), *(callbacks or [])],
+        callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
     )
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - start
+    ledger.loss_source = trainer.run_loss_sum
+    checkpoint = str(plan.checkpoint) if plan is not None and plan.checkpoint is not None else None
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.pop_components()  # terms of the steps after the last logging step
+    totals = ledger.totals()
+    steps = trainer.state.global_step
     summary = {
-        "steps": trainer.state.global_step,
+        "steps": steps,
+        "max_steps": trainer.state.max_steps,
         "epochs": trainer.state.epoch,
         "tokens": int(trainer.state.num_input_tokens_seen),
         "train_examples": len(dataset),
-        "wall_time_s": round(wall, 3),
+        "wall_time_s": totals["wall_time_s"],
         "resumed_from": checkpoint,
-        "train_loss": output.training_loss,
+        "resumes": totals["resumes"],
+        "train_loss": totals["loss_sum"] / steps if steps else float("nan"),
         "final_losses": trainer.last_components,
         "loss_weights": weights,
         "world_size": args.world_size,
@@ -230,10 +245,22 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     trainer.save_model(config.output_dir)  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
         out = Path(config.output_dir)
-        write_run_files(config, out)
+        write_run_files(stored_form(config), out)
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
     return TrainResult(Path(config.output_dir), trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _finished_result(config: TrainConfig, summary: dict[str, Any]) -> TrainResult:
+    out = Path(config.output_dir)
+    logger.warning(
+        "resume: %s already finished (%s steps, see %s); nothing to do and nothing changed. "
+        "Use --overwrite to train it again, or another --output-dir",
+        out,
+        summary.get("steps"),
+        out / SUMMARY_NAME,
+    )
+    return TrainResult(out, int(summary.get("steps", 0)), {**summary, "already_finished": True})
 
 
 def load_trained(
