@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from reliability.conftest import RUN
+from reliability.conftest import RUN, StopAt
 from safetensors.torch import load_file
 from training.helpers_train import tiny_config
 
 from segloss.training import train
 from segloss.training.checkpoints import choose_checkpoint, inspect_checkpoint
+
+HERE = Path(__file__).resolve().parent
 
 
 def _break_empty(folder: Path) -> None:
@@ -126,3 +132,55 @@ def test_resume_flag_is_not_stored_in_config_yaml(interrupted, tiny_model_dir) -
     assert "resume: false" in text and "resume_allow_missing_state: false" in text and "overwrite: false" in text
     summary = json.loads((interrupted / "train_summary.json").read_text())
     assert summary["resumes"][0]["checkpoint"] == "checkpoint-4"
+
+
+def test_real_kill_during_a_checkpoint_write_resumes_from_the_previous_one(
+    tiny_model_dir, tmp_path, reference_run
+) -> None:
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "kill_worker.py"), str(tiny_model_dir), str(out), "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (out / "checkpoint-4" / "optimizer.pt").is_file() and not (
+        out / "checkpoint-4" / "trainer_state.json"
+    ).exists()
+    result = train(tiny_config(tiny_model_dir, out, resume=True, **RUN))
+    assert result.summary["resumes"][0]["checkpoint"] == "checkpoint-2"
+    _assert_same_adapter(out, reference_run)
+
+
+def test_grid_retry_of_a_cell_killed_mid_checkpoint_resumes_from_the_previous_one(tiny_model_dir, tmp_path) -> None:
+    from training.helpers_train import TINY_RUN
+
+    from segloss.config import config_from_dict
+    from segloss.experiments.grid import GridConfig, _train_cell, run_grid
+    from segloss.training import TrainConfig
+
+    shared = {k: v for k, v in TINY_RUN.items() if k not in ("dataset", "dataset_options")}
+    grid = GridConfig(
+        models=[str(tiny_model_dir)],
+        datasets=[{"name": "arith", "options": TINY_RUN["dataset_options"]}],
+        losses=["ce"],
+        seeds=[42],
+        train={**shared, **RUN},
+        output_dir=str(tmp_path / "grid"),
+    )
+
+    def crashing(cell):  # the first attempt dies after step 4 with its newest checkpoint half-written
+        train(config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}), callbacks=[StopAt(4)])
+        (cell.run_dir / "train_summary.json").unlink()
+        _break_no_state(cell.run_dir / "checkpoint-4")
+        raise RuntimeError("simulated kill")
+
+    assert run_grid(grid, runner=crashing, log=None).failed
+    summary = run_grid(grid, runner=lambda cell: {"train_seconds": _train_cell(cell)}, log=None)
+    assert summary.done and summary.counts.get("done") == 1
+    (cell,) = grid.cells()
+    record = json.loads((cell.run_dir / "train_summary.json").read_text())["resumes"][0]
+    assert record["checkpoint"] == "checkpoint-2" and "checkpoint-4" in record["skipped_checkpoints"]
