@@ -4,7 +4,7 @@
     segloss grid --config configs/grid/paper-gsm8k.yaml --shard 2/8          # worker 2 of 8 on the same store
     segloss grid --config configs/grid/smoke-arith.yaml --models '[runs/tiny-base]' --seeds '[0]'
     segloss grid --config configs/grid/paper-gsm8k.yaml --retry-running      # take over cells of dead workers
-    segloss report --store runs/grid/results.sqlite --out runs/grid/report
+    segloss report --store runs/grid/results.sqlite --output-dir runs/grid/report
 
 Re-running skips done cells and retries failed ones. Workers may share one store (with or without --shard): each
 cell is claimed atomically and runs once. A cell left `running` by a killed worker is only taken over with

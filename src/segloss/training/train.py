@@ -30,6 +30,7 @@ from transformers import (
 from segloss import __version__
 from segloss.config import config_from_dict, load_yaml, save_yaml
 from segloss.fileio import atomic_write
+from segloss.hub import resolve_model
 from segloss.training.config import TrainConfig
 from segloss.training.lora import apply_lora
 from segloss.training.resume import ResumePlan, RunLedger, archive_config, plan_resume, stored_form
@@ -52,21 +53,16 @@ class TrainResult:
     tokenizer: Any = dataclasses.field(default=None, repr=False)
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
-
-
 def load_model_and_tokenizer(
     name: str,
     *,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """`AutoModelForCausalLM` + `AutoTokenizer` from a local directory or hub id; a missing pad token becomes EOS."""
-    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
-        raise FileNotFoundError(f"model: no model directory at {name!r}; give an existing path or a hub id")
+    name, local_only = resolve_model(name)  # empty folders and unreachable hub ids fail here, in seconds
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_only)
     except OSError as err:  # hub id unknown, offline without a cache, or a directory without weights
         raise FileNotFoundError(f"model: could not load {name!r} ({err}); check the path or the hub id") from err
     if tokenizer.pad_token is None:
