@@ -221,7 +221,7 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         }
         for ex, prompt, text, (parsed, _), row in zip(examples, prompts, generated, scored, rows, strict=True)
     ]
-    result = {
+    result: dict[str, Any] = {
         "dataset": setup.dataset,
         "split": config.split,
         "n_examples": len(examples),
