@@ -125,3 +125,19 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(reference_run, tiny
     assert "already finished (6 steps" in caplog.text and "nothing changed" in caplog.text
     assert result.summary["already_finished"] and result.global_step == 6
     assert _tree_hash(run) == before
+
+
+def test_kill_during_the_final_writes_resumes_from_the_last_checkpoint(
+    reference_run, tiny_model_dir, tmp_path
+) -> None:
+    run = tmp_path / "final-writes"
+    shutil.copytree(reference_run, run)
+    (run / "train_summary.json").unlink()  # killed after checkpoint-6, before the adapter and the summary
+    (run / "adapter_model.safetensors").unlink()
+    result = train(tiny_config(tiny_model_dir, run, resume=True, **RUN))
+    reference = json.loads((reference_run / "train_summary.json").read_text())
+    assert result.summary["resumes"][0]["checkpoint"] == "checkpoint-6" and result.global_step == 6
+    assert result.summary["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+    assert (run / "adapter_model.safetensors").read_bytes() == (
+        reference_run / "adapter_model.safetensors"
+    ).read_bytes()

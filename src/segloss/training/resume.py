@@ -118,6 +118,15 @@ class ResumePlan:
     def step(self) -> int:
         return int(self.ledger.get("global_step", 0))
 
+    def at_end(self, max_steps: int) -> bool:
+        """The checkpoint already holds every planned step (the run was killed while writing its final files).
+
+        ``max_steps`` is the new config's (-1: epochs decide, and the checkpoint's own plan counts unless a setting
+        changed). `Trainer.train` would run one step too many from here, so the caller finishes without it.
+        """
+        planned = max_steps if max_steps > 0 else (None if self.changes else self.ledger.get("max_steps"))
+        return self.checkpoint is not None and planned is not None and self.step >= int(planned) > 0
+
     def record(self) -> dict[str, Any]:
         """The entry this resume adds to train_summary.json's ``resumes``."""
         return {
@@ -192,7 +201,20 @@ def read_ledger(checkpoint: Path) -> dict[str, Any]:
     """``global_step`` and the RunLedger values stored in ``checkpoint``'s trainer_state.json."""
     state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
     ledger = (state.get("stateful_callbacks") or {}).get(RunLedger.__name__) or {}
-    return {"global_step": int(state.get("global_step", 0)), **(ledger.get("args") or {})}
+    steps = {"global_step": int(state.get("global_step", 0)), "max_steps": int(state.get("max_steps", 0))}
+    return {**steps, **(ledger.get("args") or {})}
+
+
+def finish_at_checkpoint(trainer: Any, checkpoint: Path) -> None:
+    """Load a checkpoint that holds every planned step into ``trainer`` without training (see `ResumePlan.at_end`)."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))  # the loader Trainer.train itself uses (adapter or full model)
+    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
+    logged = [row for row in trainer.state.log_history if "total" in row]
+    if logged:
+        keys = [k for k in logged[-1] if k in ("ce", "task", "total") or k.startswith("task_")]
+        trainer.last_components = {k: logged[-1][k] for k in keys}
 
 
 class RunLedger(TrainerCallback, ExportableState):

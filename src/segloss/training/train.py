@@ -33,7 +33,14 @@ from segloss.fileio import atomic_write
 from segloss.hub import resolve_model
 from segloss.training.config import TrainConfig
 from segloss.training.lora import apply_lora
-from segloss.training.resume import ResumePlan, RunLedger, archive_config, plan_resume, stored_form
+from segloss.training.resume import (
+    ResumePlan,
+    RunLedger,
+    archive_config,
+    finish_at_checkpoint,
+    plan_resume,
+    stored_form,
+)
 from segloss.training.trainer import SeglossTrainer
 
 CONFIG_NAME = "config.yaml"
@@ -220,7 +227,10 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     )
     ledger.loss_source = trainer.run_loss_sum
     checkpoint = str(plan.checkpoint) if plan is not None and plan.checkpoint is not None else None
-    trainer.train(resume_from_checkpoint=checkpoint)
+    if plan is not None and plan.checkpoint is not None and plan.at_end(config.max_steps):
+        finish_at_checkpoint(trainer, plan.checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
     trainer.pop_components()  # terms of the steps after the last logging step
     totals = ledger.totals()
     steps = trainer.state.global_step
