@@ -5,7 +5,8 @@
   segloss train --model ./my-model --dataset gsm8k --data-path ../shared/data/gsm8k \\
                 --loss lovasz --ce-weight 0.6 --output-dir runs/x --max-steps 200
   segloss train --model ./my-model --dataset arith --loss ce=0.5,focal=0.25,lovasz=0.25 --output-dir runs/y
-  segloss train --config runs/x/config.yaml --resume          # continue from the last checkpoint
+  segloss train --config runs/x/config.yaml --resume          # continue from the newest complete checkpoint
+  segloss train --config runs/x/config.yaml --resume --learning-rate 1e-4 --resume-allow-changes   # recorded
   torchrun --nproc_per_node 2 -m segloss.cli train --config configs/gsm8k.yaml   # several processes
 
 Every YAML key is also a flag (flags win). The run directory gets checkpoint-*/, the final adapter (or model with
