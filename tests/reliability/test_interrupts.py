@@ -14,18 +14,33 @@ import pytest
 from segloss.fileio import atomic_write, remove_stale_temporaries, write_pair
 
 HERE = Path(__file__).resolve().parent
-
-
-def _run_worker(mode: str, model_dir: Path, out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, str(HERE / "interrupt_worker.py"), mode, str(model_dir), str(out)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+MODES = ("sigint-generating", "sigterm-predictions", "sigterm-metrics")
 
 
 def _old_pair(out: Path) -> None:
     out.mkdir(parents=True)
     (out / "predictions.jsonl").write_text('{"id": "old"}\n')
     (out / "metrics.json").write_text('{"old": true}\n')
+
+
+@pytest.fixture(scope="module")
+def interrupted_evals(tiny_model_dir, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """The three interrupted evaluations, started together (each pays the interpreter start-up; overlap it)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    running = {}
+    for mode in MODES:
+        out = tmp_path_factory.mktemp(mode) / "eval"
+        _old_pair(out)  # an earlier evaluation's files
+        cmd = [sys.executable, str(HERE / "interrupt_worker.py"), mode, str(tiny_model_dir), str(out)]
+        running[mode] = (
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            out,
+        )
+    results = {}
+    for mode, (proc, out) in running.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        results[mode] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out)
+    return results
 
 
 @pytest.mark.parametrize(
@@ -37,11 +52,9 @@ def _old_pair(out: Path) -> None:
     ],
 )
 def test_eval_interrupted_exits_with_one_line_and_leaves_a_consistent_folder(
-    mode, code, message, tiny_model_dir, tmp_path
+    mode, code, message, interrupted_evals
 ) -> None:
-    out = tmp_path / "eval"
-    _old_pair(out)  # an earlier evaluation's files
-    proc = _run_worker(mode, tiny_model_dir, out)
+    proc, out = interrupted_evals[mode]
     assert proc.returncode == code, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert proc.stderr.rstrip().splitlines()[-1] == message
