@@ -2,7 +2,8 @@
 
 * :func:`atomic_write` writes a per-process temporary file beside the target and renames it into place. Any Python
   exception (Ctrl-C and SIGTERM included: the CLI turns SIGTERM into one) removes the temporary file; a file left
-  by a process killed with SIGKILL is removed by the next write of the same target, once that process is gone.
+  by a process killed with SIGKILL is removed by the next write of the same target on the same host, once that
+  process is gone.
 * :func:`write_pair` writes two files that only make sense together (predictions and their metrics): the second is
   removed first and written last, so whenever it exists it belongs to the first.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
 from pathlib import Path
 
 
@@ -24,12 +26,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temporary(path: Path) -> Path:
+    # Host and pid in the name: workers on several machines may share the folder, and only this machine can tell
+    # whether one of its own processes is gone.
+    return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete ``<name>.<pid>.tmp`` files beside ``path`` whose process no longer runs; returns them."""
+    """Delete ``<name>.<host>.<pid>.tmp`` files beside ``path`` left by processes of this host that are gone."""
     path = Path(path)
+    prefix = f"{path.name}.{socket.gethostname()}."
     removed = []
-    for candidate in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        pid_text = candidate.name[len(path.name) + 1 : -len(".tmp")]
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = candidate.name[len(prefix) : -len(".tmp")]
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
@@ -45,7 +54,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)

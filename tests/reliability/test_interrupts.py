@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,12 +87,14 @@ def test_sigkill_leftover_temporary_is_removed_by_the_next_write(tmp_path) -> No
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     target = tmp_path / "predictions.jsonl"
-    leftover = tmp_path / f"predictions.jsonl.{dead_pid}.tmp"
-    live = tmp_path / f"predictions.jsonl.{os.getppid()}.tmp"  # a live writer's file is not touched
-    leftover.write_text("half")
-    live.write_text("in progress")
+    host = socket.gethostname()
+    leftover = tmp_path / f"predictions.jsonl.{host}.{dead_pid}.tmp"
+    live = tmp_path / f"predictions.jsonl.{host}.{os.getppid()}.tmp"  # a live writer's file is not touched
+    other_host = tmp_path / f"predictions.jsonl.elsewhere.{dead_pid}.tmp"  # nor one whose pid this host cannot check
+    for path in (leftover, live, other_host):
+        path.write_text("half")
     atomic_write(target, "new\n")
-    assert target.read_text() == "new\n" and not leftover.exists() and live.exists()
+    assert target.read_text() == "new\n" and not leftover.exists() and live.exists() and other_host.exists()
     assert remove_stale_temporaries(target) == []
 
 
