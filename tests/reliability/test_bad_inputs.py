@@ -114,26 +114,35 @@ def test_dataset_without_data_path_offline_asks_for_data_path(capsys) -> None:
     assert "hub is offline; pass --data-path" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "data"])
-def test_data_flags_are_spelled_the_same_in_every_command(command) -> None:
+def _parsed(command: str, argv: list[str]):
+    """The config a command builds from ``argv`` (train: jsonargparse; the others: argparse + config_from_args)."""
     import argparse
     import importlib
 
+    module = importlib.import_module(f"segloss.commands.{command}")
+    if hasattr(module, "parse"):
+        return module.parse(argv)
     parser = argparse.ArgumentParser()
-    if command == "data":
-        importlib.import_module("segloss.commands.data").add_arguments(parser)
-    else:
-        importlib.import_module(f"segloss.commands.{command}").add_arguments(parser)
-    flags = {s for action in parser._actions for s in action.option_strings if action.help != argparse.SUPPRESS}
-    assert {"--data-path", "--dataset-options"} <= flags
-    assert "--path" not in flags and "--options" not in flags
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+COMMAND_ARGS = {
+    "train": ["--model", "m"],
+    "eval": ["--model", "m", "--dataset", "arith"],
+    "data": ["show", "arith"],
+}
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "data"])
+@pytest.mark.parametrize("spelling", ["--data-path", "--data_path"])
+def test_data_path_is_spelled_the_same_in_every_command(command, spelling) -> None:
+    args = _parsed(command, [*COMMAND_ARGS[command], spelling, "/some/data", "--dataset-options", "{n_train: 3}"])
+    assert args.data_path == "/some/data" and args.dataset_options == {"n_train": 3}
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "grid", "demo", "report"])
 def test_output_folder_flag_is_output_dir_everywhere(command) -> None:
-    import argparse
-    import importlib
-
-    parser = argparse.ArgumentParser()
-    importlib.import_module(f"segloss.commands.{command}").add_arguments(parser)
-    assert "--output-dir" in {s for action in parser._actions for s in action.option_strings}
+    argv = {"grid": [], "demo": [], "report": ["--store", "s.sqlite"]}.get(command, COMMAND_ARGS.get(command, []))
+    args = _parsed(command, [*argv, "--output-dir", "/some/out"])
+    assert str(getattr(args, "output_dir", getattr(args, "out", None))) == "/some/out"

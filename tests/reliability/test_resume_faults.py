@@ -10,13 +10,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from reliability.conftest import RUN
 from training.helpers_train import tiny_config
 from transformers import TrainerCallback
 
 from segloss.cli import main
 from segloss.training import train
-from segloss.training.resume import config_changes, read_ledger
+from segloss.training.resume import config_changes, read_ledger, stored_values
 
 
 class CrashAt(TrainerCallback):
@@ -69,19 +70,24 @@ def test_each_training_setting_change_is_named(interrupted, tiny_model_dir, fiel
 
 def test_settings_that_do_not_change_training_may_change(tiny_model_dir, tmp_path) -> None:
     base = tiny_config(tiny_model_dir, tmp_path / "a", **RUN)
-    stored = {**json.loads(json.dumps(base.__dict__)), "output_dir": "elsewhere"}
-    other = tiny_config(tiny_model_dir, tmp_path / "b", **{**RUN, "logging_steps": 5, "save_steps": 3})
+    stored = yaml.safe_load(yaml.safe_dump(stored_values(base)))  # as config.yaml holds it
+    other = tiny_config(
+        tiny_model_dir, tmp_path / "b", **{**RUN, "logging_steps": 5, "save_steps": 3, "report_to": "tensorboard"}
+    )
     assert config_changes(stored, other) == {}
     # The same objective written two ways is no change.
     stored_lovasz = {**stored, "loss": "lovasz", "ce_weight": 0.6}
     assert config_changes(stored_lovasz, tiny_config(tiny_model_dir, tmp_path, **RUN, loss="ce=0.6,lovasz=0.4")) == {}
+    # A Trainer field back at its default is a change (config.yaml leaves defaults out: the key is missing).
+    warm = yaml.safe_load(yaml.safe_dump(stored_values(tiny_config(tiny_model_dir, tmp_path, **RUN, warmup_steps=3))))
+    assert config_changes(warm, base) == {"warmup_steps": (3, 0)}
 
 
 def test_allowed_change_is_recorded_and_the_old_config_kept(interrupted, tiny_model_dir) -> None:
     result = train(tiny_config(tiny_model_dir, interrupted, resume=True, resume_allow_changes=True, **RUN, seed=7))
     (record,) = result.summary["resumes"]
     assert record["config_changes"] == {"seed": {"before": 42, "after": 7}}
-    assert "seed: 42" in (interrupted / "config.before-step-4.yaml").read_text()
+    assert "seed:" not in (interrupted / "config.before-step-4.yaml").read_text()  # the default, 42, left out
     assert "seed: 7" in (interrupted / "config.yaml").read_text()
 
 

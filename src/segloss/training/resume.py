@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from segloss.config import config_to_dict
+from segloss.fileio import atomic_write
 from segloss.training.checkpoints import TRAINER_STATE, choose_checkpoint, list_checkpoints
 
 logger = logging.getLogger("segloss.resume")
@@ -33,30 +34,41 @@ logger = logging.getLogger("segloss.resume")
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
 ALLOW_CHANGES_FLAG = "--resume-allow-changes"
-# Fields that do not change what is trained: where results go, how often they are written or shown, and the
-# resume switches themselves. Every other field changes the weights a run produces.
+# Fields that do not change what is trained: where results go, how often they are written, logged or evaluated,
+# how batches are loaded, and the resume switches themselves. Every other field changes the weights a run produces.
 NEUTRAL_FIELDS = frozenset(
     {
         "output_dir",
+        "overwrite_output_dir",
         "resume",
         "overwrite",
         "resume_allow_changes",
         "resume_allow_missing_state",
-        "logging_steps",
-        "save_steps",
-        "save_total_limit",
+        "resume_from_checkpoint",
         "report_to",
         "disable_tqdm",
+        "run_name",
+        "do_eval",
+        "do_predict",
+        "per_device_eval_batch_size",
+        "skip_memory_metrics",
+        "include_num_input_tokens_seen",
     }
 )
+NEUTRAL_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "push_to_hub", "dataloader_")
 # Run switches that belong to one invocation: config.yaml stores them off so that re-running it does not inherit them.
 INVOCATION_FIELDS = ("resume", "overwrite", "resume_allow_changes", "resume_allow_missing_state")
 
 
-def stored_form(config: Any) -> Any:
-    """``config`` as config.yaml records it: the per-invocation switches reset (they are recorded elsewhere)."""
-    present = {f.name for f in dataclasses.fields(config)}
-    return dataclasses.replace(config, **{name: False for name in INVOCATION_FIELDS if name in present})
+def stored_values(config: Any) -> dict[str, Any]:
+    """What config.yaml records: the config's values with the per-invocation switches off (recorded elsewhere)."""
+    values = config_to_dict(config)
+    return {**values, **{name: False for name in INVOCATION_FIELDS if name in values}}
+
+
+def save_run_config(config: Any, path: Path, command: str) -> None:
+    """config.yaml: :func:`stored_values` as YAML, opening with the command that re-runs it (atomic)."""
+    atomic_write(path, f"# {command}\n" + yaml.safe_dump(stored_values(config), sort_keys=False))
 
 
 def stored_config(output_dir: Path) -> tuple[dict[str, Any], Path] | None:
@@ -72,30 +84,46 @@ def stored_config(output_dir: Path) -> tuple[dict[str, Any], Path] | None:
 
 def _same_loss(stored: dict[str, Any], config: Any) -> bool:
     """``lovasz`` + ce_weight 0.6 and ``ce=0.6,lovasz=0.4`` are the same objective."""
+    from segloss.losses.spec import LossSpec
+
     try:
-        old = dataclasses.replace(config, loss=stored["loss"], ce_weight=stored["ce_weight"]).loss_weights()
+        old = LossSpec.parse(
+            stored["loss"], ce_weight=stored.get("ce_weight", 0.6), options=stored.get("loss_options")
+        )
     except (KeyError, TypeError, ValueError):
         return False
-    return bool(old == config.loss_weights())
+    return bool(old.weights == config.loss_spec.weights and old.options == config.loss_spec.options)
+
+
+def _neutral(name: str) -> bool:
+    return name in NEUTRAL_FIELDS or name.startswith(NEUTRAL_PREFIXES)
 
 
 def config_changes(stored: dict[str, Any], config: Any) -> dict[str, tuple[Any, Any]]:
-    """Training-changing fields whose value differs: ``{field: (stored, new)}``. Fields the stored file lacks
-    (written by an older segloss) are not compared."""
+    """Training-changing fields whose value differs: ``{field: (stored, new)}``.
+
+    config.yaml leaves out Trainer fields at their defaults: a key missing from it stands for the field's default.
+    Keys that are no field of the config (written by an older segloss) are not compared.
+    """
     new = config_to_dict(config)
-    changes = {
-        name: (stored[name], value)
-        for name, value in new.items()
-        if name not in NEUTRAL_FIELDS and name in stored and _normalized(stored[name]) != _normalized(value)
-    }
-    if ("loss" in changes or "ce_weight" in changes) and _same_loss(stored, config):
-        changes.pop("loss", None)
-        changes.pop("ce_weight", None)
+    current = config.to_dict() if hasattr(config, "to_dict") else new  # every field, defaults included
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    changes = {}
+    for name in sorted(set(stored) | set(new), key=list({**stored, **new}).index):
+        if _neutral(name) or name not in current:
+            continue
+        old_value = stored[name] if name in stored else defaults.get(name, "(default)")
+        new_value = new[name] if name in new else current[name]
+        if _normalized(old_value) != _normalized(new_value):
+            changes[name] = (old_value, new_value)
+    if {"loss", "ce_weight", "loss_options"} & set(changes) and _same_loss(stored, config):
+        for name in ("loss", "ce_weight", "loss_options"):
+            changes.pop(name, None)
     return changes
 
 
 def _normalized(value: Any) -> Any:
-    # YAML turns tuples into lists and may read 1e-3 back as a string in old files; compare as JSON text.
+    # YAML turns tuples into lists; compare as JSON text.
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -145,7 +173,7 @@ def plan_resume(config: Any, *, world_size: int = 1) -> ResumePlan:
     Refused: training settings that differ from the stored config.yaml (unless ``resume_allow_changes``), and a
     run whose checkpoints all lack optimizer/scheduler state (unless ``resume_allow_missing_state``).
     """
-    out = Path(config.output_dir)
+    out = Path(str(config.output_dir))
     plan = ResumePlan()
     stored = stored_config(out)
     if stored is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -28,10 +29,9 @@ from transformers import (
 )
 
 from segloss import __version__
-from segloss.config import config_from_dict, load_yaml, save_yaml
 from segloss.fileio import atomic_write
 from segloss.hub import resolve_model
-from segloss.training.config import TrainConfig
+from segloss.training.config import TrainConfig, train_config_from_values
 from segloss.training.lora import apply_lora
 from segloss.training.resume import (
     ResumePlan,
@@ -39,7 +39,7 @@ from segloss.training.resume import (
     archive_config,
     finish_at_checkpoint,
     plan_resume,
-    stored_form,
+    save_run_config,
 )
 from segloss.training.trainer import SeglossTrainer
 
@@ -85,7 +85,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def write_run_files(config: TrainConfig, directory: Path) -> None:
     """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json."""
-    save_yaml(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
+    save_run_config(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
     _write_json(directory / VERSION_NAME, {"segloss_version": __version__, "torch_version": torch.__version__})
 
 
@@ -98,43 +98,12 @@ class _RunFilesCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
-            write_run_files(stored_form(self.config), checkpoint)
-
-
-def _training_arguments(config: TrainConfig) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.optim,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        activation_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        fp16=config.fp16,
-        bf16=config.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        report_to=[] if config.report_to == "none" else [s.strip() for s in config.report_to.split(",")],
-        disable_tqdm=config.disable_tqdm,
-        remove_unused_columns=False,  # answer_labels is not a model input but the task loss needs it
-        include_num_input_tokens_seen="non_padding",
-        save_only_model=False,
-        dataloader_num_workers=0,
-    )
+            write_run_files(self.config, checkpoint)
 
 
 def _check_output_dir(config: TrainConfig) -> bool:
     """A non-empty output_dir needs --resume or --overwrite; returns whether it is non-empty."""
-    out = Path(config.output_dir)
+    out = config.run_dir
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir: {out} exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
@@ -150,15 +119,15 @@ def _clear_for_overwrite(config: TrainConfig, args: TrainingArguments, non_empty
     """With --overwrite, delete output_dir (main process; the others wait)."""
     with args.main_process_first(desc="prepare output_dir"):
         if non_empty and config.overwrite and args.process_index == 0:
-            shutil.rmtree(Path(config.output_dir))
+            shutil.rmtree(config.run_dir)
 
 
 def _write_start_files(config: TrainConfig, plan: ResumePlan | None) -> None:
     """config.yaml at the start, so `segloss train --config <run>/config.yaml --resume` works after a crash."""
-    out = Path(config.output_dir)
+    out = config.run_dir
     if plan is not None and plan.changes:
         archive_config(out, plan.step)  # the settings the first steps used stay on disk
-    write_run_files(stored_form(config), out)
+    write_run_files(config, out)
 
 
 def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
@@ -184,7 +153,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
     model: Any
     model, tokenizer = load_model_and_tokenizer(config.model)
-    if config.gradient_checkpointing:
+    if config.activation_checkpointing:
         model.config.use_cache = False
     if not config.full_finetune:
         model = apply_lora(
@@ -194,7 +163,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
             dropout=config.lora_dropout,
             targets=config.lora_target_modules,
         )
-        if config.gradient_checkpointing:
+        if config.activation_checkpointing:
             model.enable_input_require_grads()
     return model, tokenizer
 
@@ -202,10 +171,8 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
     from segloss.data import DataCollator
-    from segloss.losses import CombinedLoss
 
-    weights = config.loss_weights()
-    args = _training_arguments(config)
+    args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
     plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
     if plan is not None and plan.finished is not None:
@@ -222,7 +189,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         train_dataset=dataset,
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
-        combined_loss=CombinedLoss(weights, config.loss_options or None),
+        combined_loss=config.loss_spec.build(),
         callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
     )
     ledger.loss_source = trainer.run_loss_sum
@@ -245,21 +212,21 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         "resumes": totals["resumes"],
         "train_loss": totals["loss_sum"] / steps if steps else float("nan"),
         "final_losses": trainer.last_components,
-        "loss_weights": weights,
+        "loss_weights": config.loss_weights(),
         "world_size": args.world_size,
         "segloss_version": __version__,
     }
-    trainer.save_model(config.output_dir)  # adapter (or full model) + tokenizer, main process only
+    trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
-        out = Path(config.output_dir)
-        write_run_files(stored_form(config), out)
+        out = config.run_dir
+        write_run_files(config, out)
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
-    return TrainResult(Path(config.output_dir), trainer.state.global_step, summary, trainer.model, tokenizer)
+    return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
 
 
 def _finished_result(config: TrainConfig, summary: dict[str, Any]) -> TrainResult:
-    out = Path(config.output_dir)
+    out = config.run_dir
     logger.warning(
         "resume: %s already finished (%s steps, see %s); nothing to do and nothing changed. "
         "Use --overwrite to train it again, or another --output-dir",
@@ -283,8 +250,8 @@ def load_trained(
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG_NAME}; give a directory written by segloss train")
-    values = load_yaml(run_dir / CONFIG_NAME)
-    config = config_from_dict(TrainConfig, values, str(run_dir / CONFIG_NAME))
+    values = yaml.safe_load((run_dir / CONFIG_NAME).read_text()) or {}
+    config = train_config_from_values(values, str(run_dir / CONFIG_NAME))
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
