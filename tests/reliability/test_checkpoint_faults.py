@@ -112,7 +112,7 @@ def test_checkpoint_without_optimizer_state_needs_the_explicit_flag(
         (interrupted / name / "optimizer.pt").unlink()
         (interrupted / name / "scheduler.pt").unlink()
     before = sorted(p.name for p in interrupted.rglob("*"))
-    with pytest.raises(ValueError, match=r"--resume-allow-missing-state") as err:
+    with pytest.raises(ValueError, match=r"--resume_allow_missing_state") as err:
         train(tiny_config(tiny_model_dir, interrupted, resume=True, **RUN))
     assert "optimizer.pt" in str(err.value) or "optimizer/scheduler" in str(err.value)
     assert sorted(p.name for p in interrupted.rglob("*")) == before  # refused before anything was written

@@ -48,7 +48,7 @@ def test_resume_with_a_changed_loss_exits_non_zero_naming_loss(interrupted, caps
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("segloss train: error: resume: training settings differ")
-    assert "loss ('ce' -> 'focal')" in err and "--resume-allow-changes" in err
+    assert "loss ('ce' -> 'focal')" in err and "--resume_allow_changes" in err
     assert _tree_hash(interrupted) == before  # refused before anything was touched
 
 

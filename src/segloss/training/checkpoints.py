@@ -20,7 +20,7 @@ from pathlib import Path
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
-ALLOW_MISSING_STATE_FLAG = "--resume-allow-missing-state"
+ALLOW_MISSING_STATE_FLAG = "--resume_allow_missing_state"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Weight files the Trainer can resume from, in the order it looks for them; with a config file beside them.
 _WEIGHTS = (

@@ -33,7 +33,7 @@ logger = logging.getLogger("segloss.resume")
 
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
-ALLOW_CHANGES_FLAG = "--resume-allow-changes"
+ALLOW_CHANGES_FLAG = "--resume_allow_changes"
 # Fields that do not change what is trained: where results go, how often they are written, logged or evaluated,
 # how batches are loaded, and the resume switches themselves. Every other field changes the weights a run produces.
 NEUTRAL_FIELDS = frozenset(
