@@ -193,29 +193,13 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
     )
     ledger.loss_source = trainer.run_loss_sum
-    checkpoint = str(plan.checkpoint) if plan is not None and plan.checkpoint is not None else None
-    if plan is not None and plan.checkpoint is not None and plan.at_end(config.max_steps):
-        finish_at_checkpoint(trainer, plan.checkpoint)
+    checkpoint = plan.checkpoint if plan is not None else None
+    if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
+        finish_at_checkpoint(trainer, checkpoint)
     else:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.pop_components()  # terms of the steps after the last logging step
-    totals = ledger.totals()
-    steps = trainer.state.global_step
-    summary = {
-        "steps": steps,
-        "max_steps": trainer.state.max_steps,
-        "epochs": trainer.state.epoch,
-        "tokens": int(trainer.state.num_input_tokens_seen),
-        "train_examples": len(dataset),
-        "wall_time_s": totals["wall_time_s"],
-        "resumed_from": checkpoint,
-        "resumes": totals["resumes"],
-        "train_loss": totals["loss_sum"] / steps if steps else float("nan"),
-        "final_losses": trainer.last_components,
-        "loss_weights": config.loss_weights(),
-        "world_size": args.world_size,
-        "segloss_version": __version__,
-    }
+    summary = _summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None)
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
         out = config.run_dir
@@ -223,6 +207,27 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _summary(trainer: SeglossTrainer, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:
+    """train_summary.json: the whole run, every session included (the ledger carries the earlier ones)."""
+    totals = ledger.totals()
+    steps = trainer.state.global_step
+    return {
+        "steps": steps,
+        "max_steps": trainer.state.max_steps,
+        "epochs": trainer.state.epoch,
+        "tokens": int(trainer.state.num_input_tokens_seen),
+        "train_examples": n_examples,
+        "wall_time_s": totals["wall_time_s"],
+        "resumed_from": checkpoint,
+        "resumes": totals["resumes"],
+        "train_loss": totals["loss_sum"] / steps if steps else float("nan"),
+        "final_losses": trainer.last_components,
+        "loss_weights": dict(trainer.combined_loss.weights),
+        "world_size": trainer.args.world_size,
+        "segloss_version": __version__,
+    }
 
 
 def _finished_result(config: TrainConfig, summary: dict[str, Any]) -> TrainResult:
