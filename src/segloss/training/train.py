@@ -32,6 +32,7 @@ from segloss import __version__
 from segloss.fileio import atomic_write
 from segloss.hub import resolve_model
 from segloss.training.config import TrainConfig, train_config_from_values
+from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
 from segloss.training.resume import (
     ResumePlan,
@@ -179,6 +180,8 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         return _finished_result(config, plan.finished)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, _ = build_training_data(config, tokenizer)
+    tokens = config.per_device_train_batch_size * config.max_length
+    fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
     _clear_for_overwrite(config, args, non_empty)
     if args.process_index == 0:
         _write_start_files(config, plan)
@@ -190,6 +193,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
         combined_loss=config.loss_spec.build(),
+        fused_loss=fused_loss,
         callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
     )
     ledger.loss_source = trainer.run_loss_sum
@@ -199,7 +203,10 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     else:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.pop_components()  # terms of the steps after the last logging step
-    summary = _summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None)
+    summary = {
+        **_summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None),
+        "fused_loss": fused_loss,
+    }
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
         out = config.run_dir
