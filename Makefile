@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,roscoe,ray]"
+	$(PY) -m pip install -q -e ".[dev,roscoe,ray,trl]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -118,19 +118,22 @@ WORKER = textwrap.dedent("""
     from segloss.experiments.grid import GridConfig, parse_shard, run_grid
 
     config_path, log_path, worker, shard = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    n_workers = int(sys.argv[5])
     config = config_from_dict(GridConfig, load_yaml(config_path))
     first = [True]
 
-    def other_worker_started():
+    def all_workers_started():
         with sqlite3.connect(config.store_path, timeout=30) as conn:
-            return conn.execute("SELECT COUNT(*) FROM cells WHERE worker IS NOT NULL AND worker != ?",
-                                (worker,)).fetchone()[0] > 0
+            started = conn.execute("SELECT COUNT(DISTINCT worker) FROM cells WHERE worker IS NOT NULL").fetchone()[0]
+        return started >= n_workers
 
     def runner(cell):
-        if first[0]:  # hold the first cell until the other worker has claimed one: both really run at once
+        # Hold the first cell until every worker has claimed one, so all really run at once (however unequal their
+        # start-up times on a loaded machine).
+        if first[0]:
             first[0] = False
-            deadline = time.time() + 20
-            while not other_worker_started() and time.time() < deadline:
+            deadline = time.time() + 60
+            while not all_workers_started() and time.time() < deadline:
                 time.sleep(0.01)
         with open(log_path, "a") as log:
             log.write(json.dumps({"hash": cell.config_hash, "worker": worker}) + "\\n")
@@ -164,7 +167,7 @@ def test_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path, worke
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard],
+            [sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard, str(len(workers))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

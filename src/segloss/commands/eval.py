@@ -17,19 +17,20 @@ Writes predictions.jsonl (id, prompt, reference, generated, parsed_answer, metri
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
+from typing import Any
 
-from segloss.config import add_config_arguments, config_from_args
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def parse(argv: Sequence[str], prog: str = "segloss eval") -> Any:
+    """The `EvalConfig` of ``argv`` (``--config FILE`` + flags), every value typed like `segloss train`'s."""
+    from segloss.config import parse_config, typed_parser
     from segloss.evaluation.config import EvalConfig
 
-    add_config_arguments(parser, EvalConfig)
+    return parse_config(typed_parser(EvalConfig, prog=prog, description=__doc__), EvalConfig, argv)
 
 
-def run(args: argparse.Namespace) -> int:
-    from segloss.evaluation import EvalConfig, evaluate
+def run(config: Any) -> int:
+    from segloss.evaluation import evaluate
 
-    evaluate(config_from_args(EvalConfig, args))
+    evaluate(config)
     return 0
