@@ -8,6 +8,8 @@ QA: choice accuracy plus log-likelihood acc/acc_norm), with 95 % bootstrap confi
   segloss eval --model ./base-model --dataset openbookqa --data-path ../shared/data/openbookqa --limit 100
   segloss eval --model ./base-model --dataset arith --dataset-options '{n_test: 50}' --output-dir runs/eval-arith
   segloss eval --run runs/x --roscoe                            # add ROSCOE scores (pip install "segloss[roscoe]")
+  segloss eval --run runs/x --teacher-forced                    # add the authors' teacher-forced accuracy
+  segloss eval --run runs/x --split validation --dataset-options '{authors_split: true}'   # the authors' GSM8K split
 
 Writes predictions.jsonl (id, prompt, reference, generated, parsed_answer, metrics) and metrics.json into
 <run>/eval/<split>/ (or --output-dir) and prints the summary. Metric definitions: docs/metrics.md.

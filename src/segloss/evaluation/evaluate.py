@@ -7,7 +7,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examp
 from segloss.evaluation.config import EvalConfig
 from segloss.evaluation.generation import GenerateFn, load_baseline, make_generate_fn, prepare_tokenizer
 from segloss.evaluation.prompts import build_prompt, choose_shots, render
+from segloss.evaluation.teacher_forced import teacher_forced_rows
 from segloss.fileio import atomic_write
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
@@ -197,7 +198,8 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     multiple_choice = is_multiple_choice(setup.dataset)
     max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
     model = tokenizer = None
-    if generate_fn is None or (multiple_choice and config.loglikelihood):
+    teacher_forced = config.teacher_forced and not multiple_choice
+    if generate_fn is None or (multiple_choice and config.loglikelihood) or teacher_forced:
         model, tokenizer = load_model(config)
     if generate_fn is None:
         generate_fn = make_generate_fn(model, tokenizer, max_length=setup.max_length)
@@ -206,6 +208,13 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     rows = [dict(metrics) for _, metrics in scored]
     if multiple_choice and config.loglikelihood:
         for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, config.template), strict=True):
+            row.update(extra)
+    if teacher_forced:
+        posed = [replace(ex, prompt=prompt) for ex, prompt in zip(examples, prompts, strict=True)]
+        tf = teacher_forced_rows(
+            model, tokenizer, posed, max_length=setup.max_length or 1024, batch_size=config.batch_size
+        )
+        for row, extra in zip(rows, tf, strict=True):
             row.update(extra)
     if config.roscoe:
         for row, extra in zip(rows, roscoe_rows(config, examples, generated), strict=True):

@@ -33,6 +33,7 @@ from segloss import __version__
 from segloss.config import save_yaml
 from segloss.fileio import atomic_write
 from segloss.training.config import TrainConfig, train_config_from_values
+from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
 from segloss.training.trainer import SeglossTrainer
 
@@ -169,6 +170,8 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     non_empty = _check_output_dir(config)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, _ = build_training_data(config, tokenizer)
+    tokens = config.per_device_train_batch_size * config.max_length
+    fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
     checkpoint = _prepare_output_dir(config, args, non_empty)
     trainer = SeglossTrainer(
         model=model,
@@ -177,6 +180,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
         combined_loss=config.loss_spec.build(),
+        fused_loss=fused_loss,
         callbacks=[_RunFilesCallback(config), *(callbacks or [])],
     )
     start = time.perf_counter()
@@ -193,6 +197,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         "train_loss": output.training_loss,
         "final_losses": trainer.last_components,
         "loss_weights": config.loss_weights(),
+        "fused_loss": fused_loss,
         "world_size": args.world_size,
         "segloss_version": __version__,
     }

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from segloss.losses import IGNORE_INDEX, CombinedLoss, causal_shift
+from segloss.losses import IGNORE_INDEX, CombinedLoss, FusedLinearCombinedLoss, causal_shift
 from segloss.losses.functional import CORES
+from segloss.training.fused_head import body_only
 
 # Losses that are means over tokens (ce, focal, sadl); the others (gdice, lovasz) read the present classes.
 TOKEN_MEAN_LOSSES = frozenset(name for name, (_, needs_present) in CORES.items() if not needs_present)
@@ -71,9 +72,11 @@ class SeglossTrainer(Trainer):
     # compute_loss returns the accumulated-batch share of the loss: the Trainer must not divide it by GA again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, combined_loss: CombinedLoss, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, combined_loss: CombinedLoss, fused_loss: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.combined_loss = combined_loss
+        # With fused_loss the model runs its body only; the head is applied inside the loss, in row chunks.
+        self.fused_loss = FusedLinearCombinedLoss.from_combined(combined_loss) if fused_loss else None
         self.model_accepts_loss_kwargs = False  # the model never sees labels, hence never num_items_in_batch
         self._step_counts: torch.Tensor | None = None  # [labels targets, answer targets, micro-batches], global
         self._sums: dict[str, torch.Tensor] = {}
@@ -102,9 +105,16 @@ class SeglossTrainer(Trainer):
     ) -> Any:
         inputs = dict(inputs)
         labels, answer_labels = inputs.pop("labels"), inputs.pop("answer_labels")
-        outputs = model(**inputs)  # no labels: the model computes no loss of its own
-        labels, answer_labels = causal_shift(labels, answer_labels)  # [B, T], aligned with outputs.logits [B, T, V]
-        terms = self.combined_loss.components(outputs.logits, labels, answer_labels)
+        labels, answer_labels = causal_shift(labels, answer_labels)  # [B, T], aligned with position t's prediction
+        if self.fused_loss is not None and not return_outputs:  # evaluation wants logits: it takes the other path
+            with body_only(model) as head:
+                hidden = model(**inputs).logits  # [B, T, H]: the head is inside the loss
+            outputs = None
+            weight = head.weight
+            terms = self.fused_loss.components(hidden.to(weight.dtype), weight, labels, answer_labels, head.bias)
+        else:
+            outputs = model(**inputs)  # no labels: the model computes no loss of its own
+            terms = self.combined_loss.components(outputs.logits, labels, answer_labels)  # logits [B, T, V]
         names = [n for n in terms if n != "total"]
         if self._step_counts is None or not model.training:
             scales = dict.fromkeys(names, 1.0)  # outside the training loop: the plain micro-batch value
@@ -120,7 +130,7 @@ class SeglossTrainer(Trainer):
                 world_size=self.accelerator.num_processes,
             )
         scaled = {n: terms[n] * scales[n] for n in names}
-        loss = torch.stack(list(scaled.values())).sum() if scaled else outputs.logits.sum() * 0.0
+        loss = torch.stack(list(scaled.values())).sum() if scaled else terms["total"] * 0.0
         if model.training:
             self._accumulate(scaled)
         return (loss, outputs) if return_outputs else loss
