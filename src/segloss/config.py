@@ -61,16 +61,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if not f.init:
             continue
         flag = "--" + f.name.replace("_", "-")
+        # `segloss train` (jsonargparse, as transformers) spells flags --max_steps; every command takes both forms.
+        flags = [flag, "--" + f.name] if "_" in f.name else [flag]
         kind = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
         if kind is bool:
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
             convert = kind if kind in (int, float, str) else (str if kind is Path else _parse_value)
-            parser.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, dest=f.name, type=convert, default=argparse.SUPPRESS, help=help_text)
 
 
 def field_names(cls: type) -> list[str]:

@@ -140,7 +140,7 @@ def test_other_formats_score_zero_on_the_formula_metrics():
 
 
 def test_path_and_empty_split_are_errors():
-    with pytest.raises(ValueError, match="no --path"):
+    with pytest.raises(ValueError, match="no --data-path"):
         load_examples("arith", "train", "/tmp/whatever")
     with pytest.raises(ValueError, match="empty"):
         load_examples("arith", "test", n_test=0)

@@ -83,7 +83,7 @@ def test_missing_train_split_points_to_dev(tmp_path):
 
 def test_missing_field_names_mathqa_and_the_field(tmp_path):
     _write_array(tmp_path / "test.json", [{k: v for k, v in RECORD.items() if k != "linear_formula"}])
-    with pytest.raises(ValueError, match=r"mathqa: record 0 .* missing field 'linear_formula'"):
+    with pytest.raises(ValueError, match=r"mathqa: .*test\.json element 0 is missing field 'linear_formula'"):
         load_examples("mathqa", "test", tmp_path)
 
 

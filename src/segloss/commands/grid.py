@@ -6,7 +6,7 @@
     segloss grid --config configs/grid/paper-gsm8k.yaml --executor ray --gpus-per-cell 1      # Ray on this machine
     segloss grid --config configs/grid/paper-gsm8k.yaml --executor ray --ray-address auto     # a running Ray cluster
     segloss grid --config configs/grid/paper-gsm8k.yaml --retry-running      # take over every `running` cell
-    segloss report --store runs/grid/results.sqlite --out runs/grid/report
+    segloss report --store runs/grid/results.sqlite --output-dir runs/grid/report
 
 Re-running skips done cells and retries failed ones. Workers on one host may share one store (with or without
 --shard): each cell is claimed atomically under a lease and runs once. A cell whose worker died (its process is gone,

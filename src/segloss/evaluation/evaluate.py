@@ -19,7 +19,7 @@ from segloss.evaluation.config import EvalConfig
 from segloss.evaluation.generation import GenerateFn, load_baseline, make_generate_fn, prepare_tokenizer
 from segloss.evaluation.prompts import build_prompt, choose_shots, render
 from segloss.evaluation.teacher_forced import teacher_forced_rows
-from segloss.fileio import atomic_write
+from segloss.fileio import write_pair
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
 from segloss.metrics.stats import summarize
@@ -241,11 +241,15 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         "metrics": summarize(rows, seed=config.seed),
         "config": config_to_dict(config),
     }
-    atomic_write(setup.output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
     serializable = {
         **result,
         "metrics": {k: {n: _json_value(v) for n, v in s.items()} for k, s in result["metrics"].items()},
     }
-    atomic_write(setup.output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
+    write_pair(  # metrics.json present <=> it belongs to the predictions.jsonl beside it
+        setup.output_dir / PREDICTIONS,
+        "".join(json.dumps(p) + "\n" for p in predictions),
+        setup.output_dir / METRICS,
+        json.dumps(serializable, indent=2) + "\n",
+    )
     print_summary(result)
     return result

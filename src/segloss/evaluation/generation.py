@@ -21,9 +21,12 @@ def load_baseline(model: str, *, dtype: str = "float32", device: str | None = No
     """``AutoModelForCausalLM`` + ``AutoTokenizer`` from a local directory or hub id, in eval mode on ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from segloss.hub import resolve_model
+
+    model, local_only = resolve_model(model)  # empty folders and unreachable hub ids fail here, in seconds
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only)
+        lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), local_files_only=local_only)
     except OSError as err:
         raise FileNotFoundError(
             f"model: cannot load {model!r} ({err}); give a local model directory or a cached hub id with --model"

@@ -177,19 +177,15 @@ class RayExecutor:
         task = ray.remote(execute_cell).options(**self.task_options(self._cluster_gpus))
         claimed = [cell for cell in cells if driver.claim(cell)]
         pending = {task.remote(cell, runner): cell for cell in claimed}
-        with SignalFlag() as stop:
-            try:
-                self._collect(ray, driver, pending, stop)
-            except KeyboardInterrupt:
-                stop.signum = stop.signum or signal.SIGINT
-        if stop.signum is None:
-            return
-        for ref in pending:
-            ray.cancel(ref, force=True)  # force: a training step never sees a KeyboardInterrupt in time
-        driver.interrupted(
-            list(pending.values()), "interrupted (Ctrl-C or SIGTERM on the grid driver; Ray task cancelled)"
-        )
-        stop.reraise()
+        try:
+            self._collect(ray, driver, pending)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)  # force: a training step never sees a KeyboardInterrupt in time
+            driver.interrupted(
+                list(pending.values()), "interrupted (Ctrl-C or SIGTERM on the grid driver; Ray task cancelled)"
+            )
+            raise
 
     def task_options(self, cluster_gpus: float) -> dict[str, Any]:
         """Ray ``.options`` of a cell's task. Ray leaves every GPU visible to a task that asked for none, so on a
@@ -205,9 +201,9 @@ class RayExecutor:
             options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
         return options
 
-    def _collect(self, ray: Any, driver: Driver, pending: dict[Any, Cell], stop: SignalFlag) -> None:
-        """Record outcomes as tasks finish, until none is left or a signal asks to stop (checked every poll)."""
-        while pending and stop.signum is None:
+    def _collect(self, ray: Any, driver: Driver, pending: dict[Any, Cell]) -> None:
+        """Record outcomes as tasks finish. The short wait keeps Ctrl-C responsive on the driver."""
+        while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
             for ref in ready:
                 cell = pending.pop(ref)
@@ -226,43 +222,6 @@ class RayExecutor:
         if self._started_ray:
             _import_ray().shutdown()
             self._started_ray = False
-
-
-class SignalFlag:
-    """While the driver waits on Ray, SIGINT (and SIGTERM, when the caller handles it) only set ``signum``.
-
-    A KeyboardInterrupt raised inside Ray's C++ wait can be swallowed there (seen under load: the driver kept waiting
-    after Ctrl-C), so the handler raises nothing; the wait loop sees the flag within one poll. :meth:`reraise` then
-    hands the signal to the handler that was installed before (it raises KeyboardInterrupt), so the command reports
-    it as usual. Outside the main thread nothing is installed (Python delivers signals to the main thread only).
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Callable[[int, Any], Any]] = {}
-
-    def __enter__(self) -> SignalFlag:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous = signal.getsignal(signum)
-                if callable(previous):  # SIGTERM left at its default keeps killing the process
-                    self._previous[signum] = previous
-                    signal.signal(signum, self._note)
-        return self
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.signum = self.signum or signum
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-
-    def reraise(self) -> None:
-        """Deliver the noted signal to the previous handler, or raise KeyboardInterrupt."""
-        handler = self._previous.get(self.signum or signal.SIGINT)
-        if handler is not None:
-            handler(self.signum or signal.SIGINT, None)
-        raise KeyboardInterrupt
 
 
 def _import_ray() -> Any:

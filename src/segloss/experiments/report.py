@@ -1,6 +1,6 @@
 """The paper-style report of a grid's result store: ``report.md``, ``table.csv``, ``table.json`` and two PNG plots.
 
-    segloss report --store runs/grid/results.sqlite --out runs/grid/report
+    segloss report --store runs/grid/results.sqlite --output-dir runs/grid/report
 
 From the store's ``done`` cells (one value per metric per seed):
 

@@ -52,6 +52,13 @@ class SeglossArguments:
     # The run directory (output_dir is a TrainingArguments field).
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")
     overwrite: bool = config_field(False, help="Delete a non-empty output_dir and start over.")
+    # Resume overrides: each is recorded in train_summary.json (`resumes`), never stored in config.yaml.
+    resume_allow_changes: bool = config_field(
+        False, help="With --resume: continue although training settings differ from the run's config.yaml."
+    )
+    resume_allow_missing_state: bool = config_field(
+        False, help="With --resume: accept a checkpoint without optimizer/scheduler/RNG state (the schedule restarts)."
+    )
     # LoRA / full fine-tuning.
     full_finetune: bool = config_field(False, help="Train every weight instead of a LoRA adapter.")
     lora_r: int = config_field(8, help="LoRA rank.")

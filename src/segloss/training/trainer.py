@@ -95,8 +95,9 @@ class CombinedLossMixin(_TrainerBase):
         self.model_accepts_loss_kwargs = False  # the model never sees labels, hence never num_items_in_batch
         self._step_counts: torch.Tensor | None = None  # [labels targets, answer targets, micro-batches], global
         self._sums: dict[str, torch.Tensor] = {}
-        self._summed_steps_at = 0  # global_step when _sums was last reset
+        self._summed_steps_at = 0  # global_step when _sums started (the resumed step after a resume)
         self.last_components: dict[str, float] = {}
+        self._run_loss = torch.zeros(())  # this session's sum of per-step losses (RunLedger adds earlier sessions)
 
     def loss_targets(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE labels, answer labels) of a batch, unshifted ``[B, T]`` with -100 where a loss does not look."""
@@ -158,8 +159,15 @@ class CombinedLossMixin(_TrainerBase):
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, scaled: dict[str, torch.Tensor]) -> None:
+        if not self._sums:  # first micro-batch since the last log: count steps from here (not from 0 after a resume)
+            self._summed_steps_at = self.state.global_step
         for name, value in scaled.items():
             self._sums[name] = self._sums.get(name, 0.0) + value.detach().float()
+        self._run_loss = self._run_loss + sum(v.detach().float().cpu() for v in scaled.values())
+
+    def run_loss_sum(self) -> float:
+        """Sum over this session's optimizer steps of the step loss (this process; the Trainer's convention)."""
+        return float(self._run_loss)
 
     def pop_components(self) -> dict[str, float]:
         """Average weighted terms since the last call (mean over processes); resets the sums. Collective call."""
