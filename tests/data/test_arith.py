@@ -93,11 +93,50 @@ def test_distractors_add_numbers_that_the_answer_does_not_use():
         ({"max_value": 3}, "max_value"),
         ({"n_train": -1}, "n_train"),
         ({"steps": 2}, "unknown option"),
+        ({"answer_format": "latex"}, "answer_format"),
     ],
 )
 def test_bad_options_are_rejected_with_the_field_named(options, field):
     with pytest.raises(ValueError, match=field):
         load_examples("arith", "train", **options)
+
+
+WORDS = re.compile(r"(\d+) (plus|minus|times|divided by) (\d+) is (\d+)\.")
+OP_OF = {"plus": "+", "minus": "-", "times": "*", "divided by": "/"}
+
+
+def test_answer_formats_write_the_same_problems_and_steps():
+    opts = {"n_train": 60, "max_steps": 4}
+    formula = load_examples("arith", "train", **opts)
+    words = load_examples("arith", "train", answer_format="words", **opts)
+    number = load_examples("arith", "train", answer_format="number", **opts)
+    equations = load_examples("arith", "train", answer_format="equations", **opts)
+    tagged = load_examples("arith", "train", answer_format="tagged", **opts)
+    assert [e.prompt for e in words] == [e.prompt for e in formula] == [e.prompt for e in number]
+    assert [e.prompt for e in equations] == [e.prompt for e in formula] == [e.prompt for e in tagged]
+    assert [e.id for e in words] == [e.id for e in formula]
+    for f, w, n, eq, tg in zip(formula, words, number, equations, tagged, strict=True):
+        steps = _check_answer(f.answer, 100)
+        body, final = w.answer.rsplit(" The answer is ", 1)
+        assert [(int(a), OP_OF[op], int(b), int(c)) for a, op, b, c in WORDS.findall(body)] == steps
+        assert " ".join(m.group(0) for m in WORDS.finditer(body)) == body  # nothing else in the steps
+        assert final == f"{steps[-1][3]}." and n.answer == str(steps[-1][3])
+        assert eq.answer == " ".join(f"{a}{op}{b}={c}." for a, op, b, c in steps) + f" The answer is {steps[-1][3]}."
+        assert tg.answer == " ".join(f"<{a}{op}{b}={c}>" for a, op, b, c in steps) + f" # {steps[-1][3]}"
+        for text in (w.answer, n.answer, eq.answer, tg.answer):  # none is the target format: no <<…>>, no ####
+            assert "<<" not in text and ">>" not in text and "####" not in text
+
+
+def test_other_formats_score_zero_on_the_formula_metrics():
+    from segloss.metrics.formulas import score_math
+
+    reference = load_examples("arith", "test", n_test=5)
+    for answer_format in ("tagged", "equations", "words", "number"):
+        other = load_examples("arith", "test", n_test=5, answer_format=answer_format)
+        for ref, ex in zip(reference, other, strict=True):
+            scores = score_math(ex.answer, ref.answer)
+            assert scores["exact_match"] == 0.0 and scores["well_formed"] == 0.0
+        assert score_math(reference[0].answer, reference[0].answer)["exact_match"] == 1.0
 
 
 def test_path_and_empty_split_are_errors():

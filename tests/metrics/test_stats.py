@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from segloss.metrics.stats import bootstrap_ci, paired_permutation_test, pearson, summarize
+from segloss.metrics.stats import (
+    bootstrap_ci,
+    crossed_bootstrap_ci,
+    holm_adjust,
+    paired_permutation_test,
+    pearson,
+    summarize,
+)
 
 
 def test_bootstrap_constant_values_collapse():
@@ -89,3 +96,85 @@ def test_pearson_hand_computed():
     assert math.isnan(pearson([1], [2]))
     with pytest.raises(ValueError, match="equal length"):
         pearson([1, 2], [1, 2, 3])
+
+
+def test_holm_hand_computed():
+    # Sorted 0.01, 0.03, 0.04, 0.5 (m = 4): 4·0.01 = 0.04; 3·0.03 = 0.09; 2·0.04 = 0.08 → raised to 0.09 (monotone);
+    # 1·0.5 = 0.5. None is no test: it stays None and does not count in m.
+    assert holm_adjust([0.01, 0.04, 0.03, None, 0.5]) == pytest.approx([0.04, 0.09, 0.09, None, 0.5])
+    assert holm_adjust([0.3, 0.6]) == [0.6, 0.6]  # 2·0.3 = 0.6, then max(0.6, 1·0.6)
+    assert holm_adjust([0.9, 0.8, 0.7]) == [1.0, 1.0, 1.0]  # capped at 1
+    assert holm_adjust([]) == []
+
+
+def test_holm_controls_the_family_wise_error_where_raw_p_values_do_not():
+    # Four true nulls, 2000 simulated families: the chance that some raw p < 0.05 is about 1 - 0.95**4 ≈ 0.19;
+    # after Holm it is at most 0.05 (Bonferroni's bound, which Holm never exceeds).
+    rng = np.random.default_rng(0)
+    p = rng.random((2000, 4))  # uniform p-values under the null
+    raw = np.mean((p < 0.05).any(axis=1))
+    adjusted = np.mean([min(holm_adjust(list(row))) < 0.05 for row in p])
+    assert 0.16 < raw < 0.22
+    assert adjusted <= 0.06
+
+
+def test_holm_bad_input():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([0.2, 1.5])
+
+
+def test_paired_test_across_seeds_known_answer():
+    # 2 seeds × 2 problems, differences a - b = [[1, 1], [1, 0]]: of the 2**4 = 16 sign flips, |sum| >= 3 only for
+    # the all-plus and all-minus flips of the three ones (the zero's sign does not matter): 4 of 16 → p = 0.25.
+    a = np.array([[1.0, 1.0], [1.0, 0.0]])
+    b = np.zeros((2, 2))
+    assert paired_permutation_test(a.ravel(), b.ravel()) == 0.25
+    # A loss better on every (seed, problem) pair of 3 seeds × 100 problems: the sampled test gives 1 / (R + 1).
+    a, b = np.ones((3, 100)), np.zeros((3, 100))
+    assert paired_permutation_test(a.ravel(), b.ravel(), n_resamples=2000) == pytest.approx(1 / 2001)
+    # The same scores in another order of problems: no difference at all.
+    x = (np.random.default_rng(1).random((3, 100)) > 0.5).astype(float)
+    assert paired_permutation_test(x.ravel(), x.ravel(), n_resamples=500) == 1.0
+
+
+def test_crossed_bootstrap_point_values_and_degenerate_intervals():
+    a = np.array([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 1.0]])  # mean 5/8
+    b = np.array([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])  # mean 4/8
+    assert crossed_bootstrap_ci(a)[0] == pytest.approx(5 / 8)
+    assert crossed_bootstrap_ci(a, b, statistic="difference")[0] == pytest.approx(1 / 8)
+    assert crossed_bootstrap_ci(a, b, statistic="relative")[0] == pytest.approx(0.25)
+    # Constant scores: every resample has the same mean, the interval collapses.
+    assert crossed_bootstrap_ci(np.full((3, 5), 0.4)) == pytest.approx((0.4, 0.4, 0.4))
+    # b = a / 2 everywhere: every paired resample has relative change exactly +100 %.
+    x = np.random.default_rng(0).random((3, 20)) + 0.1
+    assert crossed_bootstrap_ci(x, x / 2, statistic="relative") == pytest.approx((1.0, 1.0, 1.0))
+    # A zero baseline has no relative change.
+    assert all(math.isnan(v) for v in crossed_bootstrap_ci(a, np.zeros((2, 4)), statistic="relative"))
+
+
+def test_crossed_bootstrap_sees_seed_variance_that_pooling_hides():
+    # Seeds differ a lot (0.2 vs 0.8), problems within a seed are consistent: resampling seeds must widen the CI
+    # far beyond the problem-level interval of the pooled scores.
+    rng = np.random.default_rng(0)
+    a = np.vstack([rng.random(200) < 0.2, rng.random(200) < 0.8, rng.random(200) < 0.5]).astype(float)
+    _, low, high = crossed_bootstrap_ci(a, seed=1)
+    _, pooled_low, pooled_high = bootstrap_ci(a.ravel(), seed=1)
+    assert high - low > 3 * (pooled_high - pooled_low)
+    assert low < a.mean() < high
+
+
+def test_crossed_bootstrap_is_paired():
+    # b = a + 0.1 on every cell: the paired difference is -0.1 in every resample, even though both means vary.
+    a = np.random.default_rng(2).random((4, 30))
+    assert crossed_bootstrap_ci(a, a + 0.1, statistic="difference") == pytest.approx((-0.1, -0.1, -0.1))
+
+
+def test_crossed_bootstrap_bad_input():
+    with pytest.raises(ValueError, match="statistic"):
+        crossed_bootstrap_ci([[1.0]], statistic="median")
+    with pytest.raises(ValueError, match=r"\[seeds, problems\]"):
+        crossed_bootstrap_ci([1.0, 2.0])
+    with pytest.raises(ValueError, match="same"):
+        crossed_bootstrap_ci([[1.0, 2.0]], [[1.0]], statistic="difference")
+    with pytest.raises(ValueError, match="NaN"):
+        crossed_bootstrap_ci([[1.0, math.nan]])

@@ -21,6 +21,15 @@ Options (every one is a knob of ``load_examples("arith", split, **options)``):
 * ``max_factor`` (5): largest multiplier of a × step and largest divisor of a ÷ step (÷ always divides exactly).
 * ``ops`` ("+-*/"): the operations allowed; any non-empty subset of ``+ - * /``.
 * ``distractors`` (1): each problem gets between 0 and this many irrelevant number sentences.
+* ``answer_format`` ("formula"): how the answer is written — the same problems and steps in every format, so a
+  model can be pretrained in one format and fine-tuned into another (the demo's embedded task):
+
+  - ``formula``: ``<<12+5=17>> <<17*3=51>> #### 51`` (GSM8K; what the math metrics score);
+  - ``tagged``: ``<12+5=17> <17*3=51> # 51`` (single brackets and one ``#``: every character of the formula format,
+    but not its ``<<…>>`` formulas nor its ``####`` answer line, so the math metrics score it 0);
+  - ``equations``: ``12+5=17. 17*3=51. The answer is 51.`` (bare equations: no ``<<…>>``, no ``####``);
+  - ``words``: ``12 plus 5 is 17. 17 times 3 is 51. The answer is 51.`` (steps in words, no formula, no ``####``);
+  - ``number``: ``51`` (the final number alone).
 
 Determinism and disjointness: split ``s`` is drawn from ``random.Random(stable_seed("arith", seed, s))`` — the
 same in every process. Splits are generated in the order test, validation, train, each skipping any problem text
@@ -120,10 +129,43 @@ def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor
     return rng.choice(divisors) if divisors else None
 
 
+ANSWER_FORMATS = ("formula", "tagged", "equations", "words", "number")
+_OP_WORDS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
+
+Step = tuple[int, str, int, int]  # (a, op, b, result)
+
+
+def format_answer(steps: list[Step], answer_format: str = "formula") -> str:
+    """The answer text of a chain of steps in one of :data:`ANSWER_FORMATS` (see the module docstring)."""
+    final = steps[-1][3]
+    if answer_format == "formula":
+        return " ".join(f"<<{a}{op}{b}={c}>>" for a, op, b, c in steps) + f" #### {final}"
+    if answer_format == "tagged":
+        return " ".join(f"<{a}{op}{b}={c}>" for a, op, b, c in steps) + f" # {final}"
+    if answer_format == "equations":
+        return " ".join(f"{a}{op}{b}={c}." for a, op, b, c in steps) + f" The answer is {final}."
+    if answer_format == "words":
+        return " ".join(f"{a} {_OP_WORDS[op]} {b} is {c}." for a, op, b, c in steps) + f" The answer is {final}."
+    if answer_format == "number":
+        return str(final)
+    raise ValueError(f"arith: option answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+
+
 def generate_problem(
-    rng: random.Random, *, min_steps: int, max_steps: int, max_value: int, max_factor: int, ops: str, distractors: int
+    rng: random.Random,
+    *,
+    min_steps: int,
+    max_steps: int,
+    max_value: int,
+    max_factor: int,
+    ops: str,
+    distractors: int,
+    answer_format: str = "formula",
 ) -> tuple[str, str]:
-    """One (question, answer) pair; the answer is ``<<a+b=c>> <<c*d=e>> #### e``."""
+    """One (question, answer) pair; the answer is ``<<a+b=c>> <<c*d=e>> #### e`` in the default format.
+
+    The format is applied after every random draw, so a seed gives the same problems in every format.
+    """
     name, pron = rng.choice(_NAMES)
     friend = rng.choice([n for n, _ in _NAMES if n != name])
     item = rng.choice(_ITEMS)
@@ -139,12 +181,12 @@ def generate_problem(
     }
     value = rng.randint(2, max_value)
     sentences = [rng.choice(_START).format(a=value, **words)]
-    formulas = []
+    steps: list[Step] = []
     for _ in range(rng.randint(min_steps, max_steps)):
         choices = [(op, b) for op in ops if (b := _operand(rng, op, value, max_value, max_factor)) is not None]
         op, b = rng.choice(choices)  # "-" is feasible whenever value > 1; value 0/1 still allows "+" or "*"
         result = {"+": value + b, "-": value - b, "*": value * b, "/": value // max(b, 1)}[op]
-        formulas.append(f"<<{value}{op}{b}={result}>>")
+        steps.append((value, op, b, result))
         sentences.append(rng.choice(_STEPS[op]).format(b=b, **words))
         value = result
     for _ in range(rng.randint(0, distractors)):
@@ -152,7 +194,7 @@ def generate_problem(
         text = rng.choice(_DISTRACTORS).format(x=rng.randint(2, max_value), other=other, **words)
         sentences.insert(rng.randint(1, len(sentences)), text)  # never before the opening sentence
     sentences.append(rng.choice(_QUESTIONS).format(**words))
-    return " ".join(sentences), " ".join(formulas) + f" #### {value}"
+    return " ".join(sentences), format_answer(steps, answer_format)
 
 
 @register
@@ -168,6 +210,7 @@ class ArithBuilder(DatasetBuilder):
         "max_factor": 5,
         "ops": "+-*/",
         "distractors": 1,
+        "answer_format": "formula",
     }
 
     def __init__(self, **options: Any) -> None:
@@ -185,6 +228,10 @@ class ArithBuilder(DatasetBuilder):
         o["ops"] = "".join(o["ops"]) if not isinstance(o["ops"], str) else o["ops"]
         if not o["ops"] or set(o["ops"]) - set("+-*/"):
             raise ValueError(f"arith: option ops must be a non-empty subset of '+-*/', got {o['ops']!r}")
+        if o["answer_format"] not in ANSWER_FORMATS:
+            raise ValueError(
+                f"arith: option answer_format must be one of {list(ANSWER_FORMATS)}, got {o['answer_format']!r}"
+            )
 
     def split_records(self, split: str, path: str | Path | None, seed: int) -> list[dict[str, Any]]:
         if path is not None:
@@ -203,7 +250,8 @@ class ArithBuilder(DatasetBuilder):
         o = self.options
         n = o[f"n_{split}"]
         rng = random.Random(stable_seed("arith", seed, split))
-        knobs = {k: o[k] for k in ("min_steps", "max_steps", "max_value", "max_factor", "ops", "distractors")}
+        names = ("min_steps", "max_steps", "max_value", "max_factor", "ops", "distractors", "answer_format")
+        knobs = {k: o[k] for k in names}
         records: list[dict[str, Any]] = []
         attempts = 0
         while len(records) < n:

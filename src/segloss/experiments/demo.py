@@ -1,19 +1,24 @@
 """The embedded default: the whole method on a laptop CPU in minutes, with no network (``segloss demo``).
 
 1. generate the synthetic ``arith`` dataset (:mod:`segloss.data.arith`; one seed draws disjoint train/test splits);
-2. train a BPE tokenizer and pretrain a tiny Llama on the train split with plain CE
-   (:func:`segloss.experiments.pretrain.pretrain_base_model`, cached under the user cache dir and reused);
-3. fine-tune that base with LoRA once per loss (CE alone, CE+Lovász by default; ``losses="all"`` for the five),
-   same seed, data and budget, on the first ``n_finetune`` train problems — which pretraining left out;
-4. evaluate each on the held-out test split (greedy decoding), print the table (EM, IoU, missing/extra steps,
-   train time) with CE as the baseline and each loss's relative EM change, and write the report with plots.
+2. train a BPE tokenizer and pretrain a tiny Llama with plain CE on the train split written in *another* answer
+   format — the steps in words (``12 plus 5 is 17. The answer is 17.``) — so that the base can do the arithmetic
+   but has never seen the target format (:func:`segloss.experiments.pretrain.pretrain_base_model`, cached under the
+   user cache dir and reused); the base is evaluated on the target format first (EM and well-formedness near 0);
+3. fine-tune that base with LoRA into the GSM8K formula format (``<<12+5=17>> #### 17``) once per loss and seed
+   (the five losses, 3 seeds by default), paired: every loss sees the same seeds, data and data order, on the first
+   ``n_finetune`` train problems — which pretraining left out; here fine-tuning is what teaches the answer;
+4. evaluate each on the held-out test split (greedy decoding) and print the report's study table: per loss EM over
+   seeds with its 95 % CI, the relative change vs CE with its CI, a paired test over seeds and problems
+   (Holm-corrected across the losses), and one sentence of verdict per loss.
 
-Steps 3–4 are a one-seed grid (:func:`segloss.experiments.grid.run_grid`) and the report is the grid's
-(:func:`segloss.experiments.report.write_report`), so the demo's numbers go through exactly the code of the paper
-grids. Everything is seeded: the same seed gives the same table. ``smoke=True`` shrinks every size (≤ 60 s; tests).
+Steps 3–4 are a grid (:func:`segloss.experiments.grid.run_grid`) and every number comes from the grid report
+(:func:`segloss.experiments.report.write_report`, which also writes ``report/summary.json``), so the demo's numbers go
+through exactly the code of the paper grids. Everything is seeded: the same seed gives the same table.
+``smoke=True`` shrinks every size (2 seeds; tests).
 
     from segloss.experiments.demo import DemoConfig, run_demo
-    result = run_demo(DemoConfig(losses="all"))
+    result = run_demo(DemoConfig(losses="all", n_seeds=5))
 """
 
 from __future__ import annotations
@@ -36,14 +41,8 @@ from segloss.experiments.pretrain import (
 from segloss.fileio import atomic_write
 
 ALL_LOSSES = ("ce", "focal", "gdice", "sadl", "lovasz")
-DEFAULT_LOSSES = ("ce", "lovasz")
+DEFAULT_LOSSES = ALL_LOSSES
 DEMO_DATASET = "arith"
-TABLE_METRICS = (
-    ("exact_match", "EM %", 100.0),
-    ("iou", "IoU %", 100.0),
-    ("missing_steps", "Missing", 1.0),
-    ("extra_steps", "Extra", 1.0),
-)
 
 
 class DemoFailed(RuntimeError):
@@ -54,15 +53,18 @@ class DemoFailed(RuntimeError):
 class Preset:
     """Every size of one demo flavour (full or smoke): data, base model, fine-tuning and evaluation."""
 
-    arith: dict[str, Any]  # arith builder options (difficulty knobs and split sizes)
+    arith: dict[str, Any]  # arith builder options (difficulty knobs and split sizes); fine-tuning/eval format
+    pretrain_format: str  # arith answer_format of the base's corpus: not the target format (fine-tuning teaches it)
+    n_seeds: int  # fine-tuning seeds per loss (seed, seed + 1, …), the same for every loss
     n_finetune: int  # first train problems: LoRA fine-tuning data; the rest of the train split pretrains the base
     pretrain: dict[str, Any]  # PretrainConfig fields
     train: dict[str, Any]  # TrainConfig fields shared by every loss
     eval: dict[str, Any]  # EvalConfig fields
 
 
-# Tuned by measurement on the 2-core CPU machine (see docs/demo.md): the base learns the arithmetic in pretraining,
-# and CE+LoRA lands between 20 % and 80 % exact match, leaving room for the losses to differ both ways.
+# Tuned by measurement on the 2-core CPU machine (docs/demo.md): the base learns the arithmetic in the tagged format
+# (0 % on the target format); 100 LoRA steps at LR 6e-3 teach the target format (CE: 91 % well-formed, 11.5 % EM on
+# seed 0; LR 2e-3 left the format unlearnt: 0 %), with most of the range left for the losses to differ.
 FULL = Preset(
     arith={
         "n_train": 20800,
@@ -74,6 +76,8 @@ FULL = Preset(
         "max_factor": 5,
         "distractors": 1,
     },
+    pretrain_format="tagged",
+    n_seeds=3,
     n_finetune=800,
     pretrain={
         "vocab_size": 768,
@@ -81,7 +85,7 @@ FULL = Preset(
         "num_layers": 2,
         "num_heads": 4,
         "max_length": 160,
-        "max_steps": 2000,
+        "max_steps": 800,
         "batch_size": 32,
         "learning_rate": 3e-3,
         "warmup_steps": 50,
@@ -89,7 +93,7 @@ FULL = Preset(
     train={
         "max_steps": 100,
         "per_device_train_batch_size": 16,
-        "learning_rate": 2e-3,
+        "learning_rate": 6e-3,
         "lr_scheduler_type": "cosine",
         "warmup_steps": 10,
         "lora_r": 8,
@@ -110,6 +114,8 @@ SMOKE = Preset(
         "max_factor": 3,
         "distractors": 0,
     },
+    pretrain_format="tagged",
+    n_seeds=2,
     n_finetune=24,
     pretrain={
         "vocab_size": 300,
@@ -144,10 +150,16 @@ class DemoConfig:
     losses: str | list[str] = config_field(
         list(DEFAULT_LOSSES),
         help="Losses to compare: a list of names (ce is the baseline and always runs first), "
-        "a comma-separated string, or `all` for ce, focal, gdice, sadl, lovasz.",
+        "a comma-separated string, or `all` (the default) for ce, focal, gdice, sadl, lovasz.",
     )
     ce_weight: float = config_field(0.6, help="CE weight combined with each task loss (the task loss gets the rest).")
-    seed: int = config_field(0, help="Seed of the data, the base model, LoRA and the data order.")
+    seed: int = config_field(0, help="Seed of the data and the base model, and the first fine-tuning seed.")
+    n_seeds: int | None = config_field(
+        None, help="Fine-tuning seeds per loss: seed, seed+1, … (default 3; 2 with --smoke). Same for every loss."
+    )
+    base_only: bool = config_field(
+        False, help="Only pretrain (or reuse) the base model and print its directory (for `segloss grid --models`)."
+    )
     smoke: bool = config_field(False, help="Tiny sizes (about a minute, for tests); metrics mean nothing then.")
     output_dir: str = config_field("runs/demo", help="Runs, result store, report and table go here.")
     cache_dir: str | None = config_field(
@@ -164,7 +176,7 @@ class DemoConfig:
         self.losses = resolve_losses(self.losses)
         if not 0.0 <= self.ce_weight < 1.0:
             raise ValueError(f"ce_weight must be in [0, 1) so that the task loss has a weight, got {self.ce_weight}")
-        for name in ("pretrain_steps", "finetune_steps", "n_test"):
+        for name in ("pretrain_steps", "finetune_steps", "n_test", "n_seeds"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
@@ -177,7 +189,13 @@ class DemoConfig:
         arith = {**base.arith, **({"n_test": self.n_test} if self.n_test else {})}
         pretrain = {**base.pretrain, **({"max_steps": self.pretrain_steps} if self.pretrain_steps else {})}
         train = {**base.train, **({"max_steps": self.finetune_steps} if self.finetune_steps else {})}
-        return dataclasses.replace(base, arith=arith, pretrain=pretrain, train=train)
+        n_seeds = self.n_seeds or base.n_seeds
+        return dataclasses.replace(base, arith=arith, pretrain=pretrain, train=train, n_seeds=n_seeds)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The fine-tuning seeds, shared by every loss (paired comparison)."""
+        return list(range(self.seed, self.seed + self.preset.n_seeds))
 
 
 def resolve_losses(losses: str | list[str]) -> list[str]:
@@ -205,7 +223,7 @@ def pretrain_config(config: DemoConfig) -> PretrainConfig:
     return PretrainConfig(
         dataset=DEMO_DATASET,
         split="train",
-        dataset_options=dict(preset.arith),
+        dataset_options={**preset.arith, "answer_format": preset.pretrain_format},
         data_seed=config.seed,
         skip_examples=preset.n_finetune,
         seed=config.seed,
@@ -215,7 +233,7 @@ def pretrain_config(config: DemoConfig) -> PretrainConfig:
 
 
 def grid_config(config: DemoConfig, base_model: Path) -> Any:
-    """The demo's steps 3–4 as a one-model, one-dataset, one-seed grid."""
+    """The demo's steps 3–4 as a grid: one model, one dataset, every loss × every seed."""
     from segloss.experiments.grid import GridConfig
 
     preset = config.preset
@@ -235,7 +253,7 @@ def grid_config(config: DemoConfig, base_model: Path) -> Any:
         models=[str(base_model)],
         datasets=[dataset],
         losses=list(config.losses),
-        seeds=[config.seed],
+        seeds=config.seeds,
         train=train,
         eval=evaluation,
         output_dir=str(out),
@@ -247,41 +265,85 @@ def _start_over(out: Path) -> None:
     """Remove what an earlier demo wrote into ``out`` (only the demo's own files)."""
     for name in ("runs", "report"):
         shutil.rmtree(out / name, ignore_errors=True)
+    shutil.rmtree(out / "base_eval", ignore_errors=True)
     for path in [*out.glob("results.sqlite*"), out / "demo.json", out / "table.md"]:
         path.unlink(missing_ok=True)
 
 
+def evaluate_base(config: DemoConfig, base: Path) -> dict[str, Any]:
+    """The base before fine-tuning, scored on the target (formula) format: ``{metric: mean}`` of the test split."""
+    from segloss.config import config_from_dict
+    from segloss.evaluation import EvalConfig, evaluate
+
+    preset = config.preset
+    values = {
+        **preset.eval,
+        "model": str(base),
+        "dataset": DEMO_DATASET,
+        "dataset_options": dict(preset.arith),
+        "limit": preset.arith["n_test"],
+        "device": "cpu",
+        "seed": config.seed,
+        "output_dir": str(Path(config.output_dir) / "base_eval"),
+    }
+    result = evaluate(config_from_dict(EvalConfig, values, "demo base evaluation"))
+    return {k: v["mean"] for k, v in result["metrics"].items() if isinstance(v, dict)}
+
+
 def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
-    """Run the demo; returns ``{"rows", "table", "base_model", "pretrain", "report", "store", "seconds", …}``.
+    """Run the demo; returns ``{"summary", "table", "verdicts", "base", "base_model", "report", "seconds", …}``.
 
-    ``rows`` has one dict per loss (CE first): ``loss``, the metric means, ``train_seconds`` and
-    ``relative_em_change`` (vs CE; None for CE or when CE's EM is 0). Also writes ``table.md`` and ``demo.json``
-    into ``output_dir`` and the report (``report/report.md`` + PNGs). A failed fine-tune or evaluation raises
-    :class:`DemoFailed` with the cell's error, after the other cells ran.
+    ``summary`` is the report's ``summary.json`` (per loss: ``n_seeds``, ``em_mean``, ``em_ci``,
+    ``rel_change_vs_ce``, ``rel_change_ci``, ``p_value`` (Holm-adjusted), ``verdict``, IoU, step errors, train
+    seconds and tokens); ``base`` the base model's metrics before fine-tuning. Also writes ``table.md`` and
+    ``demo.json`` into ``output_dir`` and the report (``report/``). A failed fine-tune or evaluation raises
+    :class:`DemoFailed` with the cell's error, after the other cells ran. ``base_only`` stops after step 2.
     """
-    from segloss.data import load_examples
-    from segloss.experiments.grid import run_grid
-    from segloss.experiments.report import write_report
-    from segloss.experiments.store import ResultStore
-
     say = log or (lambda _msg: None)
     started = time.perf_counter()
     out = Path(config.output_dir)
+    if config.base_only:
+        base, _, _ = _base_model(config, say)
+        print(base)
+        return {"base_model": str(base)}
     if not config.resume:
         _start_over(out)
     out.mkdir(parents=True, exist_ok=True)
-    preset = config.preset
     seconds: dict[str, float] = {}
-
     tick = time.perf_counter()
+    base, cached, pretrain_summary = _base_model(config, say)
+    seconds["data_and_pretrain"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    base_metrics = evaluate_base(config, base)
+    seconds["base_eval"] = time.perf_counter() - tick
+    say(
+        f"[demo] 2/4 the base before fine-tuning, on the target format: EM {100 * base_metrics['exact_match']:.1f} %, "
+        f"well-formed {100 * base_metrics.get('well_formed', 0.0):.1f} %"
+    )
+    tick = time.perf_counter()
+    grid = grid_config(config, base)
+    say(
+        f"[demo] 3/4 LoRA fine-tuning into the formula format and evaluating: losses {', '.join(config.losses)} "
+        f"× seeds {config.seeds}"
+    )
+    summary = _run_cells(grid, say)
+    seconds["finetune_and_eval"] = time.perf_counter() - tick
+    result = _finish(config, grid, base, cached, pretrain_summary, base_metrics, seconds, started, say)
+    if summary.failed:
+        raise DemoFailed(f"demo: {len(summary.failed)} fine-tune/eval cell(s) failed; see {grid.store_path}")
+    return result
+
+
+def _base_model(config: DemoConfig, say: Any) -> tuple[Path, bool, dict[str, Any]]:
+    from segloss.data import load_examples
+
+    preset = config.preset
     test = load_examples(DEMO_DATASET, "test", seed=config.seed, **preset.arith)
     say(
         f"[demo] 1/4 arith (seed {config.seed}): {preset.arith['n_train']} train problems "
-        f"({preset.n_finetune} for fine-tuning, the rest pretrain the base), {len(test)} held-out test problems"
+        f"({preset.n_finetune} for fine-tuning, the rest pretrain the base in the {preset.pretrain_format!r} "
+        f"format), {len(test)} held-out test problems"
     )
-    seconds["data"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
     pre = pretrain_config(config)
     cached = is_complete(base_model_dir(pre))
     base = pretrain_base_model(pre)
@@ -290,98 +352,58 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
         f"[demo] 2/4 base model {base} ({'reused from the cache' if cached else 'pretrained'}, "
         f"{pretrain_summary['n_parameters']:,} parameters, final CE {pretrain_summary['final_train_loss']:.3f})"
     )
-    seconds["pretrain"] = time.perf_counter() - tick
+    return base, cached, pretrain_summary
 
-    tick = time.perf_counter()
-    grid = grid_config(config, base)
-    say(f"[demo] 3/4 fine-tuning with LoRA and evaluating, once per loss: {', '.join(config.losses)}")
-    summary = run_grid(grid, log=say)
-    seconds["finetune_and_eval"] = time.perf_counter() - tick
 
-    with ResultStore(grid.store_path, create=False) as store:
-        cells = store.rows()
-    rows = table_rows(cells, list(config.losses))
-    table = format_table(rows, ce_weight=config.ce_weight)
-    report = write_report(grid.store_path, out / "report", seed=config.seed) if rows else None
+def _run_cells(grid: Any, say: Any) -> Any:
+    from segloss.experiments.grid import run_grid
+
+    return run_grid(grid, log=say)
+
+
+def _finish(
+    config: DemoConfig,
+    grid: Any,
+    base: Path,
+    cached: bool,
+    pretrain_summary: dict[str, Any],
+    base_metrics: dict[str, float],
+    seconds: dict[str, float],
+    started: float,
+    say: Any,
+) -> dict[str, Any]:
+    """Write the report, print its study table and verdicts, and save ``table.md`` and ``demo.json``."""
+    from segloss.experiments.report import format_study_table, write_report
+
+    out = Path(config.output_dir)
+    own = [cell.config_hash for cell in grid.cells()]  # a sweep or more seeds may share the store
+    report = write_report(grid.store_path, out / "report", seed=config.seed, cells=own)
+    summary = json.loads((report.parent / "summary.json").read_text())
+    study = summary["studies"][0] if summary["studies"] else None
+    table = format_study_table(study) if study else "(no CE baseline finished: nothing to compare)"
+    verdicts = [e["verdict"] for e in study["losses"].values()] if study else []
     seconds["total"] = time.perf_counter() - started
     result = {
         "config": config_to_dict(config),
+        "seeds": config.seeds,
         "base_model": str(base),
         "base_cached": cached,
         "pretrain": {k: v for k, v in pretrain_summary.items() if k != "log_history"},
-        "n_test": len(test),
-        "rows": rows,
+        "base": base_metrics,
+        "summary": summary,
         "table": table,
-        "report": str(report) if report else None,
+        "verdicts": verdicts,
+        "report": str(report),
         "store": str(grid.store_path),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    atomic_write(out / "table.md", table + "\n")
+    atomic_write(out / "table.md", table + "\n\n" + "".join(f"- {v}\n" for v in verdicts))
     atomic_write(out / "demo.json", json.dumps(result, indent=2, default=str) + "\n")
-    say(f"[demo] 4/4 results on {len(test)} held-out arith problems (greedy decoding):\n\n{table}\n")
+    n_test = study["n_problems"] if study else 0
+    say(
+        f"[demo] 4/4 results on {n_test} held-out arith problems × {len(config.seeds)} seeds (greedy decoding; "
+        f"base before fine-tuning: EM {100 * base_metrics['exact_match']:.1f} %; λ = {config.ce_weight:g}):\n\n"
+        f"{table}\n\n" + "\n".join(verdicts) + "\n"
+    )
     say(f"[demo] report: {report}; total {seconds['total']:.0f} s")
-    failed = [c for c in cells if c["status"] == "failed"]
-    if summary.failed or failed:
-        errors = "; ".join(f"{c['loss']}: {str(c.get('error') or '').strip().splitlines()[-1:]}" for c in failed)
-        raise DemoFailed(f"demo: {len(failed)} fine-tune/eval cell(s) failed ({errors}); see {grid.store_path}")
     return result
-
-
-def table_rows(cells: list[dict[str, Any]], losses: list[str]) -> list[dict[str, Any]]:
-    """One row per done loss, in ``losses`` order, with the relative EM change vs CE."""
-    from segloss.experiments.grid import loss_label
-
-    by_loss = {c["loss"]: c for c in cells if c["status"] == "done"}
-    rows = []
-    for name in losses:
-        cell = by_loss.get(loss_label(name))
-        if cell is None:
-            continue
-        metrics = cell["metrics"] or {}
-        row: dict[str, Any] = {
-            "loss": name,
-            **{m: metrics.get(m) for m, _, _ in TABLE_METRICS},
-            "train_seconds": metrics.get("train_seconds"),
-            "eval_seconds": metrics.get("eval_seconds"),
-            "exact_match_ci": _em_ci(cell.get("eval_dir")),
-        }
-        rows.append(row)
-    ce = next((r for r in rows if r["loss"] == "ce"), None)
-    for row in rows:
-        base = ce["exact_match"] if ce else None
-        row["relative_em_change"] = (
-            None
-            if row["loss"] == "ce" or not base or row["exact_match"] is None
-            else (row["exact_match"] - base) / base
-        )
-    return rows
-
-
-def _em_ci(eval_dir: str | None) -> tuple[float, float] | None:
-    """The 95 % bootstrap CI of EM over the test problems, from the cell's metrics.json (None when absent)."""
-    path = Path(eval_dir) / "metrics.json" if eval_dir else None
-    if path is None or not path.is_file():
-        return None
-    em = json.loads(path.read_text()).get("metrics", {}).get("exact_match") or {}
-    return (em["ci_low"], em["ci_high"]) if em.get("ci_low") is not None else None
-
-
-def _cell(value: float | None, scale: float) -> str:
-    return "–" if value is None else f"{value * scale:.1f}" if scale != 1.0 else f"{value:.2f}"
-
-
-def format_table(rows: list[dict[str, Any]], *, ce_weight: float) -> str:
-    """A Markdown table: one row per loss, CE first as the baseline, EM with its 95 % bootstrap CI over the test
-    problems, and the EM change relative to CE."""
-    header = ["Loss", *(label for _, label, _ in TABLE_METRICS), "EM 95 % CI", "EM vs CE", "Train s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        name = "CE (baseline)" if row["loss"] == "ce" else f"{ce_weight:g} CE + {1 - ce_weight:g} {row['loss']}"
-        change = row["relative_em_change"]
-        rel = "—" if row["loss"] == "ce" else ("n/a" if change is None else f"{change * 100:+.1f} %")
-        train = "–" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
-        ci = row.get("exact_match_ci")
-        em_ci = "–" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-        cells = [name, *(_cell(row[m], scale) for m, _, scale in TABLE_METRICS), em_ci, rel, train]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

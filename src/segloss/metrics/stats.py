@@ -4,6 +4,9 @@
 * :func:`summarize` — the ``metrics.json`` block: mean, CI and count per metric over a list of per-example rows.
 * :func:`paired_permutation_test` — two-sided sign-flip permutation test on paired differences (exact when
   ``2**n <= n_resamples``).
+* :func:`crossed_bootstrap_ci` — CI of a mean, a paired difference or a paired relative change over a
+  seed × problem matrix, resampling seeds and problems independently (both are samples: a crossed design).
+* :func:`holm_adjust` — Holm–Bonferroni step-down adjusted p-values for a family of tests (Holm, 1979).
 * :func:`pearson` — Pearson correlation (NaN when either input is constant).
 """
 
@@ -95,9 +98,103 @@ def paired_permutation_test(
         stats = np.abs((signs * diff).mean(axis=1))
         return float(np.mean(stats >= observed - tol))
     rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([1.0, -1.0]), size=(n_resamples, n))  # [R, n]
-    stats = np.abs((signs * diff).mean(axis=1))
-    return float((1 + np.sum(stats >= observed - tol)) / (1 + n_resamples))
+    hits = 0
+    for start in range(0, n_resamples, _CHUNK):  # chunks keep the [R, n] sign matrix small for many pairs
+        signs = rng.choice(np.array([1.0, -1.0]), size=(min(_CHUNK, n_resamples - start), n))  # [r, n]
+        hits += int(np.sum(np.abs((signs * diff).mean(axis=1)) >= observed - tol))
+    return float((1 + hits) / (1 + n_resamples))
+
+
+_CHUNK = 1000
+STATISTICS = ("mean", "difference", "relative")
+
+
+def crossed_bootstrap_ci(
+    a: Sequence[Sequence[float]] | np.ndarray,
+    b: Sequence[Sequence[float]] | np.ndarray | None = None,
+    *,
+    statistic: str = "mean",
+    seed: int = 0,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Point value and percentile-bootstrap CI of a statistic of a ``[S, N]`` matrix (seeds × problems).
+
+    Each resample draws S seed rows and N problem columns with replacement, independently (every seed saw the same
+    problems, so the design is crossed: both the seeds and the problems are samples). ``statistic``:
+
+    * ``"mean"`` — ``mean(a)`` (``b`` unused);
+    * ``"difference"`` — ``mean(a) - mean(b)``, paired: the same rows and columns of ``a`` and ``b`` in a resample;
+    * ``"relative"`` — ``mean(a) / mean(b) - 1``, paired; resamples where ``mean(b) == 0`` are dropped, and the
+      result is NaN throughout when ``mean(b)`` itself is 0.
+
+    A resample mean is ``w_s @ M @ w_n / (S N)`` with the draw counts ``w`` (one einsum, no copy of M per resample).
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}; use e.g. 0.95")
+    x = _matrix(a, "a")
+    y = None if statistic == "mean" else _matrix(b, "b")
+    if y is not None and y.shape != x.shape:
+        raise ValueError(f"a and b must have the same [seeds, problems] shape, got {x.shape} and {y.shape}")
+    n_seeds, n_items = x.shape
+    rng = np.random.default_rng(seed)
+    w_s = _draw_counts(rng, n_resamples, n_seeds)  # [R, S]
+    w_n = _draw_counts(rng, n_resamples, n_items)  # [R, N]
+    mean_x = np.einsum("rs,sn,rn->r", w_s, x, w_n) / (n_seeds * n_items)  # [R]
+    if y is None:
+        return _point_and_interval(float(x.mean()), mean_x, confidence)
+    mean_y = np.einsum("rs,sn,rn->r", w_s, y, w_n) / (n_seeds * n_items)  # [R]
+    if statistic == "difference":
+        return _point_and_interval(float(x.mean() - y.mean()), mean_x - mean_y, confidence)
+    if y.mean() == 0:
+        return math.nan, math.nan, math.nan
+    keep = mean_y != 0
+    return _point_and_interval(float(x.mean() / y.mean() - 1), mean_x[keep] / mean_y[keep] - 1, confidence)
+
+
+def _matrix(values: Sequence[Sequence[float]] | np.ndarray | None, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{name} must be a non-empty [seeds, problems] matrix, got shape {arr.shape}")
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} has NaN values; drop the problems without a score before the bootstrap")
+    return arr
+
+
+def _draw_counts(rng: np.random.Generator, n_resamples: int, n: int) -> np.ndarray:
+    """How often each of n units is drawn in each of the resamples (n draws with replacement): ``[R, n]``."""
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1.0)
+    return counts
+
+
+def _point_and_interval(point: float, resampled: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    alpha = 1.0 - confidence
+    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    return point, float(low), float(high)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values, in the input order (None stays None and is not counted as a test).
+
+    Sort the m p-values ascending; the k-th smallest (k = 1…m) becomes ``max_{j<=k} min(1, (m - j + 1) p_(j))``.
+    Rejecting where the adjusted value is below alpha controls the family-wise error rate at alpha for any
+    dependence between the tests (Holm, 1979, *A simple sequentially rejective multiple test procedure*).
+    """
+    present = [(i, float(p)) for i, p in enumerate(p_values) if p is not None]
+    for _, p in present:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p-values must lie in [0, 1], got {p}")
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (i, p) in enumerate(sorted(present, key=lambda item: item[1])):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
