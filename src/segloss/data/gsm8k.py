@@ -36,6 +36,7 @@ def gsm8k_answer(solution: str) -> str | None:
 @register
 class GSM8KBuilder(DatasetBuilder):
     name = "gsm8k"
+    stop_strings = ("\nQuestion:", "\n\n")  # where a generated answer ends
     hub_id = "openai/gsm8k"
     hub_config = "main"
     hub_splits = {"train": "train", "test": "test"}  # noqa: RUF012  (class constant)

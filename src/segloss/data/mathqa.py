@@ -52,6 +52,7 @@ def mathqa_answer(linear_formula: str, value: str) -> str:
 @register
 class MathQABuilder(DatasetBuilder):
     name = "mathqa"
+    stop_strings = ("\nQuestion:", "\n\n")  # where a generated answer ends
     hub_id = "allenai/math_qa"
 
     def missing_split_message(self, split: str, directory: Path) -> str:

@@ -20,6 +20,10 @@ class TrainConfig:
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
+    # Real pretrained models (issue 10): GGUF weights, base dtype, prompt template.
+    gguf_file: str | None = config_field(None, help="GGUF file inside the `model` folder (or give model=FILE.gguf).")
+    torch_dtype: str = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
+    template: str = config_field("plain", help="Prompt template: plain, instruction, chat (tokenizer's template).")
     # The objective.
     loss: str | dict[str, float] = config_field(
         "ce", help="Task loss name (ce, focal, gdice, sadl, lovasz), a weights string `ce=0.5,focal=0.5` or a mapping."
@@ -97,6 +101,7 @@ class TrainConfig:
         if not isinstance(self.dataset_options, dict) or not isinstance(self.loss_options, dict):
             raise ValueError("dataset_options and loss_options: must be mappings (e.g. `{gamma: 2}`)")
         self._check_dataset()
+        self._check_model_options()
         self.loss_weights()  # unknown names and all-zero weights fail here, before any model is loaded
 
     def _check_positive(self, *names: str) -> None:
@@ -110,6 +115,17 @@ class TrainConfig:
 
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset: unknown name {self.dataset!r}; valid names: {sorted(DATASETS)}")
+
+    def _check_model_options(self) -> None:
+        from segloss.data.templates import TEMPLATES
+        from segloss.models.loading import TORCH_DTYPES
+
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"torch_dtype: unknown dtype {self.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template: unknown template {self.template!r}; valid: {', '.join(TEMPLATES)}")
+        if self.gguf_file is not None and str(self.model).lower().endswith(".gguf"):
+            raise ValueError(f"gguf_file: model already names the GGUF file {self.model!r}; drop gguf_file")
 
     def loss_weights(self) -> dict[str, float]:
         """The resolved loss weights, e.g. ``{"ce": 0.6, "lovasz": 0.4}``; raises ``ValueError`` on a bad spec."""

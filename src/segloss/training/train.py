@@ -31,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from segloss import __version__
 from segloss.config import config_from_dict, load_yaml, save_yaml
 from segloss.fileio import atomic_write
+from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
 from segloss.training.config import TrainConfig
 from segloss.training.lora import apply_lora
 from segloss.training.trainer import SeglossTrainer
@@ -49,30 +50,6 @@ class TrainResult:
     summary: dict[str, Any]
     model: Any = dataclasses.field(default=None, repr=False)
     tokenizer: Any = dataclasses.field(default=None, repr=False)
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
-
-
-def load_model_and_tokenizer(
-    name: str,
-    *,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """`AutoModelForCausalLM` + `AutoTokenizer` from a local directory or hub id; a missing pad token becomes EOS."""
-    if _looks_like_path(name) and not Path(name).expanduser().is_dir():
-        raise FileNotFoundError(f"model: no model directory at {name!r}; give an existing path or a hub id")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    except OSError as err:  # hub id unknown, offline without a cache, or a directory without weights
-        raise FileNotFoundError(f"model: could not load {name!r} ({err}); check the path or the hub id") from err
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -165,16 +142,21 @@ def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase)
         seed=config.seed,
         **config.dataset_options,
     )
-    dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
+    dataset, stats = tokenize_examples(examples, tokenizer, config.max_length, template=config.template)
+    if stats.n_dropped or stats.n_prompt_truncated:
+        print(
+            f"[train] tokenization: {stats.n_prompt_truncated} of {stats.n_examples} prompts lost their beginning "
+            f"and {stats.n_dropped} examples were dropped (answer longer than max_length={config.max_length})"
+        )
     if len(dataset) == 0:
         raise ValueError(f"max_length: every training example is longer than {config.max_length} tokens; raise it")
     return dataset, stats
 
 
 def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
-    """Base model (float32 weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
+    """Base model (``torch_dtype`` weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.torch_dtype, gguf_file=config.gguf_file)
     if config.gradient_checkpointing:
         model.config.use_cache = False
     if not config.full_finetune:
@@ -199,7 +181,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     args = _training_arguments(config)
     non_empty = _check_output_dir(config)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
-    dataset, _ = build_training_data(config, tokenizer)
+    dataset, stats = build_training_data(config, tokenizer)
     checkpoint = _prepare_output_dir(config, args, non_empty)
     trainer = SeglossTrainer(
         model=model,
@@ -219,6 +201,12 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         "epochs": trainer.state.epoch,
         "tokens": int(trainer.state.num_input_tokens_seen),
         "train_examples": len(dataset),
+        "tokenization": {
+            "n_examples": stats.n_examples,
+            "n_prompt_truncated": stats.n_prompt_truncated,
+            "n_dropped": stats.n_dropped,
+            "max_length": stats.max_length,
+        },
         "wall_time_s": round(wall, 3),
         "resumed_from": checkpoint,
         "train_loss": output.training_loss,
@@ -239,7 +227,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
 def load_trained(
     run_dir: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
     """The trained model (base + LoRA adapter, or the full model), its tokenizer and its `TrainConfig`, in eval mode.
 
@@ -255,10 +243,12 @@ def load_trained(
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_model_and_tokenizer(config.model, dtype=dtype)
+        base, _ = load_model_and_tokenizer(config.model, dtype=dtype, gguf_file=config.gguf_file)
         model = PeftModel.from_pretrained(base, run_dir)
     else:
-        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            run_dir, dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
