@@ -41,10 +41,10 @@ eval_run arith-lovasz arith
 eval_base arith 0
 eval_base arith 4
 # GSM8K: EM is expected at the floor; well_formed, IoU and step errors are what can move.
+eval_base gsm8k 0
 train gsm8k-ce
 train gsm8k-lovasz
 eval_run gsm8k-ce gsm8k
 eval_run gsm8k-lovasz gsm8k
-eval_base gsm8k 0
 eval_base gsm8k 4
 echo "=== $(date -u +%H:%M:%S) done"; cat "$TIMES"

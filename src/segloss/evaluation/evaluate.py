@@ -122,6 +122,8 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
         from segloss.training import load_trained
 
         model, tokenizer, _ = load_trained(config.run, dtype=config.torch_dtype)
+        if hasattr(model, "merge_and_unload"):  # a LoRA run: one weight per layer makes generation faster
+            model = model.merge_and_unload()
         model = model.to(resolve_device(config.device)).eval()
     else:
         model, tokenizer = load_baseline(
