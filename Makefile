@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-test: venv
-	$(VENV)/bin/ruff check .
+# Lint first: a formatting or typing slip fails fast, before minutes of tests.
+test: lint
 	$(PY) -m pytest
 
 demo: venv
@@ -28,6 +28,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src
 
 bench: venv
 	$(PY) benchmarks/bench_losses.py

@@ -54,7 +54,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
         if kind is bool:
             parser.add_argument(

@@ -74,22 +74,21 @@ def format_stats(name: str, rows: list[SplitStats]) -> str:
     for r in rows:
         for reason, count in r.skip_reasons.items():
             lines.append(f"skipped in {r.split}: {count} × {reason}")
-    tokenized = [r for r in rows if r.tokens is not None]
+    tokenized = [(r.split, r.tokens) for r in rows if r.tokens is not None]
     if tokenized:
         lines.append(
-            f"\ntokens (max_length {tokenized[0].tokens.max_length}; total = prompt with special tokens + "
+            f"\ntokens (max_length {tokenized[0][1].max_length}; total = prompt with special tokens + "
             "answer + EOS, untruncated; nearest-rank percentiles)"
         )
         lines.append(
             f"{'split':<11}{'kept':>7}{'dropped':>8}{'prompt-cut':>11}   total p50/p90/p99/max"
             "   answer p50/p90/p99/max"
         )
-        for r in tokenized:
-            t = r.tokens
+        for split, t in tokenized:
             total = "/".join(str(int(v)) for v in t.length_percentiles().values())
             answer = "/".join(str(int(v)) for v in t.answer_percentiles().values())
             lines.append(
-                f"{r.split:<11}{t.n_kept:>7}{t.n_dropped:>8}{t.n_prompt_truncated:>11}   {total:<21}   {answer}"
+                f"{split:<11}{t.n_kept:>7}{t.n_dropped:>8}{t.n_prompt_truncated:>11}   {total:<21}   {answer}"
             )
     return "\n".join(lines)
 

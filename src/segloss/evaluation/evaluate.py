@@ -253,7 +253,7 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         )
     ]
     counted = [n for n in new_tokens if n is not None]
-    result = {
+    result: dict[str, Any] = {
         "dataset": setup.dataset,
         "split": config.split,
         "n_examples": len(examples),

@@ -300,7 +300,7 @@ def run_demo(config: DemoConfig, *, log: Any = print) -> dict[str, Any]:
 
     with ResultStore(grid.store_path, create=False) as store:
         cells = store.rows()
-    rows = table_rows(cells, config.losses)
+    rows = table_rows(cells, list(config.losses))
     table = format_table(rows, ce_weight=config.ce_weight)
     report = write_report(grid.store_path, out / "report", seed=config.seed) if rows else None
     seconds["total"] = time.perf_counter() - started
@@ -338,7 +338,7 @@ def table_rows(cells: list[dict[str, Any]], losses: list[str]) -> list[dict[str,
         if cell is None:
             continue
         metrics = cell["metrics"] or {}
-        row = {
+        row: dict[str, Any] = {
             "loss": name,
             **{m: metrics.get(m) for m, _, _ in TABLE_METRICS},
             "train_seconds": metrics.get("train_seconds"),

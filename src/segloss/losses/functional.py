@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -91,7 +91,7 @@ def gather_token_probs(
         probs = target_class = None
         if present:
             classes, target_class = torch.unique(targets, return_inverse=True)  # [K_j], [N]
-            probs = log_p_shared[pos][:, torch.searchsorted(shared, classes)].exp()  # [N, K_j]
+            probs = log_p_shared[pos][:, torch.searchsorted(cast(torch.Tensor, shared), classes)].exp()  # [N, K_j]
         out.append(TokenProbs(log_p_rows[pos, j], set_rows // seq_len, probs, target_class))
     return out
 
@@ -151,7 +151,8 @@ def sadl_core(tokens: TokenProbs, *, alpha: float = 1.0, gamma: float = 1.0) -> 
 
 
 def gdice_core(tokens: TokenProbs, *, smooth: float = 1e-5) -> torch.Tensor:
-    probs, target_k, seq = tokens.probs_present, tokens.target_class, tokens.seq  # [N, K], [N], [N]
+    probs, target_k = cast(torch.Tensor, tokens.probs_present), cast(torch.Tensor, tokens.target_class)  # [N, K], [N]
+    seq = tokens.seq  # [N]
     n_seq, n_cls = int(seq.max()) + 1, probs.shape[1]
     pair = seq * n_cls + target_k  # [N] flat (sequence, class) index
     counts = torch.bincount(pair, minlength=n_seq * n_cls).view(n_seq, n_cls).to(probs.dtype)  # [B, K] n_c
@@ -198,7 +199,7 @@ def _sorted_relevant_errors(errors: torch.Tensor, fg: torch.Tensor) -> tuple[tor
 
 
 def lovasz_core(tokens: TokenProbs) -> torch.Tensor:
-    probs, target_k = tokens.probs_present, tokens.target_class  # [N, K], [N]
+    probs, target_k = cast(torch.Tensor, tokens.probs_present), cast(torch.Tensor, tokens.target_class)  # [N, K], [N]
     fg = target_k[None, :] == torch.arange(probs.shape[1], device=probs.device)[:, None]  # [K, N]
     probs_t = probs.t()  # [K, N]
     errors = torch.where(fg, 1 - probs_t, probs_t)  # [K, N]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +173,7 @@ class CombinedLoss(nn.Module):
         terms = {}
         for name, loss in self.losses.items():
             tokens = gathered[0] if name == "ce" else gathered[-1]
-            value = LF._zero(logits) if tokens is None else LF.CORES[name][0](tokens, **loss.options)
+            value = LF._zero(logits) if tokens is None else LF.CORES[name][0](tokens, **cast(TokenLoss, loss).options)
             terms[name] = self.weights[name] * value
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms

@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -446,12 +446,12 @@ def correlations(
     for score in scores:
         out[score] = {}
         for target in present:
-            pairs = [(row.get(score), row.get(target)) for row in rows]
-            pairs = [(float(a), float(b)) for a, b in pairs if _finite(a) and _finite(b)]
+            raw = [(row.get(score), row.get(target)) for row in rows]
+            pairs = [(float(a), float(b)) for a, b in raw if _finite(a) and _finite(b)]
             x, y = [a for a, _ in pairs], [b for _, b in pairs]
             out[score][target] = pearson(x, y) if len(pairs) >= 2 else math.nan
     return out
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(float(value))

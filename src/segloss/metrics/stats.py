@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ def _clean(values: Iterable[float | None]) -> np.ndarray:
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95
+    values: Sequence[float] | np.ndarray, *, seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """Mean of ``values`` and the percentile bootstrap CI of that mean.
 
@@ -50,7 +50,7 @@ def bootstrap_ci(
 
 
 def summarize(
-    rows: Sequence[dict[str, float | None]], seed: int = 0, *, n_resamples: int = 1000, confidence: float = 0.95
+    rows: Sequence[Mapping[str, float | None]], seed: int = 0, *, n_resamples: int = 1000, confidence: float = 0.95
 ) -> dict[str, dict[str, float]]:
     """Per key of ``rows``: ``{"mean", "ci_low", "ci_high", "n"}`` (bootstrap CI; None/NaN values ignored per key).
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 from segloss.config import config_field
 
@@ -134,7 +134,9 @@ class TrainConfig:
         spec = self.loss
         single = isinstance(spec, str) and "=" not in spec and "," not in spec
         try:
-            weights = parse_loss_spec(spec.strip() if single else spec, ce_weight=self.ce_weight if single else None)
+            weights = parse_loss_spec(
+                cast(str, spec).strip() if single else spec, ce_weight=self.ce_weight if single else None
+            )
         except ValueError as err:
             raise ValueError(f"loss: {err}") from err
         unknown = sorted(set(weights) - set(LOSSES))

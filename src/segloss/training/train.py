@@ -21,7 +21,6 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
     TrainingArguments,
@@ -69,7 +68,7 @@ class _RunFilesCallback(TrainerCallback):
         self.config = config
 
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        checkpoint = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
             write_run_files(self.config, checkpoint)
 
@@ -156,6 +155,7 @@ def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase)
 def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
     """Base model (``torch_dtype`` weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
+    model: Any
     model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.torch_dtype, gguf_file=config.gguf_file)
     if config.gradient_checkpointing:
         model.config.use_cache = False
@@ -228,7 +228,7 @@ def load_trained(
     run_dir: str | Path,
     *,
     dtype: torch.dtype | str = torch.float32,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
+) -> tuple[Any, PreTrainedTokenizerBase, TrainConfig]:
     """The trained model (base + LoRA adapter, or the full model), its tokenizer and its `TrainConfig`, in eval mode.
 
     ``run_dir`` is a finished run directory or one of its ``checkpoint-*`` folders. The base model of a LoRA run is
@@ -244,7 +244,7 @@ def load_trained(
         from peft import PeftModel
 
         base, _ = load_model_and_tokenizer(config.model, dtype=dtype, gguf_file=config.gguf_file)
-        model = PeftModel.from_pretrained(base, run_dir)
+        model: Any = PeftModel.from_pretrained(base, run_dir)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             run_dir, dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype
