@@ -204,6 +204,29 @@ def test_whole_text_masks_for_every_dataset(style, tokenizer, sentencepiece_toke
         check_whole_text(tok, ex, row)
 
 
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "smollm2"])
+def test_chat_template_mask_is_exactly_the_assistant_content(style, tiny_model_dir, request):
+    if style == "gpt2":
+        tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+        tok.chat_template = CHATML
+    else:
+        tok = request.getfixturevalue("smollm2_tokenizer")
+    data, _ = tokenize_examples(EXAMPLES, tok, max_length=256, template="chat")
+    for row, ex in zip(data, EXAMPLES, strict=True):
+        check_whole_text(tok, ex, row, template="chat")
+        answer = _answer_tokens(row)
+        assert tok.decode(answer[:-1]) == ex.answer  # no template text inside the mask, nothing of it missing
+        assert "Answer:" not in tok.decode(row["input_ids"])  # the user turn holds the question without its cue
+    if style == "smollm2":  # ChatML's end of turn is SmolLM2's EOS: the model learns to close its turn
+        assert tok.convert_ids_to_tokens(_answer_tokens(data[0])[-1]) == "<|im_end|>"
+
+
 def test_prompt_is_truncated_from_the_left_keeping_bos_and_the_whole_answer(tokenizer):
     ex = Example("long", "Question: " + "apples and pencils " * 20 + "how many?\nAnswer: ", "<<3+4=7>> #### 7")
     full, _ = tokenize_examples([ex], tokenizer, 4096)
