@@ -5,6 +5,9 @@ Each subcommand lives in `segloss.commands.<name>` and exposes two functions:
 * ``add_arguments(parser: argparse.ArgumentParser) -> None`` — declares its flags;
 * ``run(args: argparse.Namespace) -> int`` — does the work (exit code).
 
+A command may instead define ``parse(argv, prog) -> args`` (its own parser; user errors raise ``ValueError``), which
+then replaces ``add_arguments``: `segloss train` does, to type its YAML + flags with jsonargparse.
+
 Modules are imported lazily so that ``segloss --help`` stays fast and a broken optional command cannot break the
 others.
 """
@@ -47,12 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(f"segloss.commands.{name}")
-    sub = argparse.ArgumentParser(
-        prog=f"segloss {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    module.add_arguments(sub)
-    args = sub.parse_args(rest)
     try:
+        if hasattr(module, "parse"):  # commands with a typed parser of their own (`segloss train`: jsonargparse)
+            args = module.parse(rest, prog=f"segloss {name}")
+        else:
+            sub = argparse.ArgumentParser(
+                prog=f"segloss {name}",
+                description=module.__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.add_arguments(sub)
+            args = sub.parse_args(rest)
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         # User errors: a clear message, no traceback.

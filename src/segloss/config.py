@@ -7,14 +7,22 @@ key is also a flag (``max_steps`` → ``--max-steps``); flags override the file:
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, TrainConfig)
     config = config_from_args(TrainConfig, parser.parse_args())
+
+`segloss train` (whose config also holds every `transformers.TrainingArguments` field) uses the typed parser
+instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse parser from
+the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's type
+(``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
+``lora_r``) and errors are ``ValueError``s naming the field, the file and the fix.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +111,8 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
+    if hasattr(config, "config_values"):  # configs holding more than plain fields (TrainConfig) say what to write
+        return dict(config.config_values())
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
 
 
@@ -110,3 +120,104 @@ def save_yaml(config: Any, path: str | Path, command: str | None = None) -> None
     """Write ``config`` as YAML (atomically); the first line is the command that runs it, when given."""
     header = f"# {command}\n" if command else ""
     atomic_write(path, header + yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+# -- typed parsing (jsonargparse) -----------------------------------------------------------------------------------
+def typed_parser(cls: type, *, prog: str | None = None, description: str | None = None) -> Any:
+    """A jsonargparse parser of ``cls``: ``--config FILE`` (YAML, repeatable) then one flag per field, flags win.
+
+    Flags are the field names (``--max_steps``, as in `transformers`; ``--max-steps`` is accepted too); a bare bool
+    flag means true (``--resume``, or ``--resume false``). Parse errors raise ``ValueError`` (no ``SystemExit``).
+    """
+    import jsonargparse
+
+    parser = jsonargparse.ArgumentParser(
+        prog=prog, description=description, exit_on_error=False, formatter_class=_help_formatter()
+    )
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
+    parser.add_class_arguments(cls, nested_key=None, as_group=False)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for action in parser._actions:  # argparse has no public accessor for its actions
+        field = fields.get(action.dest)
+        if field is None:
+            continue
+        action.help = field.metadata.get("help") or action.help
+        if _base_type(hints[field.name]) is bool and action.nargs is None:
+            action.nargs, action.const = "?", True  # `--resume` alone means true, as with store_true flags
+    return parser
+
+
+def _help_formatter() -> Any:
+    import jsonargparse
+
+    class Formatter(jsonargparse.DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """Keeps the command docstring's line breaks (its example invocations)."""
+
+    return Formatter
+
+
+def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
+    """``cls`` from the command line ``argv`` (``--config FILE`` + flags) through ``typed_parser(cls)``."""
+    argv = [_underscore_flag(a) for a in argv]
+    files = _config_files(argv)
+    source = ", ".join(files) if files else "command line"
+    try:
+        namespace = parser.parse_args(argv)
+    except argparse.ArgumentError as err:
+        raise ValueError(_parse_error(err, files)) from None
+    return _instantiate(cls, namespace.as_dict(), source)
+
+
+def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
+    """``cls`` from a mapping (a grid cell's settings, a run's config.yaml), typed exactly like a YAML file."""
+    parser = typed_parser(cls)
+    try:
+        namespace = parser.parse_object(dict(values))
+    except argparse.ArgumentError as err:
+        raise ValueError(_parse_error(err, [source])) from None
+    return _instantiate(cls, namespace.as_dict(), source)
+
+
+def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:
+    values.pop("config", None)
+    values.pop("__path__", None)
+    try:
+        return cls(**values)
+    except ValueError as err:
+        raise ValueError(f"{err} ({source})") from None
+
+
+def _underscore_flag(arg: str) -> str:
+    """``--max-steps=3`` → ``--max_steps=3``: the old dashed spelling of the flags keeps working."""
+    if not arg.startswith("--"):
+        return arg
+    name, sep, value = arg.partition("=")
+    return "--" + name[2:].replace("-", "_") + sep + value
+
+
+def _config_files(argv: Sequence[str]) -> list[str]:
+    """The ``--config`` files of ``argv``; a missing one raises ``FileNotFoundError`` before anything is parsed."""
+    files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for name in files:
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"config file not found: {name}; check the path given to --config")
+    return files
+
+
+def _parse_error(err: Exception, files: Sequence[str]) -> str:
+    """One readable line from jsonargparse's message, naming the field, where its value came from and the fix."""
+    message = " ".join(str(err).split())
+    where = " or ".join(files) if files else "the command line"
+    key = re.search(r'Parser key "([^"]+)"', message)
+    if key:
+        detail = message.split(":", 1)[1].strip() if ":" in message else message
+        return f"{key[1]}: {detail} (from {where}); fix `{key[1]}:` in the YAML or pass --{key[1]} VALUE"
+    unknown = re.search(r"Option '([^']+)' is not accepted|Unrecognized arguments: (.*)", message)
+    if unknown:
+        return f"{message} (from {where}); remove it or check its spelling against `--help`"
+    if "Problems parsing config" in message:
+        message = message.replace('"<unicode string>"', where)
+        return f"{where}: not valid YAML — {message.split(':', 1)[1].strip()}; fix the syntax at that line"
+    return f"{message} (from {where})"

@@ -110,8 +110,8 @@ def test_loss_label(spec, label):
     [
         ({"losses": ["lovasz", "focal"]}, "include `ce` alone as the baseline"),
         ({"losses": [{"ce": 0.6, "lovasz": 0.4}]}, "include `ce` alone"),
-        ({"losses": ["ce", {"ce": 0.5, "focal": -0.5}]}, "non-negative"),
-        ({"losses": ["ce", "Lovász"]}, "not a loss name"),
+        ({"losses": ["ce", {"ce": 0.5, "focal": -0.5}]}, "must be ≥ 0"),
+        ({"losses": ["ce", "Lovász"]}, "unknown loss"),
         ({"losses": ["ce", "ce"]}, "losses has duplicates"),
         ({"models": []}, "models must be a non-empty list"),
         ({"seeds": [0, 0]}, "seeds has duplicates"),

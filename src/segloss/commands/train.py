@@ -1,35 +1,37 @@
 """Fine-tune a causal LM with a combined segmentation objective (CE on all tokens + a task loss on the answer).
 
   segloss train --config configs/gsm8k.yaml
-  segloss train --config configs/gsm8k.yaml --max-steps 10 --output-dir runs/smoke
-  segloss train --model ./my-model --dataset gsm8k --data-path ../shared/data/gsm8k \\
-                --loss lovasz --ce-weight 0.6 --output-dir runs/x --max-steps 200
-  segloss train --model ./my-model --dataset arith --loss ce=0.5,focal=0.25,lovasz=0.25 --output-dir runs/y
+  segloss train --config configs/gsm8k.yaml --max_steps 10 --output_dir runs/smoke
+  segloss train --model ./my-model --dataset gsm8k --data_path ../shared/data/gsm8k \\
+                --loss lovasz --ce_weight 0.6 --output_dir runs/x --max_steps 200
+  segloss train --model ./my-model --dataset arith --loss ce=0.5,focal=0.25,lovasz=0.25 --output_dir runs/y
+  segloss train --config configs/gsm8k.yaml --eval_strategy no --torch_compile --report_to tensorboard
   segloss train --config runs/x/config.yaml --resume          # continue from the last checkpoint
+  segloss train --config configs/gsm8k.yaml --print_config    # the resolved settings, as YAML
   torchrun --nproc_per_node 2 -m segloss.cli train --config configs/gsm8k.yaml   # several processes
 
-Every YAML key is also a flag (flags win). The run directory gets checkpoint-*/, the final adapter (or model with
---full-finetune), the tokenizer, config.yaml and train_summary.json.
+Settings are segloss's own (model, dataset, loss, LoRA, …) plus every `transformers.TrainingArguments` field, each
+a YAML key and a flag (flags win; `--max-steps` and `--max_steps` both work). The run directory gets
+checkpoint-*/, the final adapter (or model with --full_finetune), the tokenizer, config.yaml and train_summary.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-
-from segloss.config import add_config_arguments, config_from_args
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segloss.training.config import TrainConfig
-
-    add_config_arguments(parser, TrainConfig)
+from collections.abc import Sequence
+from typing import Any
 
 
-def run(args: argparse.Namespace) -> int:
-    from segloss.training import TrainConfig, train
+def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
+    """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser."""
+    from segloss.training.config import parse_train_config, train_parser
 
-    config = config_from_args(TrainConfig, args)
+    return parse_train_config(argv, train_parser(prog=prog, description=__doc__))
+
+
+def run(config: Any) -> int:
+    from segloss.training import train
+
     result = train(config)
     if result.summary.get("world_size", 1) == 1 or _is_main():
         print(json.dumps({"output_dir": str(result.output_dir), **result.summary}, indent=2, default=str))

@@ -32,7 +32,6 @@ CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir"
 CELL_EVAL_KEYS = ("run", "seed")
 DATASET_KEYS = ("name", "label", "data_path", "options", "train", "eval")
 DEFAULT_EVAL_SPLIT = "test"
-_LOSS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Runner = Callable[["Cell"], dict[str, Any]]
 
@@ -53,7 +52,9 @@ class GridConfig:
         "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.",
     )
     seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
-    train: dict[str, Any] = config_field({}, help="Shared TrainConfig overrides (e.g. max_steps, ce_weight, lora_r).")
+    train: dict[str, Any] = config_field(
+        {}, help="Shared TrainConfig settings: segloss's (ce_weight, lora_r…) and any TrainingArguments field."
+    )
     eval: dict[str, Any] = config_field({}, help="Shared EvalConfig overrides (e.g. split, limit).")
     output_dir: str = config_field("runs/grid", help="Grid directory: cells write their runs under <output_dir>/runs.")
     store: str | None = config_field(None, help="SQLite result store (default: <output_dir>/results.sqlite).")
@@ -135,39 +136,14 @@ class GridSummary:
 def loss_label(spec: Any) -> str:
     """Canonical text of a loss setting: ``"lovasz"``, ``"ce"``, or ``"ce=0.5,focal=0.5"`` for a weight mapping.
 
-    It is also the ``loss`` value handed to TrainConfig (``parse_loss_spec`` reads both forms).
+    It is also the ``loss`` value handed to TrainConfig (a task name is combined with CE by ``train.ce_weight``).
     """
-    if isinstance(spec, str):
-        spec = spec.strip()
-        if "=" in spec:
-            pairs = [p.split("=", 1) for p in spec.split(",")]
-            spec = {k.strip(): _weight(k.strip(), v) for k, v in pairs}
-        else:
-            _check_loss_name(spec)
-            return spec
-    if not isinstance(spec, dict) or not spec:
-        raise ValueError(f"losses: each entry must be a name or a mapping of weights, got {spec!r}")
-    weights = {str(k): _weight(str(k), v) for k, v in spec.items()}
-    for name in weights:
-        _check_loss_name(name)
-    if list(weights) == ["ce"]:
-        return "ce"
-    return ",".join(f"{k}={weights[k]:g}" for k in weights)
+    from segloss.losses import LossSpec
 
-
-def _weight(name: str, value: Any) -> float:
     try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"losses: weight of {name!r} must be a number, got {value!r}") from None
-    if not weight >= 0:
-        raise ValueError(f"losses: weight of {name!r} must be non-negative, got {value!r}")
-    return weight
-
-
-def _check_loss_name(name: str) -> None:
-    if not _LOSS_NAME.match(name):
-        raise ValueError(f"losses: {name!r} is not a loss name; use names such as ce, focal, gdice, sadl, lovasz")
+        return LossSpec.parse(spec).label
+    except ValueError as err:
+        raise ValueError(f"losses: {err}") from None
 
 
 def _check_unique(field: str, values: list[Any]) -> None:
@@ -299,8 +275,8 @@ def train_and_evaluate(cell: Cell) -> dict[str, Any]:
 
 def _train_cell(cell: Cell) -> float:
     """Train into the cell's run dir; returns the training seconds. A retried cell resumes or skips training."""
-    from segloss.config import config_from_dict
-    from segloss.training import TrainConfig, train
+    from segloss.training import train
+    from segloss.training.config import train_config_from_values
     from segloss.training.train import SUMMARY_NAME
 
     summary_path = cell.run_dir / SUMMARY_NAME
@@ -311,18 +287,18 @@ def _train_cell(cell: Cell) -> float:
     if started_before and not (values.get("resume") or values.get("overwrite")):
         values["resume"] = True  # continue from the last checkpoint of the crashed attempt
     start = time.perf_counter()
-    train(config_from_dict(TrainConfig, values, f"cell {cell.index} train"))
+    train(train_config_from_values(values, f"cell {cell.index} train"))
     return time.perf_counter() - start
 
 
 def check_default_runner(cells: list[Cell]) -> None:
     """Fail before any work when a cell's settings do not fit TrainConfig/EvalConfig (unknown keys, bad values)."""
-    from segloss.config import check_keys, config_from_dict
+    from segloss.config import check_keys
     from segloss.evaluation import EvalConfig
-    from segloss.training import TrainConfig
+    from segloss.training.config import train_config_from_values
 
     for cell in cells:
-        config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
+        train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
         check_keys(EvalConfig, {**cell.eval, "run": "", "output_dir": ""}, "grid eval settings")
 
 

@@ -1,7 +1,7 @@
 """Token-level segmentation losses over the vocabulary and the combined objective.
 
->>> from segloss.losses import CombinedLoss, causal_shift, parse_loss_spec
->>> loss_fn = CombinedLoss(parse_loss_spec("lovasz", ce_weight=0.6))   # 0.6·CE + 0.4·Lovász
+>>> from segloss.losses import LossSpec, causal_shift
+>>> loss_fn = LossSpec.parse("lovasz", ce_weight=0.6).build()   # CombinedLoss: 0.6·CE + 0.4·Lovász
 >>> labels, answer_labels = causal_shift(batch["labels"], batch["answer_labels"])
 >>> loss = loss_fn(model(**inputs).logits, labels, answer_labels)
 """
@@ -22,15 +22,16 @@ from segloss.losses.modules import (
     canonical_name,
     causal_shift,
     get_loss,
-    parse_loss_spec,
     validate_weights,
 )
+from segloss.losses.spec import LossSpec, parse_loss_spec
 
 __all__ = [
     "ALIASES",
     "IGNORE_INDEX",
     "LOSSES",
     "CombinedLoss",
+    "LossSpec",
     "TokenLoss",
     "canonical_name",
     "causal_shift",

@@ -90,35 +90,6 @@ def validate_weights(weights: Mapping[str, float]) -> dict[str, float]:
     return checked
 
 
-def parse_loss_spec(spec: str | Mapping[str, float], ce_weight: float | None = None) -> dict[str, float]:
-    """Turn a user's loss setting into validated weights.
-
-    * ``"lovasz"`` with ``ce_weight=0.6`` (the default) → ``{"ce": 0.6, "lovasz": 0.4}``; ``"ce"`` → ``{"ce": 1.0}``.
-    * ``"ce=0.5,focal=0.25,lovasz=0.25"`` or a mapping → those weights (``ce_weight`` does not apply).
-    """
-    if isinstance(spec, Mapping):
-        return validate_weights(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"loss must be a name or 'name=weight,...', got {spec!r}")
-    if "=" in spec:
-        weights: dict[str, float] = {}
-        for part in spec.split(","):
-            name, _, value = part.partition("=")
-            try:
-                weights[name.strip()] = float(value)
-            except ValueError:
-                msg = f"cannot read {part!r} in loss {spec!r}; write name=weight, e.g. ce=0.6,lovasz=0.4"
-                raise ValueError(msg) from None
-        return validate_weights(weights)
-    name = canonical_name(spec)
-    if name == "ce":
-        return {"ce": 1.0}
-    lam = 0.6 if ce_weight is None else ce_weight
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
-        raise ValueError(f"ce_weight must be a number in [0, 1], got {ce_weight!r}")
-    return validate_weights({"ce": lam, name: 1 - lam})
-
-
 def causal_shift(*label_tensors: torch.Tensor, ignore_index: int = LF.IGNORE_INDEX) -> tuple[torch.Tensor, ...]:
     """Align labels with next-token logits: ``out[:, t] = labels[:, t + 1]``, last position ``ignore_index``.
 
@@ -132,7 +103,7 @@ class CombinedLoss(nn.Module):
     """``Σ_k w_k · L_k``: CE on ``labels`` (prompt + answer), every task loss on ``answer_labels`` (answer only).
 
     Args:
-        weights: loss name → non-negative weight, e.g. ``{"ce": 0.6, "lovasz": 0.4}`` (see :func:`parse_loss_spec`).
+        weights: loss name → non-negative weight, e.g. ``{"ce": 0.6, "lovasz": 0.4}`` (see ``LossSpec``).
         options: optional loss name → keyword options, e.g. ``{"focal": {"gamma": 1.0}}``.
         ignore_index: label value of positions that no loss sees.
 

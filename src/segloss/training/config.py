@@ -1,37 +1,54 @@
-"""`TrainConfig`: every setting of `segloss train`, mirrored by the YAML files in ``configs/`` and by the flags."""
+"""`TrainConfig`: every setting of `segloss train` — segloss's own fields plus the whole `TrainingArguments`.
+
+``TrainConfig`` *is* a `transformers.TrainingArguments` (it is handed to the Trainer as ``args``), extended by
+:class:`SeglossArguments`. The YAML files in ``configs/`` and the flags set both kinds of field in one flat
+namespace, typed by jsonargparse (:func:`parse_train_config`, :func:`train_config_from_values`)::
+
+    segloss train --config configs/gsm8k.yaml --learning_rate 1e-4 --eval_strategy steps --torch_compile
+
+Adding a segloss setting: add a field to :class:`SeglossArguments` with ``config_field(default, help=...)`` (give it
+a precise type — the parser checks values against it), validate it in ``SeglossArguments.__post_init__`` (raise
+``ValueError`` naming the field and the fix), and read it as ``config.<name>``. Nothing else needs to change: the
+flag, the YAML key, config.yaml and the grid's ``train:`` section follow the dataclass.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from segloss.config import config_field
+import torch
+from transformers import TrainingArguments
+
+from segloss.config import config_field, config_from_values, parse_config, typed_parser
+from segloss.losses.spec import LossSpec
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Settings of one fine-tuning run (``segloss train``)."""
+class SeglossArguments:
+    """segloss's own settings of a fine-tuning run; every other setting is a `TrainingArguments` field."""
 
     # What to train on.
-    model: str = config_field("", help="Local directory or hub id of a causal LM (AutoModelForCausalLM).")
+    model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
     dataset: str = config_field("arith", help="Dataset name (see `segloss data`); arith needs no path.")
     data_path: str | None = config_field(None, help="Directory of the raw dataset files (unused by arith).")
     dataset_options: dict[str, Any] = config_field({}, help="Extra options of the dataset builder, as a mapping.")
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
-    # Real pretrained models (issue 10): GGUF weights, base dtype, prompt template.
+    # Real pretrained models (issue 10): GGUF weights, base weights' dtype, prompt template.
     gguf_file: str | None = config_field(None, help="GGUF file inside the `model` folder (or give model=FILE.gguf).")
     torch_dtype: str = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
     template: str = config_field("plain", help="Prompt template: plain, instruction, chat (tokenizer's template).")
-    # The objective.
-    loss: str | dict[str, float] = config_field(
+    # The objective (parsed once into `loss_spec`).
+    loss: dict[str, float] | str = config_field(
         "ce", help="Task loss name (ce, focal, gdice, sadl, lovasz), a weights string `ce=0.5,focal=0.5` or a mapping."
     )
     ce_weight: float = config_field(0.6, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight).")
     loss_options: dict[str, dict[str, Any]] = config_field({}, help="Options per loss name, e.g. {focal: {gamma: 2}}.")
-    # Where results go.
-    output_dir: str = config_field("runs/train", help="Run directory: checkpoints, final adapter, config, summary.")
+    # The run directory (output_dir is a TrainingArguments field).
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")
     overwrite: bool = config_field(False, help="Delete a non-empty output_dir and start over.")
     # LoRA / full fine-tuning.
@@ -42,109 +59,170 @@ class TrainConfig:
     lora_target_modules: list[str] | None = config_field(
         None, help="Module names to adapt (None: chosen from the architecture, see segloss.training.lora)."
     )
-    # Optimisation.
-    max_steps: int = config_field(-1, help="Optimizer steps to run; -1 means num_train_epochs decides.")
-    num_train_epochs: float = config_field(3.0, help="Epochs over the training set (when max_steps is -1).")
-    learning_rate: float = config_field(2e-4, help="Peak learning rate.")
-    lr_scheduler_type: str = config_field("linear", help="Transformers scheduler name (linear, cosine, constant…).")
-    warmup_steps: int = config_field(0, help="Linear warm-up steps.")
-    weight_decay: float = config_field(0.0, help="AdamW weight decay.")
-    max_grad_norm: float = config_field(1.0, help="Gradient clipping norm (0 disables).")
-    optim: str = config_field("adamw_torch", help="Transformers optimizer name.")
-    per_device_train_batch_size: int = config_field(4, help="Micro-batch size per process.")
-    gradient_accumulation_steps: int = config_field(1, help="Micro-batches per optimizer step (exact).")
-    gradient_checkpointing: bool = config_field(False, help="Recompute activations in backward to save memory.")
-    seed: int = config_field(42, help="Seed of the model init, the data order and the dataset sampling.")
-    fp16: bool = config_field(False, help="fp16 mixed precision (GPU); the loss is still computed in float32.")
-    bf16: bool = config_field(False, help="bf16 mixed precision; the loss is still computed in float32.")
-    # Bookkeeping.
-    logging_steps: int = config_field(10, help="Log the loss components every this many optimizer steps.")
-    save_steps: int = config_field(500, help="Write a checkpoint every this many optimizer steps.")
-    save_total_limit: int | None = config_field(2, help="Keep at most this many checkpoints (None: all).")
-    report_to: str = config_field("none", help="Where the Trainer reports: none, tensorboard, … (comma-separated).")
-    disable_tqdm: bool = config_field(False, help="Hide the Trainer's progress bar.")
 
     def __post_init__(self) -> None:
-        if not self.model or not str(self.model).strip():
+        if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError("model: give a local model directory or a hub id (--model PATH, or `model:` in YAML)")
-        self._check_positive(
-            "max_length",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "logging_steps",
-            "save_steps",
-            "lora_r",
-            "lora_alpha",
-        )
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps: must be -1 (use num_train_epochs) or a positive count, got {self.max_steps}")
-        if self.max_steps == -1 and self.num_train_epochs <= 0:
-            raise ValueError(f"num_train_epochs: must be > 0 when max_steps is -1, got {self.num_train_epochs}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("max_length", "lora_r", "lora_alpha"):
+            _check_positive(name, getattr(self, name))
+        if self.train_limit is not None:
+            _check_positive("train_limit", self.train_limit)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("warmup_steps, weight_decay and max_grad_norm must be >= 0")
-        if self.train_limit is not None and self.train_limit <= 0:
-            raise ValueError(f"train_limit: must be a positive count or null, got {self.train_limit}")
-        if self.save_total_limit is not None and self.save_total_limit <= 0:
-            raise ValueError(f"save_total_limit: must be a positive count or null, got {self.save_total_limit}")
-        if self.fp16 and self.bf16:
-            raise ValueError("fp16 and bf16: choose at most one mixed-precision mode")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite: --resume continues output_dir, --overwrite deletes it; pick one")
         if self.lora_target_modules is not None and (
             not isinstance(self.lora_target_modules, list) or not self.lora_target_modules
         ):
             raise ValueError("lora_target_modules: a non-empty list of module names, or null for automatic")
-        if not isinstance(self.dataset_options, dict) or not isinstance(self.loss_options, dict):
-            raise ValueError("dataset_options and loss_options: must be mappings (e.g. `{gamma: 2}`)")
-        self._check_dataset()
-        self._check_model_options()
-        self.loss_weights()  # unknown names and all-zero weights fail here, before any model is loaded
+        if not isinstance(self.dataset_options, dict):
+            raise ValueError("dataset_options: must be a mapping of builder options (e.g. `{n_train: 200}`)")
+        _check_dataset(self.dataset)
+        _check_model_options(self)
+        try:  # unknown names, bad weights and unknown options fail here, before any model is loaded
+            self.loss_spec = LossSpec.parse(self.loss, ce_weight=self.ce_weight, options=self.loss_options)
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith(("loss", "ce_weight")) else f"loss: {message}") from None
 
-    def _check_positive(self, *names: str) -> None:
-        for name in names:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
 
-    def _check_dataset(self) -> None:
-        from segloss.data import DATASETS
+@dataclasses.dataclass
+class TrainConfig(SeglossArguments, TrainingArguments):
+    """Settings of one fine-tuning run (``segloss train``): :class:`SeglossArguments` + `TrainingArguments`.
 
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: unknown name {self.dataset!r}; valid names: {sorted(DATASETS)}")
+    Only the `TrainingArguments` defaults below differ from the Trainer's; every other Trainer option (DeepSpeed,
+    FSDP, ``eval_strategy``, ``push_to_hub``, ``torch_compile``, …) is available under its own name.
+    """
 
-    def _check_model_options(self) -> None:
-        from segloss.data.templates import TEMPLATES
-        from segloss.models.loading import TORCH_DTYPES
+    output_dir: str | None = config_field("runs/train", help="Run directory: checkpoints, adapter, config, summary.")
+    learning_rate: float = config_field(2e-4, help="Peak learning rate (LoRA's usual 2e-4).")
+    per_device_train_batch_size: int = config_field(4, help="Micro-batch size per process.")
+    optim: str = config_field("adamw_torch", help="Transformers optimizer name.")
+    logging_steps: float = config_field(10, help="Log the loss components every this many optimizer steps.")
+    save_total_limit: int | None = config_field(2, help="Keep at most this many checkpoints (None: all).")
+    # answer_labels is not a model input, but the task losses need it: the Trainer must not drop it.
+    remove_unused_columns: bool = config_field(False, help="Must stay false: the task loss reads answer_labels.")
+    include_num_input_tokens_seen: str | bool = config_field(
+        "non_padding", help="Count the tokens trained on (train_summary.json's `tokens`)."
+    )
 
-        if self.torch_dtype not in TORCH_DTYPES:
-            raise ValueError(f"torch_dtype: unknown dtype {self.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
-        if self.template not in TEMPLATES:
-            raise ValueError(f"template: unknown template {self.template!r}; valid: {', '.join(TEMPLATES)}")
-        if self.gguf_file is not None and str(self.model).lower().endswith(".gguf"):
-            raise ValueError(f"gguf_file: model already names the GGUF file {self.model!r}; drop gguf_file")
+    use_cpu: bool = config_field(False, help="Train on the CPU even when CUDA is available (always, without CUDA).")
+
+    def __post_init__(self) -> None:
+        SeglossArguments.__post_init__(self)  # segloss's fields first: a missing model is the likeliest slip
+        _check_trainer_values(self)
+        # Without CUDA, train on the CPU (not MPS, whose kernels the losses were not tested on); accelerate also
+        # needs cpu=True to set up several CPU processes under torchrun.
+        self.use_cpu = self.use_cpu or not torch.cuda.is_available()
+        TrainingArguments.__post_init__(self)
+
+    @property
+    def run_dir(self) -> Path:
+        """``output_dir`` as a path (TrainingArguments fills in a default when it is None)."""
+        return Path(str(self.output_dir))
 
     def loss_weights(self) -> dict[str, float]:
-        """The resolved loss weights, e.g. ``{"ce": 0.6, "lovasz": 0.4}``; raises ``ValueError`` on a bad spec."""
-        from segloss.losses import LOSSES, parse_loss_spec
+        """The resolved loss weights, e.g. ``{"ce": 0.6, "lovasz": 0.4}`` (``loss_spec.weights``)."""
+        return dict(self.loss_spec.weights)
 
-        spec = self.loss
-        single = isinstance(spec, str) and "=" not in spec and "," not in spec
-        try:
-            weights = parse_loss_spec(
-                cast(str, spec).strip() if single else spec, ce_weight=self.ce_weight if single else None
-            )
-        except ValueError as err:
-            raise ValueError(f"loss: {err}") from err
-        unknown = sorted(set(weights) - set(LOSSES))
-        if unknown:
-            raise ValueError(f"loss: unknown loss name(s) {unknown}; valid names: {sorted(LOSSES)}")
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            raise ValueError(f"loss: weights must be >= 0 and not all zero, got {weights}")
-        unknown_options = sorted(set(self.loss_options) - set(weights))
-        if unknown_options:
-            raise ValueError(f"loss_options: options given for {unknown_options}, which are not in the loss {weights}")
-        return weights
+    def config_values(self) -> dict[str, Any]:
+        """What config.yaml holds: every segloss field, then the Trainer fields that differ from Trainer defaults.
+
+        Token fields (``hub_token``…) are never written. The result loads back through the same parser.
+        """
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SeglossArguments)}
+        defaults = _trainer_defaults()
+        for name, value in self.to_dict().items():
+            if name in values or name.endswith("_token") or name == "output_dir":
+                continue
+            if name not in defaults or value not in defaults[name]:
+                values[name] = value
+        return {"output_dir": self.output_dir, **values}
+
+
+def _trainer_defaults() -> dict[str, list[Any]]:
+    """Each TrainingArguments field → its default, and what ``__post_init__`` turns that default into.
+
+    Built from the dataclass fields: constructing a reference TrainingArguments would reset accelerate's state in
+    the middle of a run (its ``__post_init__`` sets up the devices).
+    """
+    from transformers.trainer_pt_utils import AcceleratorConfig
+
+    accelerator = AcceleratorConfig().to_dict()
+    accelerator.pop("use_configured_state", None)  # __post_init__ pops it too
+    normalised = {
+        "report_to": [],
+        "debug": [],
+        "activation_checkpointing": False,
+        "gradient_checkpointing": False,
+        "accelerator_config": accelerator,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    defaults: dict[str, list[Any]] = {}
+    for f in dataclasses.fields(TrainingArguments):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = [f.default]
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = [f.default_factory()]
+        if f.name in normalised:
+            defaults[f.name].append(normalised[f.name])
+    return defaults
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+
+def _check_dataset(name: str) -> None:
+    from segloss.data import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown name {name!r}; valid names: {sorted(DATASETS)}")
+
+
+def _check_model_options(config: SeglossArguments) -> None:
+    from segloss.data.templates import TEMPLATES
+    from segloss.models.loading import TORCH_DTYPES
+
+    if config.torch_dtype not in TORCH_DTYPES:
+        raise ValueError(f"torch_dtype: unknown dtype {config.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+    if config.template not in TEMPLATES:
+        raise ValueError(f"template: unknown template {config.template!r}; valid: {', '.join(TEMPLATES)}")
+    if config.gguf_file is not None and config.model.lower().endswith(".gguf"):
+        raise ValueError(f"gguf_file: model already names the GGUF file {config.model!r}; drop gguf_file")
+
+
+def _check_trainer_values(config: TrainConfig) -> None:
+    """The Trainer's own settings that it would only reject late (or never) — checked before any model loads."""
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        _check_positive(name, getattr(config, name))
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ValueError(f"max_steps: must be -1 (use num_train_epochs) or a positive count, got {config.max_steps}")
+    if config.max_steps == -1 and config.num_train_epochs <= 0:
+        raise ValueError(f"num_train_epochs: must be > 0 when max_steps is -1, got {config.num_train_epochs}")
+    if config.learning_rate <= 0:
+        raise ValueError(f"learning_rate: must be > 0, got {config.learning_rate}")
+    if config.warmup_steps < 0 or config.weight_decay < 0 or config.max_grad_norm < 0:
+        raise ValueError("warmup_steps, weight_decay and max_grad_norm must be >= 0")
+    if config.save_total_limit is not None and config.save_total_limit <= 0:
+        raise ValueError(f"save_total_limit: must be a positive count or null, got {config.save_total_limit}")
+    if config.fp16 and config.bf16:
+        raise ValueError("fp16 and bf16: choose at most one mixed-precision mode")
+    if config.remove_unused_columns:
+        raise ValueError("remove_unused_columns: must be false, the task loss reads the answer_labels column")
+
+
+def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
+    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field)."""
+    return typed_parser(TrainConfig, prog=prog, description=description)
+
+
+def parse_train_config(argv: Sequence[str], parser: Any = None) -> TrainConfig:
+    """`TrainConfig` from command-line arguments; errors are ``ValueError``/``FileNotFoundError`` naming the field."""
+    return parse_config(parser or train_parser(), TrainConfig, argv)
+
+
+def train_config_from_values(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    """`TrainConfig` from a mapping (a grid cell, a run's config.yaml), typed like a YAML file."""
+    return config_from_values(TrainConfig, values, source)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -28,10 +29,10 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from segloss import __version__
-from segloss.config import config_from_dict, load_yaml, save_yaml
+from segloss.config import save_yaml
 from segloss.fileio import atomic_write
 from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
-from segloss.training.config import TrainConfig
+from segloss.training.config import TrainConfig, train_config_from_values
 from segloss.training.lora import apply_lora
 from segloss.training.trainer import SeglossTrainer
 
@@ -73,40 +74,9 @@ class _RunFilesCallback(TrainerCallback):
             write_run_files(self.config, checkpoint)
 
 
-def _training_arguments(config: TrainConfig) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.optim,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        activation_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        fp16=config.fp16,
-        bf16=config.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        report_to=[] if config.report_to == "none" else [s.strip() for s in config.report_to.split(",")],
-        disable_tqdm=config.disable_tqdm,
-        remove_unused_columns=False,  # answer_labels is not a model input but the task loss needs it
-        include_num_input_tokens_seen="non_padding",
-        save_only_model=False,
-        dataloader_num_workers=0,
-    )
-
-
 def _check_output_dir(config: TrainConfig) -> bool:
     """A non-empty output_dir needs --resume or --overwrite; returns whether it is non-empty."""
-    out = Path(config.output_dir)
+    out = config.run_dir
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir: {out} exists and is not a directory")
     non_empty = out.is_dir() and any(out.iterdir())
@@ -120,7 +90,7 @@ def _check_output_dir(config: TrainConfig) -> bool:
 
 def _prepare_output_dir(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> str | None:
     """With --overwrite clear output_dir (main process); with --resume return its last checkpoint (or None)."""
-    out = Path(config.output_dir)
+    out = config.run_dir
     with args.main_process_first(desc="prepare output_dir"):
         if non_empty and config.overwrite and args.process_index == 0:
             shutil.rmtree(out)
@@ -157,7 +127,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
     model: Any
     model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.torch_dtype, gguf_file=config.gguf_file)
-    if config.gradient_checkpointing:
+    if config.activation_checkpointing:
         model.config.use_cache = False
     if not config.full_finetune:
         model = apply_lora(
@@ -167,7 +137,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
             dropout=config.lora_dropout,
             targets=config.lora_target_modules,
         )
-        if config.gradient_checkpointing:
+        if config.activation_checkpointing:
             model.enable_input_require_grads()
     return model, tokenizer
 
@@ -175,10 +145,8 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
     from segloss.data import DataCollator
-    from segloss.losses import CombinedLoss
 
-    weights = config.loss_weights()
-    args = _training_arguments(config)
+    args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, stats = build_training_data(config, tokenizer)
@@ -189,7 +157,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         train_dataset=dataset,
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
-        combined_loss=CombinedLoss(weights, config.loss_options or None),
+        combined_loss=config.loss_spec.build(),
         callbacks=[_RunFilesCallback(config), *(callbacks or [])],
     )
     start = time.perf_counter()
@@ -211,17 +179,17 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         "resumed_from": checkpoint,
         "train_loss": output.training_loss,
         "final_losses": trainer.last_components,
-        "loss_weights": weights,
+        "loss_weights": config.loss_weights(),
         "world_size": args.world_size,
         "segloss_version": __version__,
     }
-    trainer.save_model(config.output_dir)  # adapter (or full model) + tokenizer, main process only
+    trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
-        out = Path(config.output_dir)
+        out = config.run_dir
         write_run_files(config, out)
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
-    return TrainResult(Path(config.output_dir), trainer.state.global_step, summary, trainer.model, tokenizer)
+    return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
 
 
 def load_trained(
@@ -237,8 +205,8 @@ def load_trained(
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG_NAME}; give a directory written by segloss train")
-    values = load_yaml(run_dir / CONFIG_NAME)
-    config = config_from_dict(TrainConfig, values, str(run_dir / CONFIG_NAME))
+    values = yaml.safe_load((run_dir / CONFIG_NAME).read_text()) or {}
+    config = train_config_from_values(values, str(run_dir / CONFIG_NAME))
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
