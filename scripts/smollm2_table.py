@@ -27,7 +27,7 @@ def cell(summary: dict) -> str:
 
 def eval_table(root: Path, task: str, run: str) -> list[str]:
     lines = [
-        f"| {task} | n | new tokens | s | " + " | ".join(METRICS) + " |",
+        f"| {run} | n | new tokens | s | " + " | ".join(METRICS) + " |",
         "|---|---:|---:|---:|" + "---|" * len(METRICS),
     ]
     for folder, label in ROWS.items():
@@ -61,7 +61,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/smollm2")
     runs = [p.name for p in sorted(root.iterdir()) if (p / "train_summary.json").is_file()]
     print("\n".join(train_table(root, runs)))
-    for task, run in (("arith", "arith160"), ("arith", "arith"), ("gsm8k", "gsm8k")):
+    for task, run in (("arith", "arith"), ("arith", "arith48"), ("gsm8k", "gsm8k")):
         print()
         print("\n".join(eval_table(root, task, run)))
 
