@@ -57,6 +57,27 @@ def train_table(root: Path, runs: list[str]) -> list[str]:
     return lines
 
 
+def paired(root: Path, run: str) -> str:
+    """Lovász − CE per metric over the same test problems, with the paired permutation test's p-value."""
+    from segloss.metrics.stats import paired_permutation_test
+
+    rows = {}
+    for loss in ("ce", "lovasz"):
+        path = root / f"eval-{run}-{loss}" / "predictions.jsonl"
+        if not path.is_file():
+            return f"{run}: CE vs Lovász not compared (a run is missing)"
+        rows[loss] = [json.loads(line)["metrics"] for line in path.read_text().splitlines()]
+    parts = []
+    for name in ("well_formed", "iou", "missing_steps"):
+        a = [r[name] for r in rows["ce"]]
+        b = [r[name] for r in rows["lovasz"]]
+        if any(v is None for v in a + b):
+            continue
+        diff = sum(b) / len(b) - sum(a) / len(a)
+        parts.append(f"{name} {diff:+.3f} (p = {paired_permutation_test(b, a):.3f})")
+    return f"{run}: Lovász − CE, paired over {len(rows['ce'])} problems: " + "; ".join(parts)
+
+
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/smollm2")
     runs = [p.name for p in sorted(root.iterdir()) if (p / "train_summary.json").is_file()]
@@ -64,6 +85,8 @@ def main() -> None:
     for task, run in (("arith", "arith"), ("arith", "arith48"), ("gsm8k", "gsm8k")):
         print()
         print("\n".join(eval_table(root, task, run)))
+        print()
+        print(paired(root, run))
 
 
 if __name__ == "__main__":

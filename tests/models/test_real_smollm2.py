@@ -41,7 +41,7 @@ def test_three_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
     from segloss.losses import CombinedLoss
     from segloss.training import TrainConfig
     from segloss.training.lora import apply_lora
-    from segloss.training.train import _training_arguments, build_training_data
+    from segloss.training.train import build_training_data
     from segloss.training.trainer import SeglossTrainer
 
     base, tokenizer = smollm2
@@ -64,7 +64,7 @@ def test_three_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
     model = apply_lora(copy.deepcopy(base), r=config.lora_r, alpha=config.lora_alpha, dropout=0.0)
     trainer = SeglossTrainer(
         model=model,
-        args=_training_arguments(config),
+        args=config,
         train_dataset=dataset,
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
