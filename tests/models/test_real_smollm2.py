@@ -95,7 +95,13 @@ def test_train_ce_saves_an_adapter_that_loads_back(smollm2_path, tmp_path):
     result = train(config)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["steps"] == 3 and math.isfinite(summary["train_loss"])
-    assert summary["tokenization"]["n_prompt_truncated"] == 0 and summary["tokenization"]["n_dropped"] == 0
+    # max_length 40 cuts prompts: the summary counts exactly the examples longer than that, and drops none.
+    from segloss.data import load_examples, tokenize_examples
+
+    examples = load_examples("arith", "train", limit=3, seed=config.seed, **SHORT_ARITH)
+    _, full = tokenize_examples(examples, result.tokenizer, 4096)
+    longer = sum(length > 40 for length in full.lengths)
+    assert summary["tokenization"] == {"n_examples": 3, "n_prompt_truncated": longer, "n_dropped": 0, "max_length": 40}
     trained = {k: v for k, v in result.model.state_dict().items() if "lora_B" in k}
     model, _, loaded_config = load_trained(tmp_path / "run")
     loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
