@@ -5,13 +5,13 @@ and validated in ``__post_init__``. A YAML file mirrors the dataclass exactly (u
 key is also a flag (``max_steps`` → ``--max-steps``); flags override the file::
 
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, TrainConfig)
-    config = config_from_args(TrainConfig, parser.parse_args())
+    add_config_arguments(parser, DemoConfig)
+    config = config_from_args(DemoConfig, parser.parse_args())
 
-`segloss train` (whose config also holds every `transformers.TrainingArguments` field) uses the typed parser
-instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse parser from
-the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's type
-(``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
+`segloss train` (whose config also holds every `transformers.TrainingArguments` field) and `segloss eval` use the
+typed parser instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse
+parser from the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's
+type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
 ``lora_r``) and errors are ``ValueError``s naming the field, the file and the fix.
 """
 
@@ -61,16 +61,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if not f.init:
             continue
         flag = "--" + f.name.replace("_", "-")
+        # `segloss train` (jsonargparse, as transformers) spells flags --max_steps; every command takes both forms.
+        flags = [flag, "--" + f.name] if "_" in f.name else [flag]
         kind = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
         if kind is bool:
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
             convert = kind if kind in (int, float, str) else (str if kind is Path else _parse_value)
-            parser.add_argument(flag, dest=f.name, type=convert, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, dest=f.name, type=convert, default=argparse.SUPPRESS, help=help_text)
 
 
 def field_names(cls: type) -> list[str]:
@@ -132,20 +134,29 @@ def typed_parser(cls: type, *, prog: str | None = None, description: str | None 
     import jsonargparse
 
     parser = jsonargparse.ArgumentParser(
-        prog=prog, description=description, exit_on_error=False, formatter_class=_help_formatter()
+        prog=prog,
+        description=description,
+        exit_on_error=False,
+        allow_abbrev=False,  # `--learning_rat 3` must be an error, not learning_rate=3
+        formatter_class=_help_formatter(),
     )
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
     parser.add_class_arguments(cls, nested_key=None, as_group=False)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    bools = _bool_fields(cls)
     for action in parser._actions:  # argparse has no public accessor for its actions
         field = fields.get(action.dest)
         if field is None:
             continue
         action.help = field.metadata.get("help") or action.help
-        if _base_type(hints[field.name]) is bool and action.nargs is None:
+        if field.name in bools and action.nargs is None:
             action.nargs, action.const = "?", True  # `--resume` alone means true, as with store_true flags
     return parser
+
+
+def _bool_fields(cls: type) -> set[str]:
+    hints = typing.get_type_hints(cls)
+    return {f.name for f in dataclasses.fields(cls) if f.init and _base_type(hints[f.name]) is bool}
 
 
 def _help_formatter() -> Any:
@@ -159,7 +170,8 @@ def _help_formatter() -> Any:
 
 def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
     """``cls`` from the command line ``argv`` (``--config FILE`` + flags) through ``typed_parser(cls)``."""
-    argv = [_underscore_flag(a) for a in argv]
+    bools = _bool_fields(cls)
+    argv = [_old_flag_spelling(a, bools) for a in argv]
     files = _config_files(argv)
     source = ", ".join(files) if files else "command line"
     try:
@@ -188,12 +200,16 @@ def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:
         raise ValueError(f"{err} ({source})") from None
 
 
-def _underscore_flag(arg: str) -> str:
-    """``--max-steps=3`` → ``--max_steps=3``: the old dashed spelling of the flags keeps working."""
+def _old_flag_spelling(arg: str, bools: set[str]) -> str:
+    """The argparse spellings of :func:`add_config_arguments` keep working: ``--max-steps=3`` → ``--max_steps=3``,
+    ``--no-resume`` → ``--resume=false``."""
     if not arg.startswith("--"):
         return arg
     name, sep, value = arg.partition("=")
-    return "--" + name[2:].replace("-", "_") + sep + value
+    name = name[2:].replace("-", "_")
+    if not sep and name.startswith("no_") and name[3:] in bools:
+        return f"--{name[3:]}=false"
+    return "--" + name + sep + value
 
 
 def _config_files(argv: Sequence[str]) -> list[str]:
@@ -214,9 +230,10 @@ def _parse_error(err: Exception, files: Sequence[str]) -> str:
     if key:
         detail = message.split(":", 1)[1].strip() if ":" in message else message
         return f"{key[1]}: {detail} (from {where}); fix `{key[1]}:` in the YAML or pass --{key[1]} VALUE"
-    unknown = re.search(r"Option '([^']+)' is not accepted|Unrecognized arguments: (.*)", message)
+    unknown = re.search(r"Option '([^']+)' is not accepted|unrecognized arguments: (.*)", message, re.IGNORECASE)
     if unknown:
-        return f"{message} (from {where}); remove it or check its spelling against `--help`"
+        names = [unknown[1]] if unknown[1] else [a for a in unknown[2].split() if a.startswith("-")]
+        return f"{where}: unknown key(s) {names}; remove them or fix the spelling (`--help` lists the valid keys)"
     if "Problems parsing config" in message:
         message = message.replace('"<unicode string>"', where)
         return f"{where}: not valid YAML — {message.split(':', 1)[1].strip()}; fix the syntax at that line"

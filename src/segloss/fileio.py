@@ -1,9 +1,48 @@
-"""Writing output files so that an error never leaves a half-written file in place of a good one."""
+"""Writing output files so that an error, Ctrl-C or a kill never leaves a half-written file in place of a good one.
+
+* :func:`atomic_write` writes a per-process temporary file beside the target and renames it into place. Any Python
+  exception (Ctrl-C and SIGTERM included: the CLI turns SIGTERM into one) removes the temporary file; a file left
+  by a process killed with SIGKILL is removed by the next write of the same target on the same host, once that
+  process is gone.
+* :func:`write_pair` writes two files that only make sense together (predictions and their metrics): the second is
+  removed first and written last, so whenever it exists it belongs to the first.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import socket
 from pathlib import Path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _temporary(path: Path) -> Path:
+    # Host and pid in the name: workers on several machines may share the folder, and only this machine can tell
+    # whether one of its own processes is gone.
+    return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete ``<name>.<host>.<pid>.tmp`` files beside ``path`` left by processes of this host that are gone."""
+    path = Path(path)
+    prefix = f"{path.name}.{socket.gethostname()}."
+    removed = []
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = candidate.name[len(prefix) : -len(".tmp")]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
@@ -14,7 +53,8 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    remove_stale_temporaries(path)
+    tmp = _temporary(path)
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
@@ -22,3 +62,14 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_pair(first: str | Path, first_data: str | bytes, second: str | Path, second_data: str | bytes) -> None:
+    """Write ``first`` then ``second``, each atomically, so that an existing ``second`` always matches ``first``.
+
+    An older ``second`` is removed before ``first`` changes: an interruption in between leaves ``first`` alone
+    (the sign of an unfinished write), never ``first`` beside a ``second`` from another run.
+    """
+    Path(second).unlink(missing_ok=True)
+    atomic_write(first, first_data)
+    atomic_write(second, second_data)

@@ -31,7 +31,7 @@ def gsm8k_dir(tmp_path):
 
 
 def test_show_prints_prompt_and_answer_as_trained(gsm8k_dir, capsys):
-    assert main(["data", "show", "gsm8k", "--path", str(gsm8k_dir), "--split", "test", "-n", "1"]) == 0
+    assert main(["data", "show", "gsm8k", "--data-path", str(gsm8k_dir), "--split", "test", "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert out == (
         "--- gsm8k-test-0\nQuestion: Tom has 3 apples and buys 4 more. How many apples does he have?\n"
@@ -40,7 +40,7 @@ def test_show_prints_prompt_and_answer_as_trained(gsm8k_dir, capsys):
 
 
 def test_show_arith_with_options(capsys):
-    assert main(["data", "show", "arith", "-n", "2", "--options", "{max_steps: 1, n_train: 5}"]) == 0
+    assert main(["data", "show", "arith", "-n", "2", "--dataset-options", "{max_steps: 1, n_train: 5}"]) == 0
     out = capsys.readouterr().out
     assert out.count("--- arith-train-") == 2 and out.count("<<") == 2  # one formula per 1-step problem
 
@@ -56,7 +56,7 @@ def test_stats_counts_skips_and_token_lengths(gsm8k_dir, tiny_model_dir, capsys)
         "data",
         "stats",
         "gsm8k",
-        "--path",
+        "--data-path",
         str(gsm8k_dir),
         "--split",
         "test",
@@ -79,7 +79,7 @@ def test_stats_counts_skips_and_token_lengths(gsm8k_dir, tiny_model_dir, capsys)
 def test_stats_reports_the_absent_mathqa_train_split(tmp_path, capsys):
     record = {"Problem": "p", "options": "a ) 1 , b ) 2", "correct": "b", "linear_formula": "add(n0,n1)|"}
     (tmp_path / "dev.json").write_text(json.dumps([record, {**record, "correct": "x"}], indent=4))
-    assert main(["data", "stats", "mathqa", "--path", str(tmp_path)]) == 0
+    assert main(["data", "stats", "mathqa", "--data-path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "absent" in out and "--split dev" in out
     assert [line.split()[:3] for line in out.splitlines() if line.startswith("validation")] == [
@@ -91,10 +91,10 @@ def test_stats_reports_the_absent_mathqa_train_split(tmp_path, capsys):
     "argv, message",
     [
         (["data", "show", "gsm9k"], "unknown dataset 'gsm9k'; valid datasets: arith, gsm8k"),
-        (["data", "show", "gsm8k", "--path", "/nonexistent/gsm8k"], "data path not found"),
+        (["data", "show", "gsm8k", "--data-path", "/nonexistent/gsm8k"], "data path not found"),
         (["data", "stats", "arith", "--tokenizer", "/nonexistent/tok"], "--tokenizer: directory not found"),
         (["data", "show", "arith", "-n", "0"], "n must be at least 1"),
-        (["data", "show", "arith", "--options", "{steps: 2}"], "unknown option"),
+        (["data", "show", "arith", "--dataset-options", "{steps: 2}"], "unknown option"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):
@@ -105,5 +105,13 @@ def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="max_length"):
         DataConfig(max_length=1)
-    with pytest.raises(ValueError, match="options must be a mapping"):
-        DataConfig(options=[1])
+    with pytest.raises(ValueError, match="dataset_options must be a mapping"):
+        DataConfig(dataset_options=[1])
+
+
+def test_old_flag_spellings_still_work(capsys):
+    # train/eval/grid spell them --data-path/--dataset-options; data accepts its former --path/--options too.
+    assert main(["data", "show", "arith", "-n", "1", "--options", "{max_steps: 1, n_train: 5}"]) == 0
+    assert "Question" in capsys.readouterr().out
+    assert main(["data", "show", "gsm8k", "--path", "/nonexistent/gsm8k"]) == 2
+    assert "data path not found" in capsys.readouterr().err

@@ -101,7 +101,7 @@ def test_bad_options_are_rejected_with_the_field_named(options, field):
 
 
 def test_path_and_empty_split_are_errors():
-    with pytest.raises(ValueError, match="no --path"):
+    with pytest.raises(ValueError, match="no --data-path"):
         load_examples("arith", "train", "/tmp/whatever")
     with pytest.raises(ValueError, match="empty"):
         load_examples("arith", "test", n_test=0)

@@ -95,7 +95,7 @@ def test_malformed_json_array_names_the_line(tmp_path):
 
 def test_record_missing_a_field_names_field_and_dataset(tmp_path):
     _write_jsonl(tmp_path / "test.jsonl", [{"question": "q", "answer": "#### 1"}, {"question": "q2"}])
-    with pytest.raises(ValueError, match=r"gsm8k: record 1 of .*test\.jsonl is missing field 'answer'"):
+    with pytest.raises(ValueError, match=r"gsm8k: .*test\.jsonl:2 is missing field 'answer'"):
         load_examples("gsm8k", "test", tmp_path)
 
 
@@ -107,7 +107,7 @@ def test_empty_split_is_an_error(tmp_path):
 
 def test_offline_without_path_asks_for_a_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="hub is offline; pass --path"):
+    with pytest.raises(FileNotFoundError, match="hub is offline; pass --data-path"):
         load_examples("hellaswag", "test")
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from segloss.data import get_builder, load_examples
-from segloss.data.mathqa import mathqa_answer, numeric_value, parse_options
+from segloss.data.mathqa import authors_answer, authors_value, mathqa_answer, numeric_value, parse_options
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mathqa"
 
 RECORD = {
     "Problem": "a multiple choice test consists of 4 questions , and each question has 5 answer choices .",
@@ -80,5 +83,66 @@ def test_missing_train_split_points_to_dev(tmp_path):
 
 def test_missing_field_names_mathqa_and_the_field(tmp_path):
     _write_array(tmp_path / "test.json", [{k: v for k, v in RECORD.items() if k != "linear_formula"}])
-    with pytest.raises(ValueError, match=r"mathqa: record 0 .* missing field 'linear_formula'"):
+    with pytest.raises(ValueError, match=r"mathqa: .*test\.json element 0 is missing field 'linear_formula'"):
         load_examples("mathqa", "test", tmp_path)
+
+
+# ------------------------------------------------------------------------------ authors_preprocessing (fidelity)
+NO_TRAILING_PIPE = {**RECORD, "linear_formula": "divide(n0,n1)|multiply(#0,const_100)"}
+
+
+def test_authors_value_splits_at_every_comma_and_writes_a_float():
+    assert authors_value(RECORD["options"], "c") == "625.0"
+    assert authors_value("a ) $ 1600 , b ) 12.5 %", "b") == "12.5"
+    # "1 , 200" is split too: option b becomes the "200" of option a
+    assert authors_value("a ) rs . 1 , 200 , b ) 3 , c ) 5", "b") == "200.0"
+    assert authors_value("a ) - 4 , b ) 4", "a") is None  # "- 4" is no float for them
+    assert authors_value("a ) 1 / 2 , b ) 3", "a") is None
+    assert authors_value("a ) 1 , b ) 2", "e") is None
+
+
+def test_authors_answer_drops_the_last_step_without_a_trailing_pipe():
+    assert authors_answer(RECORD["linear_formula"], "625.0") == (
+        "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### 625.0"
+    )
+    assert authors_answer(NO_TRAILING_PIPE["linear_formula"], "625.0") == "<<divide(n0,n1)>> #### 625.0"
+    assert authors_answer("add(n0,n1)", "3.0") == "#### 3.0"  # a one-step program loses its only step
+
+
+def test_authors_preprocessing_option_changes_answers_and_kept_records(tmp_path):
+    negative = {**RECORD, "options": "a ) - 4 , b ) 4", "correct": "a"}
+    comma = {**RECORD, "options": "a ) rs . 1 , 200 , b ) 3 , c ) 5", "correct": "b"}
+    _write_array(tmp_path / "test.json", [NO_TRAILING_PIPE, negative, comma])
+    ours = get_builder("mathqa")
+    assert [e.answer for e in ours.load("test", tmp_path)] == [
+        "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### 625",
+        "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### -4",
+        "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### 3",
+    ]
+    authors = get_builder("mathqa", authors_preprocessing=True)
+    examples = authors.load("test", tmp_path)
+    assert [(e.id, e.answer) for e in examples] == [
+        ("mathqa-test-0", "<<divide(n0,n1)>> #### 625.0"),
+        ("mathqa-test-2", "<<divide(n0,n1)>> <<multiply(#0,const_100)>> #### 200.0"),
+    ]
+    assert dict(authors.skip_reasons) == {"authors' preprocessing: correct option is not a float": 1}
+    assert examples[0].prompt == ours.load("test", tmp_path)[0].prompt
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(ValueError, match="authors_preprocessing"):
+        get_builder("mathqa", authors_preprocesing=True)
+
+
+def test_authors_preprocessing_on_the_shared_test_file():
+    if not (SHARED / "test.json").is_file():
+        pytest.skip(f"{SHARED} not present")
+    ours = {e.id: e for e in load_examples("mathqa", "test", SHARED)}
+    authors = {e.id: e for e in load_examples("mathqa", "test", SHARED, authors_preprocessing=True)}
+    assert (len(ours), len(authors), len(ours.keys() & authors.keys())) == (2664, 2655, 2648)
+    both = sorted(ours.keys() & authors.keys())
+    shorter = [i for i in both if authors[i].answer.count("<<") < ours[i].answer.count("<<")]
+    assert len(shorter) == 615  # a step dropped: no trailing "|"
+    assert sum("<<" not in authors[i].answer for i in shorter) == 44  # left with no formula at all
+    values = [(ours[i].answer.split("#### ")[1], authors[i].answer.split("#### ")[1]) for i in both]
+    assert sum(abs(float(o) - float(a)) > 1e-9 for o, a in values) == 52  # comma numbers in the options

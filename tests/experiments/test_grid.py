@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -193,7 +200,7 @@ def test_crash_is_recorded_and_the_grid_goes_on_then_a_rerun_retries_only_failur
     assert [c.config_hash for c in saved.cells()] == [c.config_hash for c in config.cells()]
 
 
-def test_a_stale_running_cell_is_taken_over_only_with_retry_running(tmp_path):
+def test_a_live_workers_running_cell_is_taken_over_only_with_retry_running(tmp_path):
     config = _config(tmp_path, models=["m1"], losses=["ce"], seeds=[0])
     cell = config.cells()[0]
     with ResultStore(config.store_path, worker="dead-worker") as store:
@@ -269,3 +276,107 @@ def test_default_runner_trains_and_evaluates_a_real_cell_and_a_retry_skips_finis
     summary = run_grid(config, log=None)  # retried: training is finished, so only the evaluation runs again
     assert summary.done == [cell.config_hash]
     assert (cell.run_dir / "train_summary.json").stat().st_mtime_ns == trained
+
+
+DYING_WORKER = textwrap.dedent("""
+    import json, os, signal, sys
+    from segloss.config import config_from_dict, load_yaml
+    from segloss.experiments.grid import GridConfig, run_grid
+
+    config = config_from_dict(GridConfig, load_yaml(sys.argv[1]))
+    log, die_at = sys.argv[2], int(sys.argv[3])
+
+    def runner(cell):
+        with open(log, "a") as handle:
+            handle.write(json.dumps({"event": "start", "index": cell.index, "pid": os.getpid()}) + "\\n")
+        if cell.index == die_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 mid-cell: no chance to record anything
+        with open(log, "a") as handle:
+            handle.write(json.dumps({"event": "end", "index": cell.index, "pid": os.getpid()}) + "\\n")
+        return {"exact_match": 0.5}
+
+    run_grid(config, runner=runner, worker="doomed", log=None)
+""")
+
+
+@pytest.mark.slow
+def test_a_dead_workers_cell_is_reclaimed_by_the_next_plain_worker_and_every_cell_runs_once(tmp_path, capsys):
+    config = _config(tmp_path, models=["m1"], losses=["ce", "lovasz"])  # 4 cells
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    (tmp_path / "worker.py").write_text(DYING_WORKER)
+    log = tmp_path / "calls.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(tmp_path / "worker.py"), str(path), str(log), "2"], env=env, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with ResultStore(config.store_path) as store:
+        assert store.counts() == {"pending": 1, "running": 1, "done": 2, "failed": 0}
+
+    calls = []
+
+    def runner(cell):
+        calls.append(cell.index)
+        return {"exact_match": 0.5}
+
+    summary = run_grid(config, runner=runner)  # a plain worker: no --retry-running
+    dead = config.cells()[2]
+    assert calls == [2, 3] and summary.reclaimed == [dead.config_hash]
+    out = capsys.readouterr().out
+    assert f"cell 2: reclaimed from doomed (pid {_pid_of(log, 2)} on {socket.gethostname()})" in out
+    assert "its process is gone" in out and "1 reclaimed from dead workers" in out
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    ends = sorted(e["index"] for e in events if e["event"] == "end") + calls
+    assert sorted(ends) == [0, 1, 2, 3]  # every cell finished exactly once
+    with ResultStore(config.store_path) as store:
+        assert store.counts()["done"] == 4 and store.get(dead.config_hash)["attempts"] == 2
+
+
+def _pid_of(log: Path, index: int) -> int:
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return next(e["pid"] for e in events if e["index"] == index)
+
+
+def test_skipped_cells_are_explained(tmp_path, capsys):
+    config = _config(tmp_path, models=["m1"], losses=["ce"])
+    cell = config.cells()[0]
+    with ResultStore(config.store_path, worker="live") as store:  # this very process: a live holder
+        store.register([cell.as_row()])
+        assert store.claim(cell.config_hash)
+    summary = run_grid(config, runner=Recorder())
+    assert summary.skipped_by_status == {"running": 1} and len(summary.done) == 1
+    assert "1 skipped (1 held by live workers) (--retry-running takes them over)" in capsys.readouterr().out
+
+
+def test_grid_command_refuses_ray_options_without_ray_and_ray_when_not_installed(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"models": ["m"], "datasets": ["d"], "losses": ["ce"], "seeds": [0]}))
+    out = ["--output-dir", str(tmp_path / "grid")]
+    assert main(["grid", "--config", str(path), *out, "--gpus-per-cell", "1"]) == 2
+    assert "apply to --executor ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["grid", "--config", str(path), *out, "--executor", "ray"]) == 2
+    assert "pip install 'segloss[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "grid" / "results.sqlite").exists()
+
+
+def test_an_unwritable_output_dir_is_refused_before_the_store_is_touched(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    config = _config(tmp_path, output_dir=str(blocked / "grid"), store=str(tmp_path / "s.sqlite"))
+    with pytest.raises(ValueError, match="output_dir: cannot write to"):
+        run_grid(config, runner=Recorder(), log=None)
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_ctrl_c_in_a_local_cell_records_it_interrupted_and_stops(tmp_path):
+    config = _config(tmp_path, models=["m1"], losses=["ce"])  # 2 cells
+
+    def runner(cell):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(config, runner=runner, log=None)
+    with ResultStore(config.store_path) as store:
+        first, second = store.rows()
+    assert (first["status"], first["error"]) == ("failed", "interrupted (KeyboardInterrupt)")
+    assert first["lease_until"] is None and second["status"] == "pending"  # the grid stopped at once

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segloss.experiments.store import STATUSES, ResultStore
+from segloss.experiments.store import SCHEMA_VERSION, STATUSES, ResultStore
 
 
 def _row(i: int) -> dict:
@@ -116,19 +118,22 @@ WORKER = textwrap.dedent("""
     from segloss.experiments.grid import GridConfig, parse_shard, run_grid
 
     config_path, log_path, worker, shard = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    n_workers = int(sys.argv[5])
     config = config_from_dict(GridConfig, load_yaml(config_path))
     first = [True]
 
-    def other_worker_started():
+    def all_workers_started():
         with sqlite3.connect(config.store_path, timeout=30) as conn:
-            return conn.execute("SELECT COUNT(*) FROM cells WHERE worker IS NOT NULL AND worker != ?",
-                                (worker,)).fetchone()[0] > 0
+            started = conn.execute("SELECT COUNT(DISTINCT worker) FROM cells WHERE worker IS NOT NULL").fetchone()[0]
+        return started >= n_workers
 
     def runner(cell):
-        if first[0]:  # hold the first cell until the other worker has claimed one: both really run at once
+        # Hold the first cell until every worker has claimed one, so all really run at once (however unequal their
+        # start-up times on a loaded machine).
+        if first[0]:
             first[0] = False
-            deadline = time.time() + 20
-            while not other_worker_started() and time.time() < deadline:
+            deadline = time.time() + 60
+            while not all_workers_started() and time.time() < deadline:
                 time.sleep(0.01)
         with open(log_path, "a") as log:
             log.write(json.dumps({"hash": cell.config_hash, "worker": worker}) + "\\n")
@@ -162,7 +167,7 @@ def test_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path, worke
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard],
+            [sys.executable, str(tmp_path / "worker.py"), str(config_path), str(log), name, shard, str(len(workers))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -198,3 +203,201 @@ def test_concurrent_worker_processes_run_every_cell_exactly_once(tmp_path, worke
     with sqlite3.connect(tmp_path / "grid" / "results.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- leases -----------------------------------------------------------------------------------------------------------
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from segloss.experiments.store import LeaseKeeper, ResultStore
+
+    path, lease_s, hold_s, host = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    store = ResultStore(path, worker="holder", lease_s=lease_s)
+    if host != "-":
+        store.host = host  # pose as a worker on another node: only its heartbeat can keep its lease
+    assert store.claim("h0")
+    with LeaseKeeper(store) as keeper:
+        keeper.hold("h0")
+        print("claimed", flush=True)
+        time.sleep(hold_s)
+""")
+
+
+def _holder(tmp_path: Path, lease_s: float, hold_s: float, host: str = "-") -> subprocess.Popen:
+    """A worker process that claims h0 and holds it (heartbeat running) for ``hold_s`` seconds."""
+    (tmp_path / "holder.py").write_text(HOLDER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    args = [str(tmp_path / "s.sqlite"), str(lease_s), str(hold_s), host]
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "holder.py"), *args], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
+    return proc
+
+
+def test_a_claim_carries_host_pid_and_a_lease_that_the_heartbeat_renews(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite", worker="A", lease_s=30) as store:
+        store.register([_row(0)])
+        before = time.time()
+        assert store.claim("h0")
+        row = store.get("h0")
+        assert (row["host"], row["pid"]) == (socket.gethostname(), os.getpid())
+        assert before <= row["heartbeat_at"] and row["lease_until"] == pytest.approx(row["heartbeat_at"] + 30)
+        time.sleep(0.05)
+        assert store.heartbeat(["h0"]) == {"h0"}
+        assert store.get("h0")["heartbeat_at"] > row["heartbeat_at"]
+        store.finish("h0", {"exact_match": 1.0})
+        assert store.get("h0")["lease_until"] is None and store.heartbeat(["h0"]) == set()
+
+
+def test_a_dead_workers_cell_is_reclaimed_by_a_plain_worker_and_says_so(tmp_path):
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        store.register([_row(0), _row(1)])
+    holder = _holder(tmp_path, lease_s=600, hold_s=600)  # a long lease: only "its process is gone" can free it
+    holder.kill()
+    holder.wait()
+    with ResultStore(tmp_path / "s.sqlite", worker="B") as store:
+        claim = store.try_claim("h0")
+        assert claim is not None and claim.previous_status == "running"
+        assert claim.reclaimed_from == f"holder (pid {holder.pid} on {socket.gethostname()})"
+        assert claim.reason == "its process is gone"
+        assert store.get("h0")["attempts"] == 2 and store.get("h0")["worker"] == "B"
+        assert store.try_claim("h1").reclaimed_from is None  # a pending cell is a plain claim
+
+
+def test_an_expired_lease_from_another_host_is_reclaimed(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path, worker="far", lease_s=0.2) as far:
+        far.register([_row(0)])
+        far.host = "another-node"  # a worker on another machine: its pid means nothing here
+        assert far.claim("h0")
+    with ResultStore(path, worker="B") as store:
+        assert store.try_claim("h0") is None  # the lease is still fresh
+        time.sleep(0.3)
+        claim = store.try_claim("h0")
+        assert claim is not None and claim.reason.startswith("its lease expired")
+        assert "pid" in claim.reclaimed_from and "another-node" in claim.reclaimed_from
+
+
+@pytest.mark.parametrize("host", ["-", "other-node"], ids=["same-host", "other-host"])
+def test_a_live_lease_is_never_stolen(tmp_path, host):
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        store.register([_row(0)])
+    # A 1 s lease renewed every 0.25 s; the other worker keeps trying for three lease lengths.
+    holder = _holder(tmp_path, lease_s=1.0, hold_s=8, host=host)
+    try:
+        with ResultStore(tmp_path / "s.sqlite", worker="B") as store:
+            deadline = time.time() + 3.0
+            while time.time() < deadline:
+                assert store.try_claim("h0") is None
+                time.sleep(0.2)
+            assert store.get("h0")["worker"] == "holder" and store.get("h0")["attempts"] == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_frozen_remote_holder_loses_its_lease_and_can_no_longer_record(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path, worker="slow", lease_s=0.1) as slow, ResultStore(path, worker="C") as other:
+        slow.register([_row(0)])
+        slow.host = "another-node"
+        assert slow.claim("h0")
+        time.sleep(0.2)  # slow's heartbeat stalled (a frozen process): its lease expires and C takes the cell
+        assert other.claim("h0")
+        assert slow.heartbeat(["h0"]) == set()
+        assert slow.finish("h0", {"exact_match": 0.0}) is False  # dropped: the cell belongs to C now
+        assert other.finish("h0", {"exact_match": 1.0}) is True
+        assert other.get("h0")["metrics"] == {"exact_match": 1.0}
+
+
+def test_a_version_1_store_gains_the_lease_columns(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE cells (config_hash TEXT PRIMARY KEY, cell_index INTEGER NOT NULL, model TEXT NOT NULL,"
+            " dataset TEXT NOT NULL, loss TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL DEFAULT"
+            " 'pending', settings TEXT NOT NULL DEFAULT '{}', metrics TEXT, run_dir TEXT, eval_dir TEXT, error TEXT,"
+            " worker TEXT, attempts INTEGER NOT NULL DEFAULT 0, started_at REAL, finished_at REAL, seconds REAL,"
+            " updated_at REAL NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO cells VALUES ('h0', 0, 'm', 'd', 'ce', 0, 'running', '{}', NULL, NULL, NULL, NULL,"
+            " 'old:1', 1, 0, NULL, NULL, 0)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+    with ResultStore(path, worker="B") as store:
+        assert store.get("h0")["lease_until"] is None
+        assert store.claim("h0") is False  # no lease recorded: only --retry-running takes it over
+        assert store.claim("h0", retry_running=True) is True
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# -- refusing files that are not segloss stores -----------------------------------------------------------------------
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _foreign_sqlite(path: Path) -> Path:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT, year INTEGER)")
+        conn.execute("INSERT INTO songs VALUES ('So What', 1959)")
+    return path
+
+
+@pytest.mark.parametrize("opener", ["readonly", "writer"])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("model,loss\nm,ce\n") and p, "not an SQLite file"),
+        (_foreign_sqlite, r"no segloss `cells` table; its tables: \['songs'\]"),
+    ],
+    ids=["csv-file", "foreign-sqlite"],
+)
+def test_a_file_that_is_not_a_segloss_store_is_refused_untouched(tmp_path, make, message, opener):
+    path = tmp_path / "other.db"
+    make(path)
+    before, listing = _digest(path), sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match=message):
+        ResultStore.open_readonly(path) if opener == "readonly" else ResultStore(path)
+    assert _digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
+def test_open_readonly_reads_a_store_and_refuses_empty_or_missing_files(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path, worker="A") as store:
+        store.register([_row(0)])
+    before = _digest(path)
+    with ResultStore.open_readonly(path) as reader:
+        assert reader.counts()["pending"] == 1 and reader.get("h0")["seed"] == 0
+        with pytest.raises(ValueError, match="read-only"):
+            reader.claim("h0")
+    assert _digest(path) == before
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    with pytest.raises(ValueError, match="it is empty"):
+        ResultStore.open_readonly(tmp_path / "empty.sqlite")
+    with pytest.raises(FileNotFoundError, match="segloss grid"):
+        ResultStore.open_readonly(tmp_path / "missing.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b"\x00\x01not a database" * 64) and p, "not an SQLite file"),
+        (_foreign_sqlite, "songs"),
+    ],
+    ids=["binary-file", "foreign-sqlite"],
+)
+def test_segloss_report_refuses_a_foreign_file_with_a_one_line_error_and_leaves_it_alone(
+    tmp_path, capsys, make, message
+):
+    from segloss.cli import main
+
+    path = make(tmp_path / "music.db")
+    before = _digest(path)
+    assert main(["report", "--store", str(path), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"segloss report: error: {path} is not a segloss result store") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["music.db"]  # no -wal/-shm, no report folder

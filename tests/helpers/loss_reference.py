@@ -88,3 +88,39 @@ def ref_lovasz(logits, labels):
         errors_sorted, perm = torch.sort(errors, 0, descending=True)
         losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[perm])))
     return torch.stack(losses).mean()
+
+
+def _ref_overlap(logits, labels, score, gamma=1.0):
+    """Per sequence, mean over present classes of (1 − score(I, n, P))^γ; then over sequences. Plain loops."""
+    per_seq = []
+    for lp, ys in _valid(logits, labels):
+        if not ys:
+            continue
+        p = lp.exp()
+        per_class = []
+        for c in sorted(set(ys)):
+            n = float(ys.count(c))
+            inter = sum((p[i, c] for i, y in enumerate(ys) if y == c), torch.zeros((), dtype=torch.float64))
+            mass = p[:, c].sum()
+            per_class.append((1 - score(inter, n, mass)) ** gamma)
+        per_seq.append(torch.stack(per_class).mean())
+    return torch.stack(per_seq).mean() if per_seq else _zero(logits)
+
+
+def ref_dice(logits, labels, smooth=1e-5):
+    return _ref_overlap(logits, labels, lambda i, n, m: (2 * i + smooth) / (n + m + smooth))
+
+
+def ref_jaccard(logits, labels, smooth=1e-5):
+    return _ref_overlap(logits, labels, lambda i, n, m: (i + smooth) / (n + m - i + smooth))
+
+
+def ref_tversky(logits, labels, alpha=0.5, beta=0.5, smooth=1e-5, gamma=1.0):
+    def score(i, n, m):  # α on false positives (m − i), β on false negatives (n − i), as MONAI and smp
+        return (i + smooth) / (i + alpha * (m - i) + beta * (n - i) + smooth)
+
+    return _ref_overlap(logits, labels, score, gamma)
+
+
+def ref_focal_tversky(logits, labels, alpha=0.5, beta=0.5, gamma=0.75, smooth=1e-5):
+    return ref_tversky(logits, labels, alpha, beta, smooth, gamma)

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.loss_reference import ref_cross_entropy, ref_focal, ref_gdice, ref_lovasz, ref_sadl
+from helpers.loss_reference import (
+    ref_cross_entropy,
+    ref_dice,
+    ref_focal,
+    ref_focal_tversky,
+    ref_gdice,
+    ref_jaccard,
+    ref_lovasz,
+    ref_sadl,
+    ref_tversky,
+)
 
 from segloss.losses import (
     cross_entropy,
+    dice_loss,
     focal_loss,
+    focal_tversky_loss,
     generalized_dice_loss,
+    jaccard_loss,
     lovasz_softmax_loss,
     self_adjusting_dice_loss,
+    tversky_loss,
 )
 
 CASES = {
@@ -20,6 +34,10 @@ CASES = {
     "sadl": (self_adjusting_dice_loss, ref_sadl),
     "gdice": (generalized_dice_loss, ref_gdice),
     "lovasz": (lovasz_softmax_loss, ref_lovasz),
+    "dice": (dice_loss, ref_dice),
+    "jaccard": (jaccard_loss, ref_jaccard),
+    "tversky": (tversky_loss, ref_tversky),
+    "focal_tversky": (focal_tversky_loss, ref_focal_tversky),
 }
 NAMES = list(CASES)
 
@@ -165,8 +183,16 @@ def test_bad_inputs_raise_clear_errors(name, generator):
         fn(logits, labels[:, :-1])
     with pytest.raises(ValueError, match="integer"):
         fn(logits, labels.double())
-    with pytest.raises(ValueError, match=r"float tensor \[B, T, V\]"):
+    with pytest.raises(ValueError, match=r"labels must be an integer tensor \(token ids\), got torch.bool"):
+        fn(logits, labels > 0)  # a mask is not a labels tensor of classes 0/1
+    with pytest.raises(ValueError, match=r"logits must have shape \[B, T, V\] \(or \[N, V\] with 1-D labels"):
         fn(logits[0, 0], labels[0, :1])
+    with pytest.raises(
+        ValueError, match=r"logits must have shape \[B, T, V\].*got logits \(6, 7\) with labels \(1, 6\)"
+    ):
+        fn(logits[0], labels[:1])  # 2-D float logits are float: the message is about the shape
+    with pytest.raises(ValueError, match="logits must be a float tensor"):
+        fn(labels[..., None].expand(-1, -1, 3), labels)
     out_of_range = labels.clone()
     out_of_range[0, 0] = logits.shape[-1]
     with pytest.raises(ValueError, match="outside the vocabulary"):

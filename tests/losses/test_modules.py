@@ -27,14 +27,16 @@ def batch(generator):
 
 def test_registry_names_and_aliases(batch):
     logits, labels, _ = batch
-    assert set(LOSSES) == {"ce", "focal", "gdice", "sadl", "lovasz"}
+    assert set(LOSSES) == {"ce", "focal", "gdice", "sadl", "lovasz", "dice", "jaccard", "tversky", "focal_tversky"}
     assert get_loss("cross_entropy").name == "ce" and get_loss("self_adj_dice").name == "sadl"
     assert get_loss("focal", gamma=0.0)(logits, labels).item() == pytest.approx(cross_entropy(logits, labels).item())
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown loss 'dice'.*ce, focal, gdice, lovasz, sadl"):
-        get_loss("dice")
+    with pytest.raises(
+        ValueError, match=r"unknown loss 'iou'.*ce, dice, focal, focal_tversky, gdice, jaccard, lovasz"
+    ):
+        get_loss("iou")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +46,7 @@ def test_unknown_name_lists_valid_ones():
         ("focal", {"gamma": float("nan")}, "finite number"),
         ("sadl", {"alpha": float("inf")}, "finite number"),
         ("gdice", {"smooth": "a"}, "finite number"),
-        ("lovasz", {"gamma": 2.0}, "has no option 'gamma'; valid options: ignore_index"),
+        ("lovasz", {"gamma": 2.0}, "has no option 'gamma'; valid options: reduction, ignore_index"),
         ("ce", {"ignore_index": 1.5}, "ignore_index must be an int"),
     ],
 )
@@ -93,7 +95,7 @@ def test_options_and_zero_weights(batch):
         ({"ce": -0.1, "focal": 1.0}, "must be ≥ 0"),
         ({"ce": math.inf}, "finite number"),
         ({"ce": 1.0, "cross_entropy": 1.0}, "appears twice"),
-        ({"dice": 1.0}, "unknown loss"),
+        ({"iou": 1.0}, "unknown loss"),
     ],
 )
 def test_bad_weights(weights, message):

@@ -9,6 +9,9 @@ import pytest
 from segloss.metrics.formulas import (
     MATH_METRICS,
     exact_match,
+    exact_match_authors,
+    exact_match_flexible,
+    exact_match_strict,
     formula_is_correct,
     parse_final_answer,
     parse_formula,
@@ -171,3 +174,32 @@ def test_well_formed(text, ok):
 def test_well_formed_without_formulas_required():
     assert well_formed("#### 7", require_formulas=False)
     assert well_formed("<<x>> #### c", numeric_answer=False)
+
+
+# ------------------------------------------------------------------------------------------- exact-match variants
+@pytest.mark.parametrize(
+    ("generated", "reference", "strict", "flexible", "authors"),
+    [
+        ("<<9*2=18>> #### 18", REF, 1.0, 1.0, 1.0),
+        ("#### 18.0", "#### 18", 0.0, 0.0, 1.0),  # lm-eval compares strings; the authors use isclose
+        ("#### 18.", "#### 18", 1.0, 1.0, 1.0),  # lm-eval drops one final "."
+        ("#### 1,000", "#### 1000", 1.0, 1.0, 0.0),  # the authors' float("1,000") fails
+        ("#### -3", "#### -3", 1.0, 1.0, 0.0),  # the authors' pattern has no sign
+        ("The answer is 18", REF, 0.0, 1.0, 0.0),  # only flexible reads a number without ####
+        ("#### 18 and then 19 more", "#### 18", 1.0, 0.0, 1.0),  # flexible takes the last number
+        ("#### 18\nQuestion: 7 apples", "#### 18", 1.0, 1.0, 1.0),  # lm-eval stops at "Question:"
+        ("costs $18.", "18", 0.0, 1.0, 0.0),  # "$" and the final "." are ignored; bare reference
+        ("#### 18", "18", 1.0, 1.0, 1.0),
+        ("", REF, 0.0, 0.0, 0.0),
+    ],
+)
+def test_exact_match_variants(generated, reference, strict, flexible, authors):
+    assert exact_match_strict(generated, reference) == strict
+    assert exact_match_flexible(generated, reference) == flexible
+    assert exact_match_authors(generated, reference) == authors
+
+
+def test_score_math_reports_the_variants_beside_exact_match():
+    scores = score_math("<<9*2=18>> #### 18.0", REF)
+    assert (scores["exact_match"], scores["exact_match_strict"], scores["exact_match_authors"]) == (1.0, 0.0, 1.0)
+    assert set(scores) == set(MATH_METRICS)

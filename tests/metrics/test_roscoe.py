@@ -80,6 +80,16 @@ def test_fake_embedder_satisfies_protocol(embedder):
         ),
         ("So x = 2. #### 2", ["So x = 2.", "2"]),
         ("<< >> no formula inside", ["no formula inside"]),
+        (
+            "Mr. Smith pays 3.5 dollars. Dr. Lee pays .5 more! Mrs. Jones pays 2.",
+            ["Mr. Smith pays 3.5 dollars.", "Dr. Lee pays .5 more!", "Mrs. Jones pays 2."],
+        ),
+        ("a sum of rs . 1000 after 4 years . what is it ?", ["a sum of rs . 1000 after 4 years .", "what is it ?"]),
+        (
+            "J. K. Rowling wrote e.g. this. He has 3. Then 4.",
+            ["J. K. Rowling wrote e.g. this.", "He has 3.", "Then 4."],
+        ),
+        ("Dr.\nNext line", ["Dr.", "Next line"]),  # a line break always ends a step
         ("<<>>", []),
         ("", []),
         ("   \n  ", []),
@@ -113,15 +123,18 @@ def test_all_scores_hand_computed(embedder):
         "roscoe_faithfulness_step": 0.75,  # mean(1, 0.5)
         "roscoe_faithfulness_token": 0.75,  # mean(steps 1, 0.5; tokens 1, 0.5)
         "roscoe_informativeness_step": 0.875,  # (0.75 + 1) / 2
-        "roscoe_informativeness_chain": chain,
-        "roscoe_repetition_step": 0.5,  # 1 - sc(b, a)
+        "roscoe_informativeness_chain": (1 + chain) / 2,  # ParlAI rescales the scaled cosine once more
+        "roscoe_informativeness_chain_paper": chain,
+        "roscoe_repetition_step": 0.25,  # ParlAI: (1 - sc(b, a)) / 2
+        "roscoe_repetition_step_paper": 0.5,  # paper: 1 - sc(b, a)
         "roscoe_repetition_token": 0.5,
         "roscoe_reasoning_alignment": 0.75,
         "roscoe_hallucination": 0.75,  # 1 - max((1-1)(1-1), (1-0.5)(1-0.5))
         "roscoe_redundancy": 0.5,  # min(1, 0.5)
         "roscoe_missing_step": 1.0,  # the reference step a is in h
         "roscoe_semantic_coverage_step": 0.75,  # 1 - |1 - 0.75|
-        "roscoe_semantic_coverage_chain": chain,
+        "roscoe_semantic_coverage_chain": (1 + chain) / 2,
+        "roscoe_semantic_coverage_chain_paper": chain,
     }
     assert set(scores) == set(SCORE_NAMES)
     for key, value in expected.items():
@@ -175,7 +188,8 @@ def test_repeated_step_lowers_repetition(embedder):
 
 def test_single_step_has_no_repetition(embedder):
     scores = roscoe_scores("<<a>>", "a.", "<<a>>", embedder=embedder)
-    assert scores["roscoe_repetition_step"] == 1.0
+    assert scores["roscoe_repetition_step"] == 1.0  # ParlAI's "perfect score", above its 0.5 maximum for N >= 2
+    assert scores["roscoe_repetition_step_paper"] == 1.0
     assert scores["roscoe_repetition_token"] == 1.0
 
 
@@ -196,6 +210,7 @@ def test_empty_source_gives_finite_reference_free_scores(embedder):
     scores = roscoe_scores("<<a>> <<b>>", "", "<<a>>", embedder=embedder)
     assert scores["roscoe_faithfulness_step"] == 0.0
     assert scores["roscoe_informativeness_chain"] == 0.0
+    assert scores["roscoe_informativeness_chain_paper"] == 0.0
     assert scores["roscoe_reasoning_alignment"] == pytest.approx(0.75)
 
 
@@ -334,3 +349,110 @@ def test_real_packaged_model(real_embedder):
     assert good["roscoe_semantic_coverage_chain"] > bad["roscoe_semantic_coverage_chain"]
     assert all(0.0 <= v <= 1.0 for row in rows for v in row.values())
     assert empty == dict.fromkeys(SCORE_NAMES, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ ParlAI parity
+# A float64 re-statement of the embedding scores of ParlAI projects/roscoe (score.py `compute_embedding_scores`,
+# `repetitions`; utils.py `cosine_similarity_scaled`, `embedding_alignment`, `al_mean`), written from their
+# definitions with plain Python loops — independent of segloss's vectorised code.
+def _parlai_sc(a, b):
+    return (1.0 + float(np.dot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b))) / 2.0
+
+
+def _parlai_alignment(ref, hypo):
+    """For each non-empty hypo vector, the max scaled cosine to the non-empty ref vectors (skipped when none)."""
+    out = []
+    for he in hypo:
+        if len(he):
+            sims = [_parlai_sc(he, re_) for re_ in ref if len(re_)]
+            if sims:
+                out.append(max(sims))
+    return out
+
+
+def _parlai_mean(values):
+    return sum(values) / len(values) if values else 0.0
+
+
+def _parlai_repetitions(embeddings, words):
+    most_similar = []
+    for i in range(1, len(embeddings)):
+        ra = 0.0
+        if len(embeddings[i]):
+            for j in range(i):
+                if len(embeddings[j]):
+                    if words:
+                        ra = max(ra, _parlai_mean(_parlai_alignment(embeddings[j], embeddings[i])))
+                    else:
+                        ra = max(ra, _parlai_sc(embeddings[j], embeddings[i]))
+        most_similar.append(ra)
+    return max(most_similar)
+
+
+def _parlai_scores(h, h_tok, s, s_tok, r, h_whole, s_whole, r_whole):
+    y_x, x_y = _parlai_alignment(s, h), _parlai_alignment(h, s)
+    y_r, r_y, r_x = _parlai_alignment(r, h), _parlai_alignment(h, r), _parlai_alignment(s, r)
+    flat_h = [t for step in h_tok for t in step]
+    flat_s = [t for step in s_tok for t in step]
+    return {
+        "roscoe_faithfulness_step": _parlai_mean(y_x),
+        "roscoe_faithfulness_token": _parlai_mean(y_x + _parlai_alignment(flat_s, flat_h)),
+        "roscoe_informativeness_step": (_parlai_mean(y_x) + _parlai_mean(x_y)) / 2.0,
+        "roscoe_informativeness_chain": (1.0 + _parlai_sc(h_whole, s_whole)) / 2.0,
+        "roscoe_repetition_step": (1.0 - _parlai_repetitions(h, False)) / 2.0 if len(h) > 1 else 1.0,
+        "roscoe_repetition_token": 1.0 - _parlai_repetitions(h_tok, True) if len(h_tok) > 1 else 1.0,
+        "roscoe_reasoning_alignment": _parlai_mean(y_r),
+        "roscoe_hallucination": 1.0 - max((1.0 - a) * (1.0 - b) for a, b in zip(y_r, y_x, strict=True)),
+        "roscoe_redundancy": min(y_r),
+        "roscoe_missing_step": min(r_y),
+        "roscoe_semantic_coverage_step": 1.0 - abs(_parlai_mean(r_x) - _parlai_mean(y_x)),
+        "roscoe_semantic_coverage_chain": (1.0 + _parlai_sc(h_whole, r_whole)) / 2.0,
+    }
+
+
+def _parlai_normalised(x):
+    # ParlAI's embed_sentences divides each row by its squared norm; cosines do not change.
+    return x / np.sum(x**2, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize(("seed", "n_h", "n_s", "n_r"), [(0, 4, 3, 5), (1, 2, 1, 1), (2, 6, 4, 3), (3, 1, 2, 2)])
+def test_scores_match_parlai_on_fixed_embeddings(seed, n_h, n_s, n_r):
+    from segloss.metrics.roscoe import ChainEmbeddings, chain_scores
+
+    rng = np.random.default_rng(seed)
+    d = 16
+    h, s, r = (rng.standard_normal((n, d)) for n in (n_h, n_s, n_r))
+    h[-1] = h[0] + 0.1 * rng.standard_normal(d)  # a near-repeated step, so repetition is not trivial
+    h_tok = [rng.standard_normal((int(k), d)) for k in rng.integers(1, 6, size=n_h)]
+    s_tok = [rng.standard_normal((int(k), d)) for k in rng.integers(1, 6, size=n_s)]
+    h_whole, s_whole, r_whole = rng.standard_normal((3, d))
+    ours = chain_scores(
+        ChainEmbeddings(h, h_tok, h_whole), ChainEmbeddings(s, s_tok, s_whole), ChainEmbeddings(r, None, r_whole)
+    )
+    h, s, r = _parlai_normalised(h), _parlai_normalised(s), _parlai_normalised(r)
+    reference = _parlai_scores(h, h_tok, s, s_tok, r, h_whole, s_whole, r_whole)
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value, abs=1e-12), key
+    # the paper's formulas, kept under their own names: one rescaling less, no halving
+    assert ours["roscoe_informativeness_chain_paper"] == pytest.approx(
+        2 * reference["roscoe_informativeness_chain"] - 1
+    )
+    assert ours["roscoe_semantic_coverage_chain_paper"] == pytest.approx(
+        2 * reference["roscoe_semantic_coverage_chain"] - 1
+    )
+    if n_h > 1:
+        assert ours["roscoe_repetition_step_paper"] == pytest.approx(2 * reference["roscoe_repetition_step"])
+
+
+def test_parlai_ranges_of_the_three_rescaled_scores():
+    # opposite whole chains: paper 0, ParlAI 0.5; identical consecutive steps: both 0; orthogonal steps 0.25 vs 0.5
+    from segloss.metrics.roscoe import ChainEmbeddings, chain_scores
+
+    h = ChainEmbeddings(np.stack([E1, E2]), [E1[None], E2[None]], E1)
+    s = ChainEmbeddings(np.stack([E1]), [E1[None]], -E1)
+    scores = chain_scores(h, s, ChainEmbeddings(np.stack([E1]), None, -E1))
+    assert scores["roscoe_informativeness_chain"] == pytest.approx(0.5)
+    assert scores["roscoe_informativeness_chain_paper"] == pytest.approx(0.0)
+    assert scores["roscoe_semantic_coverage_chain"] == pytest.approx(0.5)
+    assert scores["roscoe_semantic_coverage_chain_paper"] == pytest.approx(0.0)
+    assert (scores["roscoe_repetition_step"], scores["roscoe_repetition_step_paper"]) == pytest.approx((0.25, 0.5))

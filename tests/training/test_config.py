@@ -137,8 +137,14 @@ def test_missing_config_file_is_a_file_not_found_error(tmp_path: Path) -> None:
 
 
 def test_unknown_yaml_key_fails(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="learning_rat"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rat'\]"):
         parse_train_config(["--config", _yaml(tmp_path, "model: m\nlearning_rat: 0.1\n")])
+
+
+def test_abbreviated_or_unknown_flags_fail() -> None:
+    # argparse would take --learning_rat as an abbreviation of --learning_rate; a typo must not set a value
+    with pytest.raises(ValueError, match="--learning_rat"):
+        parse_train_config(["--model", "m", "--learning_rat", "3"])
 
 
 def test_flags_override_yaml(tmp_path: Path) -> None:
@@ -149,6 +155,7 @@ def test_flags_override_yaml(tmp_path: Path) -> None:
     assert config.loss_weights() == {"ce": 0.5, "lovasz": 0.5}
     assert config.lora_target_modules == ["q_proj"]  # untouched keys keep the file's value
     assert config.eval_strategy == "steps"  # any TrainingArguments field is a flag
+    assert parse_train_config(["--config", path, "--resume", "--no-resume"]).resume is False  # old spelling
 
 
 def test_mapping_values_are_typed_like_yaml() -> None:
@@ -169,3 +176,26 @@ def test_config_values_round_trip(tmp_path: Path) -> None:
     assert "push_to_hub" not in values  # Trainer defaults are not repeated
     again = train_config_from_values(values)
     assert again.config_values() == values and again.loss_spec == config.loss_spec
+
+
+def test_grid_cells_take_trainer_options_typed_like_yaml(tmp_path: Path) -> None:
+    from segloss.experiments.grid import GridConfig, check_default_runner
+
+    def grid(train: dict) -> GridConfig:
+        return GridConfig(
+            models=["m"], datasets=["arith"], losses=["ce", "lovasz"], seeds=[0], train=train, output_dir=str(tmp_path)
+        )
+
+    check_default_runner(grid({"learning_rate": "1e-4", "eval_strategy": "no", "torch_compile": False}).cells())
+    with pytest.raises(ValueError, match="lora_r"):
+        check_default_runner(grid({"lora_r": "eight"}).cells())
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS[0].parent / "grid").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_grid_yaml_gives_cells_whose_train_settings_parse(path: Path) -> None:
+    from segloss.config import config_from_dict, load_yaml
+    from segloss.experiments.grid import GridConfig, check_default_runner
+
+    cells = config_from_dict(GridConfig, load_yaml(path), str(path)).cells()
+    check_default_runner(cells)  # every cell's TrainConfig through the typed parser (raises on a bad value)
+    assert len(cells) >= 2

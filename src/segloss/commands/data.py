@@ -1,16 +1,16 @@
 """Show examples and statistics of the datasets (gsm8k, mathqa, openbookqa, hellaswag, arith).
 
-    segloss data show gsm8k --path ../shared/data/gsm8k -n 3
-    segloss data show mathqa --path ../shared/data/mathqa --split dev -n 2
-    segloss data show openbookqa --path ../shared/data/openbookqa --split test -n 2
-    segloss data show arith -n 3 --options '{max_steps: 4, distractors: 2}'
-    segloss data stats gsm8k --path ../shared/data/gsm8k
-    segloss data stats gsm8k --path ../shared/data/gsm8k --tokenizer path/to/tokenizer_dir --max-length 512
-    segloss data stats hellaswag --path /data/hellaswag        # a local copy of rowanz/hellaswag's jsonl files
+    segloss data show gsm8k --data-path ../shared/data/gsm8k -n 3
+    segloss data show mathqa --data-path ../shared/data/mathqa --split dev -n 2
+    segloss data show openbookqa --data-path ../shared/data/openbookqa --split test -n 2
+    segloss data show arith -n 3 --dataset-options '{max_steps: 4, distractors: 2}'
+    segloss data stats gsm8k --data-path ../shared/data/gsm8k
+    segloss data stats gsm8k --data-path ../shared/data/gsm8k --tokenizer path/to/tokenizer_dir --max-length 512
+    segloss data stats hellaswag --data-path /data/hellaswag        # a local copy of rowanz/hellaswag's jsonl files
 
 `stats` prints the examples and skipped records per split (a split without a file is reported as absent — MathQA's
 train split is not shipped locally, dev stands in), and with --tokenizer (a local directory) the kept/dropped
-counts at --max-length and nearest-rank token-length percentiles. Without --path the hub id is used when online.
+counts at --max-length and nearest-rank token-length percentiles. Without --data-path the hub id is used when online.
 """
 
 from __future__ import annotations
@@ -19,26 +19,32 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from segloss.config import add_config_arguments, config_field, config_from_args
 
 
 @dataclass
 class DataConfig:
-    path: str | None = config_field(None, help="Local data: a split file or the dataset's directory.")
+    data_path: str | None = config_field(None, help="Local data: a split file or the dataset's directory.")
     split: str | None = config_field(None, help="train, validation (dev) or test; show: train, stats: all.")
     n: int = config_field(3, help="show: number of examples to print.")
     seed: int = config_field(42, help="Seed of derived validation splits and of synthetic data.")
     tokenizer: str | None = config_field(None, help="stats: local tokenizer directory for token lengths.")
     max_length: int = config_field(512, help="stats: max_length used to count kept/dropped examples.")
-    options: dict[str, Any] = config_field({}, help="Builder options as YAML, e.g. '{max_steps: 4}' for arith.")
+    dataset_options: dict[str, Any] = config_field(
+        {}, help="Builder options as YAML, e.g. '{max_steps: 4}' for arith."
+    )
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
-        if not isinstance(self.options, dict):
-            raise ValueError(f"options must be a mapping like '{{max_steps: 4}}', got {self.options!r}")
+        if not isinstance(self.dataset_options, dict):
+            raise ValueError(
+                f"dataset_options must be a mapping like '{{max_steps: 4}}', got {self.dataset_options!r}"
+            )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="gsm8k, mathqa, openbookqa, hellaswag or arith")
     add_config_arguments(parser, DataConfig)
     parser.add_argument("-n", dest="n", type=int, default=argparse.SUPPRESS, help="Same as --n.")
+    # Older spellings, kept working: train/eval/grid call these --data-path and --dataset-options.
+    parser.add_argument("--path", dest="data_path", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--options", dest="dataset_options", type=yaml.safe_load, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,20 +65,20 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(DataConfig, args)
     if args.action == "show":
-        examples = get_builder(args.dataset, **config.options).load(
-            config.split or "train", config.path, limit=config.n, seed=config.seed
+        examples = get_builder(args.dataset, **config.dataset_options).load(
+            config.split or "train", config.data_path, limit=config.n, seed=config.seed
         )
         print("\n\n".join(format_example(e) for e in examples))
         return 0
     tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else None
     rows = split_stats(
         args.dataset,
-        config.path,
+        config.data_path,
         splits=[config.split] if config.split else None,
         tokenizer=tokenizer,
         max_length=config.max_length,
         seed=config.seed,
-        **config.options,
+        **config.dataset_options,
     )
     print(format_stats(args.dataset, rows))
     return 0

@@ -11,6 +11,8 @@ QA: choice accuracy plus log-likelihood acc/acc_norm), with 95 % bootstrap confi
   segloss eval --model SmolLM2-135M-Instruct.Q4_1.gguf --dataset gsm8k --data-path ../shared/data/gsm8k --few-shot 4
   segloss eval --model ./gguf-folder --gguf-file model.Q4_1.gguf --dataset arith --template chat --torch-dtype auto
   segloss eval --run runs/x --no-stop-strings                   # generate the whole budget (no cut at stop strings)
+  segloss eval --run runs/x --teacher-forced                    # add the authors' teacher-forced accuracy
+  segloss eval --run runs/x --split validation --dataset-options '{authors_split: true}'   # the authors' GSM8K split
 
 Generation stops at EOS, the chat end-of-turn token and the dataset's stop strings (math: a new "Question:" or a
 blank line; QA: the end of the line) and the text is cut there before scoring. A run is evaluated with the template
@@ -23,19 +25,20 @@ Writes predictions.jsonl (id, prompt, reference, generated, new_tokens, parsed_a
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
+from typing import Any
 
-from segloss.config import add_config_arguments, config_from_args
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def parse(argv: Sequence[str], prog: str = "segloss eval") -> Any:
+    """The `EvalConfig` of ``argv`` (``--config FILE`` + flags), every value typed like `segloss train`'s."""
+    from segloss.config import parse_config, typed_parser
     from segloss.evaluation.config import EvalConfig
 
-    add_config_arguments(parser, EvalConfig)
+    return parse_config(typed_parser(EvalConfig, prog=prog, description=__doc__), EvalConfig, argv)
 
 
-def run(args: argparse.Namespace) -> int:
-    from segloss.evaluation import EvalConfig, evaluate
+def run(config: Any) -> int:
+    from segloss.evaluation import evaluate
 
-    evaluate(config_from_args(EvalConfig, args))
+    evaluate(config)
     return 0

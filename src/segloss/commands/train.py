@@ -6,7 +6,8 @@
                 --loss lovasz --ce_weight 0.6 --output_dir runs/x --max_steps 200
   segloss train --model ./my-model --dataset arith --loss ce=0.5,focal=0.25,lovasz=0.25 --output_dir runs/y
   segloss train --config configs/gsm8k.yaml --eval_strategy no --torch_compile --report_to tensorboard
-  segloss train --config runs/x/config.yaml --resume          # continue from the last checkpoint
+  segloss train --config runs/x/config.yaml --resume          # continue from the newest complete checkpoint
+  segloss train --config runs/x/config.yaml --resume --learning_rate 1e-4 --resume_allow_changes   # recorded
   segloss train --config configs/gsm8k.yaml --print_config    # the resolved settings, as YAML
   torchrun --nproc_per_node 2 -m segloss.cli train --config configs/gsm8k.yaml   # several processes
 

@@ -11,7 +11,7 @@ sentences whose numbers play no part. The answer is exactly the GSM8K formula fo
 Usage (no path: the data is synthetic)::
 
     load_examples("arith", "train", seed=42, n_train=2000, max_steps=2)
-    segloss data show arith -n 3 --option max_steps=4 --option distractors=2
+    segloss data show arith -n 3 --dataset-options '{max_steps: 4, distractors: 2}'
 
 Options (every one is a knob of ``load_examples("arith", split, **options)``):
 
@@ -189,7 +189,9 @@ class ArithBuilder(DatasetBuilder):
 
     def split_records(self, split: str, path: str | Path | None, seed: int) -> list[dict[str, Any]]:
         if path is not None:
-            raise ValueError("arith is synthetic and takes no --path; size it with --option n_train=… instead")
+            raise ValueError(
+                "arith is synthetic and takes no --data-path; size it with --dataset-options '{n_train: …}' instead"
+            )
         self.source = f"arith(seed={seed})"
         seen: set[str] = set()
         for name in ("test", "validation", "train"):

@@ -50,6 +50,7 @@ _SPLIT_ALIASES = {
     "test": "test",
 }
 _EXTENSIONS = (".jsonl", ".json", ".parquet")
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,25 @@ def stable_seed(*parts: object) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- raw files
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+def _not_utf8(path: Path, data: bytes, offset: int, first_line: int = 1) -> ValueError:
+    """The error for the undecodable byte at ``offset`` of ``data`` (which starts at line ``first_line``)."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    lineno = first_line + data.count(b"\n", 0, offset)
+    return ValueError(
+        f"{path}:{lineno}: not UTF-8 text (byte 0x{data[offset]:02x} at column {offset - line_start + 1}); re-save "
+        "the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+    )
+
+
+def read_jsonl_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records of a jsonl file and, for each, where it is (``path:line``) for error messages."""
+    records, where = [], []
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, raw, err.start + 3 * raw.startswith(BOM), lineno) from err
             if not line.strip():
                 continue
             try:
@@ -91,23 +107,34 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
             records.append(record)
-    return records
+            where.append(f"{path}:{lineno}")
+    return records, where
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of one raw file: jsonl (one object per line), a JSON array (pretty-printed or not), or parquet."""
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl_located(path)[0]
+
+
+def read_records_located(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`read_records` plus where each record is: ``path:line`` (jsonl), ``path element i`` (JSON array,
+    0-based), ``path row i`` (parquet)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        rows = pq.read_table(path).to_pylist()
+        return rows, [f"{path} row {i}" for i in range(len(rows))]
     if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    text = path.read_text(encoding="utf-8")
+        return read_jsonl_located(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data, err.start + 3 * data.startswith(BOM)) from err
     if not text.lstrip().startswith("["):
-        return read_jsonl(path)  # a .json file that is really jsonl
+        return read_jsonl_located(path)  # a .json file that is really jsonl
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
@@ -115,7 +142,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if bad:
         raise ValueError(f"{path}: element {bad[0]} of the JSON array is not an object")
-    return records
+    return records, [f"{path} element {i}" for i in range(len(records))]
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records of one raw file: jsonl (one object per line), a JSON array (pretty-printed or not), or parquet."""
+    return read_records_located(path)[0]
 
 
 def require(record: dict[str, Any], name: str, dataset: str, where: str) -> Any:
@@ -125,8 +157,8 @@ def require(record: dict[str, Any], name: str, dataset: str, where: str) -> Any:
         if not isinstance(value, dict) or part not in value or value[part] is None:
             present = ", ".join(sorted(record)) or "none"
             raise ValueError(
-                f"{dataset}: {where} is missing field {name!r} (fields present: {present}); "
-                f"is this the right file for {dataset}?"
+                f"{dataset}: {where} is missing field {name!r} (fields present: {present}); add the field or "
+                f"remove that record, or check that this is a {dataset} file"
             )
         value = value[part]
     return value
@@ -177,6 +209,7 @@ class DatasetBuilder:
         self.skipped = 0
         self.skip_reasons: Counter[str] = Counter()
         self.source = ""
+        self.locations: list[str] = []  # where each record of the last split_records call is (path:line, …)
 
     # Subclasses implement this one method.
     def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
@@ -193,11 +226,13 @@ class DatasetBuilder:
         split = canonical_split(split)
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be a positive number of examples, got {limit}")
-        self.skipped, self.skip_reasons = 0, Counter()
+        self.skipped, self.skip_reasons, self.locations = 0, Counter(), []
         records = self.split_records(split, path, seed)
+        located = len(self.locations) == len(records)
         examples = []
         for index, record in enumerate(records):
-            example = self.to_example(record, index, split, f"record {index} of {self.source}")
+            where = self.locations[index] if located else f"record {index} of {self.source}"
+            example = self.to_example(record, index, split, where)
             if example is not None:
                 examples.append(example)
         if not examples:
@@ -214,9 +249,10 @@ class DatasetBuilder:
             records = self.raw_records("train", path)
             held_out = validation_indices(len(records), seed)
             self.source += f" (validation = seeded 10% of train, seed {seed})"
-            if split == "validation":
-                return [records[i] for i in sorted(held_out)]
-            return [r for i, r in enumerate(records) if i not in held_out]
+            keep = sorted(held_out) if split == "validation" else [i for i in range(len(records)) if i not in held_out]
+            if len(self.locations) == len(records):  # error messages keep the file line, not the split index
+                self.locations = [self.locations[i] for i in keep]
+            return [records[i] for i in keep]
         return self.raw_records(split, path)
 
     def find_file(self, split: str, directory: Path) -> Path | None:
@@ -242,26 +278,37 @@ class DatasetBuilder:
         path = Path(path)
         if path.is_file():
             self.source = str(path)
-            return read_records(path)
+            records, self.locations = read_records_located(path)
+            return records
         if not path.is_dir():
             raise FileNotFoundError(f"{self.name}: data path not found: {path}")
         found = self.find_file(split, path)
         if found is None:
             raise FileNotFoundError(self.missing_split_message(split, path))
         self.source = str(found)
-        return read_records(found)
+        records, self.locations = read_records_located(found)
+        return records
 
     def missing_split_message(self, split: str, directory: Path) -> str:
         names = ", ".join(f"{stem}{_EXTENSIONS[0]}" for stem in self.split_files.get(split, ())) or "none"
         return f"{self.name}: no file for split {split!r} in {directory} (looked for {names} and .json/.parquet)"
 
     def hub_records(self, split: str) -> list[dict[str, Any]]:
+        from segloss.hub import hub_connection_error, hub_endpoint, hub_offline
+
         if self.hub_id is None or split not in self.hub_splits:
-            raise FileNotFoundError(f"{self.name}: split {split!r} has no hub source; pass --path to local files")
+            raise FileNotFoundError(
+                f"{self.name}: split {split!r} has no hub source; pass --data-path pointing at local files"
+            )
         self.source = f"hub:{self.hub_id}" + (f"/{self.hub_config}" if self.hub_config else "")
-        hint = f"pass --path pointing at local {self.name} files (see docs/data.md)"
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        hint = f"pass --data-path pointing at local {self.name} files (see docs/data.md)"
+        if hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
             raise FileNotFoundError(f"{self.name}: no local path given and the hub is offline; {hint}")
+        reason = hub_connection_error()  # a failed connection is final: no half-minute of retries
+        if reason is not None:
+            raise FileNotFoundError(
+                f"{self.name}: no local path given and {hub_endpoint()} is unreachable ({reason}); {hint}"
+            )
         import datasets
 
         try:

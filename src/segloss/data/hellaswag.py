@@ -1,6 +1,6 @@
 """HellaSwag (Zellers et al., 2019): pick the most plausible ending of a context.
 
-No local copy ships with the project: pass ``--path`` to a directory holding the ``rowanz/hellaswag`` files
+No local copy ships with the project: pass ``--data-path`` to a directory holding the ``rowanz/hellaswag`` files
 (``hellaswag_train.jsonl``, ``hellaswag_val.jsonl``) or to one such jsonl file, or go online and the hub id
 ``Rowan/hellaswag`` is used. Record fields used: ``ctx``, ``endings`` (4 strings), ``label`` (0–3, int or string).
 

@@ -39,6 +39,10 @@ class EvalConfig:
     loglikelihood: bool = config_field(True, help="QA sets: also score choices by log-likelihood (acc, acc_norm).")
     roscoe: bool = config_field(False, help="Also compute ROSCOE scores (needs the segloss[roscoe] extra).")
     roscoe_model: str | None = config_field(None, help="Sentence-transformers model for ROSCOE (default: packaged).")
+    teacher_forced: bool = config_field(
+        False,
+        help="Math sets: also score teacher-forced argmax accuracy (the authors' training metric; an upper bound).",
+    )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
     torch_dtype: str = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
 

@@ -7,7 +7,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from segloss.evaluation.generation import (
     prepare_tokenizer,
 )
 from segloss.evaluation.prompts import build_prompt, choose_shots
-from segloss.fileio import atomic_write
+from segloss.evaluation.teacher_forced import teacher_forced_rows
+from segloss.fileio import write_pair
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
 from segloss.metrics.stats import summarize
@@ -216,7 +217,8 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
     stops = stop_strings(setup.dataset) if config.stop_strings else ()
     model = tokenizer = None
-    if generate_fn is None or (multiple_choice and config.loglikelihood) or setup.template == "chat":
+    teacher_forced = config.teacher_forced and not multiple_choice
+    if generate_fn is None or (multiple_choice and config.loglikelihood) or teacher_forced or setup.template == "chat":
         model, tokenizer = load_model(config)
     prompts = [build_prompt(ex, shots, setup.template, tokenizer) for ex in examples]
     if generate_fn is None:
@@ -234,6 +236,17 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     rows = [dict(metrics) for _, metrics in scored]
     if multiple_choice and config.loglikelihood:
         for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, setup.template), strict=True):
+            row.update(extra)
+    if teacher_forced:
+        # The generation prompt dropped the dataset prompt's trailing space; give it back so the answer is separated.
+        posed = [
+            replace(ex, prompt=prompt + ex.prompt[len(ex.prompt.rstrip(" ")) :])
+            for ex, prompt in zip(examples, prompts, strict=True)
+        ]
+        tf = teacher_forced_rows(
+            model, tokenizer, posed, max_length=setup.max_length or 1024, batch_size=config.batch_size
+        )
+        for row, extra in zip(rows, tf, strict=True):
             row.update(extra)
     if config.roscoe:
         for row, extra in zip(rows, roscoe_rows(config, examples, generated), strict=True):
@@ -288,9 +301,13 @@ def _load_split(config: EvalConfig, setup: Setup) -> tuple[list[Example], list[E
 
 
 def _write_outputs(output_dir: Path, predictions: list[dict[str, Any]], result: dict[str, Any]) -> None:
-    atomic_write(output_dir / PREDICTIONS, "".join(json.dumps(p) + "\n" for p in predictions))
     serializable = {
         **result,
         "metrics": {k: {n: _json_value(v) for n, v in s.items()} for k, s in result["metrics"].items()},
     }
-    atomic_write(output_dir / METRICS, json.dumps(serializable, indent=2) + "\n")
+    write_pair(  # metrics.json present <=> it belongs to the predictions.jsonl beside it
+        output_dir / PREDICTIONS,
+        "".join(json.dumps(p) + "\n" for p in predictions),
+        output_dir / METRICS,
+        json.dumps(serializable, indent=2) + "\n",
+    )

@@ -3,12 +3,15 @@
 A cell is one (model, dataset, loss, seed): it trains with :func:`segloss.training.train` into its own run directory
 and evaluates with :func:`segloss.evaluation.evaluate`; its metrics land in the store
 (:class:`~segloss.experiments.store.ResultStore`). Re-running a grid skips done cells and retries failed ones; any
-number of workers may share the store (``--shard i/n`` splits the cells up front, and every cell is claimed
-atomically, so workers never run a cell twice). A crashing cell is recorded as failed with its traceback and the
-grid goes on. ``docs/experiments.md`` has the details.
+number of workers on one host may share the store (``--shard i/n`` splits the cells up front, and every cell is
+claimed atomically under a lease, so workers never run a cell twice and a dead worker's cell is reclaimed). The
+cells run in this process (:class:`~segloss.experiments.executors.LocalExecutor`) or as Ray tasks
+(:class:`~segloss.experiments.executors.RayExecutor`); either way this process alone writes the store. A crashing
+cell is recorded as failed with its traceback and the grid goes on. ``docs/experiments.md`` has the details.
 
     segloss grid --config configs/grid/paper-gsm8k.yaml
     segloss grid --config configs/grid/paper-gsm8k.yaml --shard 2/8      # worker 2 of 8, same store
+    segloss grid --config configs/grid/paper-gsm8k.yaml --executor ray --gpus-per-cell 1
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from segloss.config import config_field
-from segloss.experiments.store import ResultStore
+from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
+from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -130,6 +134,20 @@ class GridSummary:
     skipped: int
     counts: dict[str, int]
     store: Path
+    reclaimed: list[str] = dataclasses.field(default_factory=list)
+    skipped_by_status: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: what this worker did, why it skipped cells, and the store's counts."""
+        why = {"done": "done", "running": "held by live workers", "failed": "failed during this run"}
+        skipped = ", ".join(f"{n} {why.get(s, s)}" for s, n in sorted(self.skipped_by_status.items()))
+        hint = " (--retry-running takes them over)" if self.skipped_by_status.get("running") else ""
+        return (
+            f"[grid] this worker: {len(self.done)} done, {len(self.failed)} failed, {len(self.reclaimed)} reclaimed "
+            f"from dead workers, {self.skipped} skipped"
+            + (f" ({skipped}){hint}" if skipped else "")
+            + f"; store {self.counts}"
+        )
 
 
 # -- config helpers ---------------------------------------------------------------------------------------------------
@@ -310,38 +328,115 @@ def run_grid(
     retry_running: bool = False,
     worker: str | None = None,
     log: Callable[[str], None] | None = print,
+    executor: LocalExecutor | RayExecutor | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> GridSummary:
     """Run this worker's cells of the grid into the store; returns what it did.
 
-    ``shard=(i, n)`` keeps the cells whose index % n == i - 1; within them every cell is claimed atomically, so
-    workers started with or without shards never run a cell twice. ``runner(cell) -> {metric: value}`` defaults to
-    :func:`train_and_evaluate`. An exception in a cell marks it failed (with the traceback's tail) and the grid goes
-    on; KeyboardInterrupt marks the current cell failed and stops. ``retry_running`` takes over cells left
-    ``running`` by a worker that died — use it only when no other worker is alive.
+    ``shard=(i, n)`` keeps the cells whose index % n == i - 1; within them every cell is claimed atomically under a
+    lease (``lease_s``, renewed by a heartbeat), so workers started with or without shards never run a cell twice,
+    and a cell whose worker died is reclaimed by the next one. ``runner(cell) -> {metric: value}`` defaults to
+    :func:`train_and_evaluate`. ``executor`` (default :class:`LocalExecutor`) runs the claimed cells; this process
+    alone writes the store. An exception in a cell marks it failed (with the traceback's tail) and the grid goes on;
+    KeyboardInterrupt marks the running cells failed ("interrupted") and stops. ``retry_running`` also takes over
+    cells left ``running`` by any worker that claimed them before this one started.
     """
+    executor = executor or LocalExecutor()
+    if executor.absolute_paths:  # tasks may run in another directory or on another node
+        config = dataclasses.replace(config, output_dir=str(Path(config.output_dir).resolve()))
     cells = config.cells()
     mine = select_shard(cells, shard)
     if runner is None:
         check_default_runner(mine)
         runner = train_and_evaluate
-    started = time.time()
+    check_output_dir(config.output_dir, shared=executor.name != "local")
     say = log or (lambda _msg: None)
-    done: list[str] = []
-    failed: list[str] = []
-    skipped = 0
-    with ResultStore(config.store_path, worker=worker) as store:
-        store.register(c.as_row() for c in cells)
-        save_grid_config(config)
-        for cell in mine:
-            if not store.claim(cell.config_hash, since=started, retry_running=retry_running):
-                skipped += 1
-                continue
-            say(f"[grid] cell {cell.index}: {cell.model} / {cell.dataset} / {cell.loss} / seed {cell.seed}")
-            ok = _run_cell(store, cell, runner, say)
-            (done if ok else failed).append(cell.config_hash)
-        counts = store.counts()
-    say(f"[grid] this worker: {len(done)} done, {len(failed)} failed, {skipped} skipped; store {counts}")
-    return GridSummary(done=done, failed=failed, skipped=skipped, counts=counts, store=config.store_path)
+    executor.check()
+    try:
+        with ResultStore(config.store_path, worker=worker, lease_s=lease_s) as store, LeaseKeeper(store) as keeper:
+            store.register(c.as_row() for c in cells)
+            save_grid_config(config)
+            driver = GridDriver(store, keeper, retry_running=retry_running, say=say)
+            executor.run(driver, mine, runner)
+            counts = store.counts()
+    finally:
+        executor.close()  # stops a Ray instance the executor started, whatever happened
+    summary = driver.summary(counts, config.store_path)
+    say(summary.describe())
+    return summary
+
+
+def check_output_dir(path: str | Path, *, shared: bool = False) -> None:
+    """Fail before any work when ``output_dir`` cannot be written (created if missing; a probe file is written and
+    removed). ``shared``: the cells run elsewhere (Ray), so the message reminds that every node must see it."""
+    folder = Path(path)
+    where = " on a file system every Ray node mounts at the same path" if shared else ""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".segloss-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output_dir: cannot write to {folder} ({err}); pick a writable folder{where}") from None
+
+
+class GridDriver:
+    """The store's one writer during a grid: claims cells under leases, records outcomes, reports what it did."""
+
+    def __init__(
+        self, store: ResultStore, keeper: LeaseKeeper, *, retry_running: bool, say: Callable[[str], None]
+    ) -> None:
+        self.store, self.keeper, self.say = store, keeper, say
+        self.started = time.time()
+        self.retry_running = retry_running
+        self.done: list[str] = []
+        self.failed: list[str] = []
+        self.reclaimed: list[str] = []
+        self.skipped: dict[str, int] = {}  # status → cells not claimed
+
+    def claim(self, cell: Cell) -> bool:
+        claim = self.store.try_claim(cell.config_hash, since=self.started, retry_running=self.retry_running)
+        if claim is None:
+            status = (self.store.get(cell.config_hash) or {}).get("status", "?")
+            self.skipped[status] = self.skipped.get(status, 0) + 1
+            return False
+        self.keeper.hold(cell.config_hash)
+        if claim.reclaimed_from:
+            self.reclaimed.append(cell.config_hash)
+            self.say(f"[grid] cell {cell.index}: reclaimed from {claim.reclaimed_from}: {claim.reason}")
+        self.say(f"[grid] cell {cell.index}: {cell.model} / {cell.dataset} / {cell.loss} / seed {cell.seed}")
+        return True
+
+    def record(self, cell: Cell, outcome: Outcome) -> None:
+        self.keeper.release(cell.config_hash)
+        if outcome.status == "done":
+            kept = self.store.finish(cell.config_hash, outcome.metrics, seconds=outcome.seconds)
+        else:
+            kept = self.store.fail(cell.config_hash, outcome.error or "failed", seconds=outcome.seconds)
+            last = (outcome.error or "").strip().splitlines()[-1:] or ["?"]
+            self.say(f"[grid] cell {cell.index} failed: {last[0]}")
+        if not kept:
+            self.say(f"[grid] cell {cell.index}: result dropped, another worker reclaimed it (this lease expired)")
+            return
+        (self.done if outcome.status == "done" else self.failed).append(cell.config_hash)
+
+    def interrupted(self, cells: Sequence[Cell], why: str) -> None:
+        for cell in cells:
+            self.keeper.release(cell.config_hash)
+            if self.store.fail(cell.config_hash, why):
+                self.failed.append(cell.config_hash)
+        self.say(f"[grid] {len(cells)} cell(s) recorded as {why}")
+
+    def summary(self, counts: dict[str, int], store: Path) -> GridSummary:
+        return GridSummary(
+            done=self.done,
+            failed=self.failed,
+            skipped=sum(self.skipped.values()),
+            counts=counts,
+            store=store,
+            reclaimed=self.reclaimed,
+            skipped_by_status=dict(self.skipped),
+        )
 
 
 def save_grid_config(config: GridConfig) -> Path:
@@ -351,18 +446,3 @@ def save_grid_config(config: GridConfig) -> Path:
     path = Path(config.output_dir) / "grid.yaml"
     save_yaml(config, path, command=f"segloss grid --config {path}")
     return path
-
-
-def _run_cell(store: ResultStore, cell: Cell, runner: Runner, say: Callable[[str], None]) -> bool:
-    start = time.perf_counter()
-    try:
-        metrics = runner(cell)
-        store.finish(cell.config_hash, metrics, seconds=time.perf_counter() - start)
-        return True
-    except KeyboardInterrupt:
-        store.fail(cell.config_hash, "interrupted (KeyboardInterrupt)", seconds=time.perf_counter() - start)
-        raise
-    except Exception as err:
-        store.fail(cell.config_hash, traceback.format_exc(limit=-8), seconds=time.perf_counter() - start)
-        say(f"[grid] cell {cell.index} failed: {type(err).__name__}: {err}")
-        return False

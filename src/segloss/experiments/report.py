@@ -1,6 +1,6 @@
 """The paper-style report of a grid's result store: ``report.md``, ``table.csv``, ``table.json`` and two PNG plots.
 
-    segloss report --store runs/grid/results.sqlite --out runs/grid/report
+    segloss report --store runs/grid/results.sqlite --output-dir runs/grid/report
 
 From the store's ``done`` cells (one value per metric per seed):
 
@@ -513,7 +513,7 @@ def write_report(store_path: str | Path, out_dir: str | Path, *, seed: int = 0) 
     """Write ``report.md``, ``table.csv``, ``table.json``, ``em_per_loss.png`` and ``step_errors.png`` into
     ``out_dir`` from the store's done cells; returns the path of ``report.md``."""
     store_path, out = Path(store_path), Path(out_dir)
-    with ResultStore(store_path, create=False) as store:
+    with ResultStore.open_readonly(store_path) as store:  # never writes: refuses what is not a segloss store
         rows, failed, counts = store.rows("done"), store.rows("failed"), store.counts()
     if not rows:
         raise ValueError(f"store {store_path} has no done cells ({counts}); run `segloss grid` first")

@@ -1,4 +1,4 @@
-"""The grid's result store: one SQLite row per cell, safe when several worker processes share one file.
+"""The grid's result store: one SQLite row per cell, written by the grid's driver or by workers on one host.
 
 Schema (table ``cells``; ``docs/experiments.md`` describes every column)::
 
@@ -9,36 +9,51 @@ Schema (table ``cells``; ``docs/experiments.md`` describes every column)::
     settings    TEXT (JSON)        -- the resolved train+eval settings that were hashed
     metrics     TEXT (JSON)        -- {metric: float} once done
     run_dir, eval_dir TEXT         -- where the cell writes its run and its predictions
-    error       TEXT               -- traceback summary of the last failure
-    worker      TEXT               -- host:pid of the worker that claimed the cell last
+    error       TEXT               -- traceback summary of the last failure ("interrupted ..." after Ctrl-C)
+    worker      TEXT               -- name of the worker that claimed the cell last (default host:pid)
     attempts    INTEGER            -- how many times the cell was claimed
     started_at, finished_at, updated_at REAL (unix seconds); seconds REAL (wall time of the last attempt)
+    host TEXT, pid INTEGER         -- the process holding the claim (its lease)
+    heartbeat_at, lease_until REAL -- the lease: renewed by the holder's heartbeat; past lease_until it has expired
 
 Concurrency: the database runs in WAL mode with a busy timeout, and a claim is one ``BEGIN IMMEDIATE`` transaction
-(read status, then mark ``running``), so two workers can never both claim a cell. A ``running`` row whose worker died
-stays ``running``: it is only taken over when the caller asks for it (``retry_running=True``, ``segloss grid
---retry-running``), and then only if it was claimed before the caller started. Failed cells are retried the same way:
-a failure recorded before this worker started is claimed again; one recorded while this worker runs is not (so
-concurrent workers do not re-run a crash in a loop). SQLite over network file systems (NFS) is not safe; keep the
-store on a local disk.
+(read status, then mark ``running``), so two workers can never both claim a cell. A claim is a **lease**: the holder
+renews ``lease_until`` from a heartbeat thread (:class:`LeaseKeeper`) while the cell runs. A ``running`` cell is
+claimed again (*reclaimed*) by the next worker when its holder ran on this host and its process is gone, or, for a
+holder on another host, when its lease expired; a live holder's cell never is (on this host its process is alive, and
+elsewhere its heartbeat keeps the lease fresh). ``retry_running=True``
+(``segloss grid --retry-running``) also takes over ``running`` cells claimed before the caller started, whatever
+their lease. Failed cells are retried when their failure was recorded before the caller started (so concurrent
+workers do not re-run a crash in a loop). A worker whose lease was taken over can no longer record the cell.
+SQLite over network file systems (NFS) is not safe: keep the store on the driver's local disk.
+
+Readers (``segloss report``) open the store with :meth:`ResultStore.open_readonly`, which refuses, without writing
+anything, a file that is not SQLite or an SQLite file without segloss's ``cells`` table.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 STATUSES = ("pending", "running", "done", "failed")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
+DEFAULT_LEASE_S = 60.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -59,10 +74,17 @@ CREATE TABLE IF NOT EXISTS cells (
     started_at REAL,
     finished_at REAL,
     seconds REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    host TEXT,
+    pid INTEGER,
+    heartbeat_at REAL,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS cells_status ON cells (status);
 """
+# Columns that version 1 stores lack; opening one for writing adds them (NULL lease: only --retry-running takes over).
+_V2_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("heartbeat_at", "REAL"), ("lease_until", "REAL"))
+_REQUIRED_COLUMNS = {"config_hash", "cell_index", "model", "dataset", "loss", "seed", "status", "metrics"}
 
 
 def default_worker_id() -> str:
@@ -70,35 +92,119 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     """``{name: float}``: summaries ``{"mean": x, ...}`` become ``x``; NaN/inf become None (JSON null, which SQLite's
-    json_extract can read; NaN is not JSON); non-numeric values are rejected."""
+    json_extract can read; NaN is not JSON) and None stays None; other non-numeric values are rejected."""
     out: dict[str, float | None] = {}
     for key, value in metrics.items():
         if isinstance(value, dict) and "mean" in value:
             value = value["mean"]
+        if value is None:  # already cleaned (an executor's outcome): NaN stays "no value"
+            out[str(key)] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"metric {key!r} must be a number or a {{'mean': ...}} summary, got {value!r}")
         out[str(key)] = float(value) if math.isfinite(float(value)) else None
     return out
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie or a reused pid counts as alive: the safe side)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_store_file(path: Path, *, allow_empty: bool = False) -> None:
+    """Refuse, without writing anything, a file that is not a segloss store: not SQLite, another program's SQLite
+    database, or a newer schema. ``allow_empty`` accepts an empty file or a database without tables (a writer
+    creates the schema there). The check opens the file read-only."""
+    if not path.is_file():
+        raise FileNotFoundError(f"result store not found: {path}; run `segloss grid` first or fix --store")
+    fix = "point --store at the results.sqlite that `segloss grid` wrote"
+    with path.open("rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if head and head != SQLITE_MAGIC:
+        raise ValueError(f"{path} is not a segloss result store (not an SQLite file); {fix}")
+    tables, columns, version = _describe(path) if head else (set(), set(), 0)
+    if not tables and allow_empty:
+        return
+    if not columns >= _REQUIRED_COLUMNS:
+        found = f"its tables: {sorted(tables)}" if tables else "it is empty"
+        raise ValueError(f"{path} is not a segloss result store (no segloss `cells` table; {found}); {fix}")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: store schema version {version}, this segloss reads up to {SCHEMA_VERSION}; upgrade segloss"
+        )
+
+
+def _describe(path: Path) -> tuple[set[str], set[str], int]:
+    """(table names, columns of ``cells``, user_version), read through a read-only connection."""
+    conn = _connect_readonly(path)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+        return tables, columns, int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path} is not a segloss result store (SQLite cannot read it: {err})") from None
+    finally:
+        conn.close()
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    # mode=ro: SQLite itself refuses every write, so a reader can never alter the file it was pointed at.
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A successful claim. ``reclaimed_from`` names the previous holder when a ``running`` cell was taken over, and
+    ``reason`` says why (its lease expired / its process is gone / --retry-running)."""
+
+    config_hash: str
+    previous_status: str
+    reclaimed_from: str | None = None
+    reason: str | None = None
+
+
 class ResultStore:
-    """SQLite result store of a grid (see the module docstring for the schema and the concurrency rules).
+    """SQLite result store of a grid (see the module docstring for the schema, leases and the concurrency rules).
 
     >>> store = ResultStore("runs/grid/results.sqlite")      # doctest: +SKIP
     >>> store.register([cell.as_row() for cell in cells])     # doctest: +SKIP
     >>> if store.claim(cell.config_hash): ...                 # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, *, worker: str | None = None, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        worker: str | None = None,
+        create: bool = True,
+        lease_s: float = DEFAULT_LEASE_S,
+        _readonly: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.worker = worker or default_worker_id()
-        if not create and not self.path.is_file():
-            raise FileNotFoundError(f"result store not found: {self.path}; run `segloss grid` first or fix --store")
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        if not lease_s > 0:
+            raise ValueError(f"lease_s must be positive seconds, got {lease_s!r}")
+        self.lease_s = float(lease_s)
+        self.readonly = _readonly
+        self._lock = threading.RLock()  # the heartbeat thread (LeaseKeeper) shares this connection
+        if self.path.exists() or not create or _readonly:
+            check_store_file(self.path, allow_empty=not _readonly)  # read-only: never alter another program's file
+        if _readonly:
+            self._conn = _connect_readonly(self.path)
+            self._conn.row_factory = sqlite3.Row
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: every write below opens its own explicit BEGIN IMMEDIATE transaction.
-        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._retry_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
@@ -108,13 +214,23 @@ class ResultStore:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise ValueError(f"{self.path}: store schema version {version}, this segloss reads {SCHEMA_VERSION}")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+            for name, kind in _V2_COLUMNS:
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> ResultStore:
+        """Open an existing store for reading only (``segloss report``): nothing in or beside the file changes, and
+        a file that is not a segloss store is refused with a ``ValueError`` (``FileNotFoundError`` when missing)."""
+        return cls(path, create=False, _readonly=True)
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
     @staticmethod
-    def _retry_locked(fn, attempts: int = 50):
+    def _retry_locked(fn: Callable[[], _T], attempts: int = 50) -> _T | None:
         # Switching to WAL needs a brief exclusive lock that the busy handler does not always cover at creation time.
         for i in range(attempts):
             try:
@@ -128,13 +244,16 @@ class ResultStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with BEGIN IMMEDIATE so the write lock is held from the first read."""
-        self._retry_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        if self.readonly:
+            raise ValueError(f"{self.path} was opened read-only; open it with ResultStore(path) to write")
+        with self._lock:
+            self._retry_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
@@ -176,51 +295,101 @@ class ResultStore:
         return new
 
     def claim(self, config_hash: str, *, since: float | None = None, retry_running: bool = False) -> bool:
-        """Atomically mark a cell ``running`` for this worker; True when this worker now owns it.
+        """Atomically mark a cell ``running`` for this worker; True when this worker now owns it (see
+        :meth:`try_claim`, which also says whether a dead worker's cell was reclaimed)."""
+        return self.try_claim(config_hash, since=since, retry_running=retry_running) is not None
+
+    def try_claim(self, config_hash: str, *, since: float | None = None, retry_running: bool = False) -> Claim | None:
+        """Atomically mark a cell ``running`` under a fresh lease of this worker; the :class:`Claim`, or None.
 
         Claimable: ``pending``; ``failed`` with its failure recorded before ``since`` (default: now); ``running``
-        claimed before ``since`` only when ``retry_running`` (a worker that died). ``done`` never is.
+        when its holder ran on this host and its process is gone, when its holder ran on another host and its lease
+        expired, or (``retry_running``) when it was claimed before ``since``. ``done`` never is.
         """
         since = time.time() if since is None else since
         with self._transaction() as conn:
-            row = conn.execute("SELECT status, updated_at FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
+            row = conn.execute("SELECT * FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
             if row is None:
                 raise KeyError(f"cell {config_hash} is not registered in {self.path}")
-            status, updated = row["status"], row["updated_at"]
-            ok = (
-                status == "pending"
-                or (status == "failed" and updated < since)
-                or (status == "running" and retry_running and updated < since)
-            )
-            if ok:
-                now = time.time()
+            now = time.time()
+            claim = self._claimable(dict(row), since, retry_running, now)
+            if claim is not None:
                 conn.execute(
-                    "UPDATE cells SET status = 'running', worker = ?, attempts = attempts + 1,"
-                    " started_at = ?, finished_at = NULL, seconds = NULL, updated_at = ?"
-                    " WHERE config_hash = ?",
-                    (self.worker, now, now, config_hash),
+                    "UPDATE cells SET status = 'running', worker = ?, host = ?, pid = ?, attempts = attempts + 1,"
+                    " started_at = ?, finished_at = NULL, seconds = NULL, updated_at = ?, heartbeat_at = ?,"
+                    " lease_until = ? WHERE config_hash = ?",
+                    (self.worker, self.host, self.pid, now, now, now, now + self.lease_s, config_hash),
                 )
-            return ok
+            return claim
 
-    def finish(self, config_hash: str, metrics: dict[str, Any], *, seconds: float | None = None) -> None:
-        """Record a cell as ``done`` with its metrics (``{name: float}`` or evaluate()-style summaries)."""
-        clean = _clean_metrics(metrics)
-        self._close_cell(config_hash, "done", seconds, metrics=json.dumps(clean, allow_nan=False), error=None)
+    def _claimable(self, row: dict[str, Any], since: float, retry_running: bool, now: float) -> Claim | None:
+        status, key = row["status"], row["config_hash"]
+        if status == "pending" or (status == "failed" and row["updated_at"] < since):
+            return Claim(key, status)
+        if status != "running":
+            return None
+        holder = f"{row['worker']} (pid {row['pid']} on {row['host']})" if row["pid"] else str(row["worker"])
+        if row["host"] == self.host and row["pid"]:
+            # On this host the holder's process answers for itself: alive (even if slow to beat) is never taken.
+            mine = (row["pid"], row["worker"]) == (self.pid, self.worker)
+            if not mine and not pid_alive(int(row["pid"])):
+                return Claim(key, status, holder, "its process is gone")
+        elif row["lease_until"] is not None and row["lease_until"] < now:
+            beat = row["heartbeat_at"] or row["updated_at"]
+            return Claim(key, status, holder, f"its lease expired (last heartbeat {now - beat:.0f} s ago)")
+        if retry_running and row["updated_at"] < since:
+            return Claim(key, status, holder, "--retry-running")
+        return None
 
-    def fail(self, config_hash: str, error: str, *, seconds: float | None = None) -> None:
-        """Record a cell as ``failed`` with its error text (kept to the last 4000 characters)."""
-        self._close_cell(config_hash, "failed", seconds, metrics=None, error=error[-4000:])
+    def heartbeat(self, config_hashes: Iterable[str]) -> set[str]:
+        """Renew this worker's leases on ``config_hashes``; returns those it still holds (a missing one was
+        reclaimed by another worker after this one's lease expired)."""
+        keys = list(config_hashes)
+        if not keys:
+            return set()
+        now = time.time()
+        marks = ",".join("?" * len(keys))
+        owner = "status = 'running' AND worker = ? AND host = ? AND pid = ?"
+        with self._transaction() as conn:
+            conn.execute(
+                f"UPDATE cells SET heartbeat_at = ?, lease_until = ? WHERE config_hash IN ({marks}) AND {owner}",
+                (now, now + self.lease_s, *keys, self.worker, self.host, self.pid),
+            )
+            held = conn.execute(
+                f"SELECT config_hash FROM cells WHERE config_hash IN ({marks}) AND {owner}",
+                (*keys, self.worker, self.host, self.pid),
+            ).fetchall()
+        return {r[0] for r in held}
 
-    def _close_cell(self, config_hash: str, status: str, seconds: float | None, **values: Any) -> None:
+    def finish(self, config_hash: str, metrics: dict[str, Any], *, seconds: float | None = None) -> bool:
+        """Record a cell as ``done`` with its metrics (``{name: float}`` or evaluate()-style summaries).
+
+        Returns False, recording nothing, when another worker has reclaimed the cell (this worker's lease lapsed).
+        """
+        clean = clean_metrics(metrics)
+        return self._close_cell(config_hash, "done", seconds, metrics=json.dumps(clean, allow_nan=False), error=None)
+
+    def fail(self, config_hash: str, error: str, *, seconds: float | None = None) -> bool:
+        """Record a cell as ``failed`` with its error text (kept to the last 4000 characters); False as in finish."""
+        return self._close_cell(config_hash, "failed", seconds, metrics=None, error=error[-4000:])
+
+    def _close_cell(self, config_hash: str, status: str, seconds: float | None, **values: Any) -> bool:
         now = time.time()
         with self._transaction() as conn:
-            cur = conn.execute(
-                "UPDATE cells SET status = ?, metrics = ?, error = ?, finished_at = ?, seconds = ?,"
-                " updated_at = ? WHERE config_hash = ?",
+            row = conn.execute(
+                "SELECT status, worker, host, pid FROM cells WHERE config_hash = ?", (config_hash,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"cell {config_hash} is not registered in {self.path}")
+            holder = (row["worker"], row["host"], row["pid"])
+            if row["worker"] is not None and holder != (self.worker, self.host, self.pid):
+                return False  # reclaimed by another worker: its result wins, this one is dropped
+            conn.execute(
+                "UPDATE cells SET status = ?, metrics = ?, error = ?, finished_at = ?, seconds = ?, updated_at = ?,"
+                " lease_until = NULL WHERE config_hash = ?",
                 (status, values["metrics"], values["error"], now, seconds, now, config_hash),
             )
-            if cur.rowcount != 1:
-                raise KeyError(f"cell {config_hash} is not registered in {self.path}")
+        return True
 
     # -- reads ------------------------------------------------------------------------------------------------------
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -228,16 +397,66 @@ class ResultStore:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         query = "SELECT * FROM cells" + (" WHERE status = ?" if status else "") + " ORDER BY cell_index, config_hash"
-        return [_decode(row) for row in self._conn.execute(query, (status,) if status else ())]
+        with self._lock:
+            rows = self._conn.execute(query, (status,) if status else ()).fetchall()
+        return [_decode(row) for row in rows]
 
     def get(self, config_hash: str) -> dict[str, Any] | None:
-        row = self._conn.execute("SELECT * FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM cells WHERE config_hash = ?", (config_hash,)).fetchone()
         return None if row is None else _decode(row)
 
     def counts(self) -> dict[str, int]:
         """``{status: number of cells}`` for every status (zeros included)."""
-        found = dict(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
+        with self._lock:
+            found = dict(self._conn.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
         return {s: int(found.get(s, 0)) for s in STATUSES}
+
+
+class LeaseKeeper:
+    """Renews the leases of the cells a worker (or the Ray driver) holds, from a daemon thread, every
+    ``lease_s / 4`` seconds, so only a dead (or frozen) holder's lease can expire.
+
+    >>> with LeaseKeeper(store) as keeper:                    # doctest: +SKIP
+    ...     keeper.hold(cell.config_hash); run(cell); keeper.release(cell.config_hash)
+    """
+
+    def __init__(self, store: ResultStore, interval_s: float | None = None) -> None:
+        self.store = store
+        self.interval_s = interval_s if interval_s is not None else store.lease_s / 4
+        self.lost: set[str] = set()  # cells another worker reclaimed while this one held them
+        self._held: set[str] = set()
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="segloss-lease", daemon=True)
+
+    def hold(self, config_hash: str) -> None:
+        with self._guard:
+            self._held.add(config_hash)
+
+    def release(self, config_hash: str) -> None:
+        with self._guard:
+            self._held.discard(config_hash)
+
+    def beat(self) -> None:
+        with self._guard:
+            keys = set(self._held)
+        still = self.store.heartbeat(keys)
+        with self._guard:
+            self.lost |= keys - still
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with contextlib.suppress(sqlite3.Error):  # a busy store this round: three more beats before expiry
+                self.beat()
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -4,21 +4,40 @@
 >>> loss_fn = LossSpec.parse("lovasz", ce_weight=0.6).build()   # CombinedLoss: 0.6·CE + 0.4·Lovász
 >>> labels, answer_labels = causal_shift(batch["labels"], batch["answer_labels"])
 >>> loss = loss_fn(model(**inputs).logits, labels, answer_labels)
+
+Without the ``[B, T, V]`` logits (the model's body gives ``hidden [B, T, H]``, the head ``W [V, H]``):
+
+>>> loss = fused_linear_loss(hidden, lm_head.weight, labels, answer_labels, weights={"ce": 0.6, "lovasz": 0.4})
 """
 
 from segloss.losses.functional import (
     IGNORE_INDEX,
     cross_entropy,
+    dice_loss,
     focal_loss,
+    focal_tversky_loss,
     generalized_dice_loss,
+    jaccard_loss,
     lovasz_softmax_loss,
     self_adjusting_dice_loss,
+    tversky_loss,
 )
+from segloss.losses.fused import FusedLinearCombinedLoss, fused_linear_loss
 from segloss.losses.modules import (
     ALIASES,
+    LOSS_CLASSES,
     LOSSES,
     CombinedLoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    FocalTverskyLoss,
+    GeneralizedDiceLoss,
+    JaccardLoss,
+    LovaszSoftmaxLoss,
+    SelfAdjustingDiceLoss,
     TokenLoss,
+    TverskyLoss,
     canonical_name,
     causal_shift,
     get_loss,
@@ -30,17 +49,33 @@ __all__ = [
     "ALIASES",
     "IGNORE_INDEX",
     "LOSSES",
+    "LOSS_CLASSES",
     "CombinedLoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "FusedLinearCombinedLoss",
+    "GeneralizedDiceLoss",
+    "JaccardLoss",
     "LossSpec",
+    "LovaszSoftmaxLoss",
+    "SelfAdjustingDiceLoss",
     "TokenLoss",
+    "TverskyLoss",
     "canonical_name",
     "causal_shift",
     "cross_entropy",
+    "dice_loss",
     "focal_loss",
+    "focal_tversky_loss",
+    "fused_linear_loss",
     "generalized_dice_loss",
     "get_loss",
+    "jaccard_loss",
     "lovasz_softmax_loss",
     "parse_loss_spec",
     "self_adjusting_dice_loss",
+    "tversky_loss",
     "validate_weights",
 ]

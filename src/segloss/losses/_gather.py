@@ -63,6 +63,7 @@ class _LogProbsAt(torch.autograd.Function):
                 source, local = logits2d[first:end], idx - first
             else:
                 source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
+            source = source.contiguous()  # a strided view (e.g. transposed logits) cannot be flattened in place
             log_p = torch.log_softmax(source.to(dtype), dim=-1).view(-1)  # [S·V] chunk temporary
             row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
             # index_select on flat positions: advanced indexing with 2-D indices is ~80× slower here on CPU.
@@ -79,7 +80,9 @@ class _LogProbsAt(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):
         logits2d, rows, cols, shared = ctx.saved_tensors
-        grad = torch.empty_like(logits2d)  # [M, V]: the only full-size allocation; every row is written once
+        # [M, V]: the only full-size allocation; every row is written once. Contiguous whatever the logits' strides
+        # (empty_like would copy a transposed layout, and the flat views below need a dense row-major buffer).
+        grad = logits2d.new_empty(logits2d.shape)
         written = torch.zeros(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)  # [M]
         for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
             idx = rows[start:stop]
@@ -87,7 +90,7 @@ class _LogProbsAt(torch.autograd.Function):
             span = _uses_span(start, stop, first, end)
             local = idx - first if span else torch.arange(len(idx), device=idx.device)  # [R]
             height = end - first if span else len(idx)
-            source = logits2d[first:end] if span else logits2d.index_select(0, idx)  # [S, V]
+            source = (logits2d[first:end] if span else logits2d.index_select(0, idx)).contiguous()  # [S, V]
             # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
             row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
             scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss

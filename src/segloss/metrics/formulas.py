@@ -91,6 +91,75 @@ def exact_match(generated: str, reference: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Exact-match variants of other scorers, for comparison with published numbers (docs/fidelity.md). ``exact_match``
+# above stays the reported metric; these reproduce other extraction rules on the same generations.
+
+#: lm-evaluation-harness ``gsm8k.yaml`` (v3.0): the strict filter, the flexible filter, the ``until`` stop string and
+#: the ``regexes_to_ignore`` applied to prediction and reference before a case-insensitive string comparison.
+LM_EVAL_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+LM_EVAL_UNTIL = ("Question:", "</s>", "<|im_end|>")
+LM_EVAL_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+#: The authors' ``MetricsCalculator`` answer pattern (utils/metric_calculator.py): no sign, so negatives never match.
+AUTHORS_ANSWER = re.compile(r"#### (\d+[\.,]*\d*)")
+
+
+def _lm_eval_normalise(text: str) -> str:
+    for pattern in LM_EVAL_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
+def _lm_eval_extract(pattern: re.Pattern[str], text: str, group_select: int) -> str:
+    """lm-eval's ``RegexFilter``: ``findall``, pick one match, first non-empty group, strip; else ``[invalid]``."""
+    matches = pattern.findall(text)
+    if not matches:
+        return "[invalid]"
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next((m for m in match if m), "[invalid]")
+    return match.strip()
+
+
+def _until(text: str) -> str:
+    for stop in LM_EVAL_UNTIL:
+        text = text.split(stop, 1)[0]
+    return text
+
+
+def exact_match_strict(generated: str, reference: str) -> float:
+    """lm-evaluation-harness gsm8k ``strict-match``: the first ``#### (-?[0-9.,]+)`` of the generation (cut at the
+    ``until`` stop strings) equals the reference's text after its last ``#### ``, once commas, ``$`` and a final
+    ``.`` are removed, ignoring case. A string comparison: ``38.0`` does not match ``38``."""
+    predicted = _lm_eval_extract(LM_EVAL_STRICT, _until(generated or ""), 0)
+    return float(_lm_eval_normalise(predicted) == _lm_eval_normalise(reference or ""))
+
+
+def exact_match_flexible(generated: str, reference: str) -> float:
+    """lm-evaluation-harness gsm8k ``flexible-extract``: the **last** number-like span of the generation (cut at the
+    ``until`` stop strings), compared as in :func:`exact_match_strict`."""
+    predicted = _lm_eval_extract(LM_EVAL_FLEXIBLE, _until(generated or ""), -1)
+    return float(_lm_eval_normalise(predicted) == _lm_eval_normalise(reference or ""))
+
+
+def exact_match_authors(generated: str, reference: str) -> float:
+    """The authors' ``accuracy``: the first ``#### (\\d+[.,]*\\d*)`` of both texts, equal under ``math.isclose``.
+
+    Negative answers never match (the pattern has no sign). A comma number (``#### 1,080``) makes their
+    ``float()`` raise; here it scores 0 instead of stopping the evaluation.
+    """
+    reference = reference or ""
+    reference = reference if ANSWER_MARK in reference else f"{ANSWER_MARK} {reference.strip()}"  # a bare answer
+    p, r = AUTHORS_ANSWER.search(generated or ""), AUTHORS_ANSWER.search(reference)
+    if p is None or r is None:
+        return 0.0
+    try:
+        return float(math.isclose(float(p.group(1)), float(r.group(1))))
+    except ValueError:
+        return 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Formula structure: canonical form (for equivalence), operands and operators (for step errors), evaluation.
 
 
@@ -303,6 +372,9 @@ def score_math(generated: str, reference: str) -> dict[str, float]:
     ref_answer = reference_answer(reference)
     scores = {
         "exact_match": float(answers_match(parse_final_answer(generated), ref_answer)),
+        "exact_match_strict": exact_match_strict(generated, reference),
+        "exact_match_flexible": exact_match_flexible(generated, reference),
+        "exact_match_authors": exact_match_authors(generated, reference),
         "well_formed": float(
             well_formed(generated, require_formulas=bool(ref), numeric_answer=_to_float(ref_answer) is not None)
         ),
@@ -318,6 +390,9 @@ def score_math(generated: str, reference: str) -> dict[str, float]:
 
 MATH_METRICS = (
     "exact_match",
+    "exact_match_strict",
+    "exact_match_flexible",
+    "exact_match_authors",
     "well_formed",
     "iou",
     "dice",

@@ -11,9 +11,13 @@ the alignment ``align(x → Y) = max_{y ∈ Y} sc(x, y)``, every score is in ``[
 * reference-free: faithfulness (step and token), informativeness (step and chain), repetition (step and token);
 * reference-based: reasoning alignment, hallucination, redundancy, missing step, semantic coverage (step and chain).
 
-The formulas are in :func:`chain_scores` and ``docs/metrics.md``. Embeddings come from an :class:`Embedder`:
-:func:`load_embedder` wraps a ``sentence-transformers`` model (the optional extra ``segloss[roscoe]`` ships
-all-MiniLM-L6-v2 offline); tests pass a small deterministic fake.
+Every score is computed as ParlAI's ``score.py`` computes it (what the paper ran). Three of them differ there from
+the paper's printed formulas; those formulas are kept under ``*_paper`` names: Info-Chain and Semantic
+Coverage-Chain are rescaled twice by the code, ``(1 + sc) / 2`` (range [0.5, 1]), and Repetition-Step is
+``(1 − max sc) / 2`` (range [0, 0.5]). The formulas are in :func:`chain_scores` and ``docs/metrics.md``.
+
+Embeddings come from an :class:`Embedder`: :func:`load_embedder` wraps a ``sentence-transformers`` model (the
+optional extra ``segloss[roscoe]`` ships all-MiniLM-L6-v2 offline); tests pass a small deterministic fake.
 
 Usage::
 
@@ -46,6 +50,8 @@ REFERENCE_FREE_SCORES = (
     "roscoe_informativeness_chain",
     "roscoe_repetition_step",
     "roscoe_repetition_token",
+    "roscoe_informativeness_chain_paper",
+    "roscoe_repetition_step_paper",
 )
 REFERENCE_BASED_SCORES = (
     "roscoe_reasoning_alignment",
@@ -54,12 +60,17 @@ REFERENCE_BASED_SCORES = (
     "roscoe_missing_step",
     "roscoe_semantic_coverage_step",
     "roscoe_semantic_coverage_chain",
+    "roscoe_semantic_coverage_chain_paper",
 )
 SCORE_NAMES = REFERENCE_FREE_SCORES + REFERENCE_BASED_SCORES
 
 _FORMULA = re.compile(r"<<(.*?)>>", re.DOTALL)
-# A sentence ends at . ! ? followed by whitespace (so "3.5" stays whole) or at a line break.
+# A sentence ends at . ! ? followed by whitespace (so "3.5" stays whole) or at a line break ...
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
+# ... unless the period closes a title, a common abbreviation ("rs ." is MathQA's spaced rupee sign) or an initial.
+_ABBREVIATION = re.compile(
+    r"(?:(?<![A-Za-z])(?i:mr|mrs|ms|dr|prof|sr|jr|st|mt|vs|rs|approx|e\.g|i\.e)\s?|(?<![A-Za-z])[A-Z])\.$"
+)
 _ANSWER_MARK = re.compile(r"#{4}")
 
 
@@ -198,8 +209,10 @@ def load_embedder(model: str | None = None, *, device: str | None = None) -> Sen
 # --------------------------------------------------------------------------------------------------- steps
 def split_steps(text: str) -> list[str]:
     """Reasoning steps of ``text``: the contents of each non-empty ``<<formula>>`` in order when there is one;
-    otherwise the sentences (split at ``.``/``!``/``?`` + whitespace and at line breaks; ``####`` answer marks and
-    empty ``<<>>`` removed). Empty steps are dropped, so ``""`` gives ``[]``.
+    otherwise the sentences (split at ``.``/``!``/``?`` + whitespace and at line breaks, but not after a title or
+    abbreviation such as ``Mr.``, ``Dr.``, ``e.g.`` or ``rs .``, nor after a capital initial; a decimal point has no
+    whitespace after it and never splits; ``####`` answer marks and empty ``<<>>`` removed). Empty steps are dropped,
+    so ``""`` gives ``[]``.
     """
     if not isinstance(text, str):
         raise ValueError(f"split_steps expects a string, got {type(text).__name__}")
@@ -207,7 +220,14 @@ def split_steps(text: str) -> list[str]:
     if formulas:
         return formulas
     text = _ANSWER_MARK.sub(" ", _FORMULA.sub(" ", text))
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    sentences, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        if "\n" not in end.group(0) and _ABBREVIATION.search(text, start, end.start()):
+            continue  # "Mr. Smith", "Dr. Lee", "rs . 1000": not a sentence end
+        sentences.append(text[start : end.start()])
+        start = end.end()
+    sentences.append(text[start:])
+    return [s.strip() for s in sentences if s.strip()]
 
 
 # --------------------------------------------------------------------------------------------------- math
@@ -277,7 +297,8 @@ def chain_scores(h: ChainEmbeddings, s: ChainEmbeddings, r: ChainEmbeddings) -> 
             "roscoe_redundancy": _min(h_r),
             "roscoe_missing_step": _min(r_h),
             "roscoe_semantic_coverage_step": 1.0 - abs(_mean(r_s) - _mean(h_s)),
-            "roscoe_semantic_coverage_chain": _chain_similarity(h.whole, r.whole),
+            "roscoe_semantic_coverage_chain": _rescaled(_chain_similarity(h.whole, r.whole)),
+            "roscoe_semantic_coverage_chain_paper": _chain_similarity(h.whole, r.whole),
         }
     )
     return out
@@ -285,14 +306,24 @@ def chain_scores(h: ChainEmbeddings, s: ChainEmbeddings, r: ChainEmbeddings) -> 
 
 def _reference_free(h: ChainEmbeddings, s: ChainEmbeddings) -> dict[str, float]:
     h_s, s_h = align(h.steps, s.steps), align(s.steps, h.steps)  # [N], [S]
+    info_chain = _chain_similarity(h.whole, s.whole)
+    # ParlAI gives a single step the perfect score 1.0 in both variants (its (1 - x) / 2 range stops at 0.5).
+    most_similar = _max_previous(scaled_cosine(h.steps, h.steps)) if len(h.steps) > 1 else None
     return {
         "roscoe_faithfulness_step": _mean(h_s),
         "roscoe_faithfulness_token": _faithfulness_token(h_s, h.tokens, s.tokens),
         "roscoe_informativeness_step": (_mean(h_s) + _mean(s_h)) / 2.0,
-        "roscoe_informativeness_chain": _chain_similarity(h.whole, s.whole),
-        "roscoe_repetition_step": 1.0 - _max_previous(scaled_cosine(h.steps, h.steps)) if len(h.steps) > 1 else 1.0,
+        "roscoe_informativeness_chain": _rescaled(info_chain) if h.whole is not None and s.whole is not None else 0.0,
+        "roscoe_informativeness_chain_paper": info_chain,
+        "roscoe_repetition_step": (1.0 - most_similar) / 2.0 if most_similar is not None else 1.0,
+        "roscoe_repetition_step_paper": 1.0 - most_similar if most_similar is not None else 1.0,
         "roscoe_repetition_token": _repetition_token(h.tokens),
     }
+
+
+def _rescaled(sc: float) -> float:
+    """ParlAI's chain scores: ``(1 + sc) / 2``, the [0, 1] scaled cosine mapped once more, onto [0.5, 1]."""
+    return (1.0 + sc) / 2.0
 
 
 def _chain_similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:

@@ -62,10 +62,16 @@ def load_tokenizer(model: str, *, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     source, gguf = resolve_model_source(model, gguf_file)
+    extra: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     if gguf:
         _check_gguf_installed()
+    else:
+        from segloss.hub import resolve_model
+
+        source, local_only = resolve_model(source)  # empty folders and unreachable hub ids fail here, in seconds
+        extra = {"local_files_only": local_only}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf} if gguf else {}))
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     except OSError as err:
         raise FileNotFoundError(f"model: could not load the tokenizer of {model!r} ({err}); check the path") from err
     if tokenizer.pad_token is None:
@@ -89,12 +95,17 @@ def load_model_and_tokenizer(
         dtype = resolve_dtype(dtype)
     source, gguf = resolve_model_source(name, gguf_file)
     tokenizer = load_tokenizer(name, gguf_file=gguf_file)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any]
     if gguf:
         from transformers import GgufConfig
 
         # Dense float weights: transformers' packed GGUF layers cannot be trained (Trainer refuses them).
         extra = {"gguf_file": gguf, "quantization_config": GgufConfig(gguf_file=gguf, dequantize=True)}
+    else:
+        from segloss.hub import resolve_model
+
+        source, local_only = resolve_model(source)
+        extra = {"local_files_only": local_only}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **extra)
     except OSError as err:  # hub id unknown, offline without a cache, or a directory without weights

@@ -3,10 +3,11 @@
 from segloss.training.config import TrainConfig
 from segloss.training.lora import LORA_TARGETS, apply_lora, check_lora_targets, find_lora_targets, linear_layer_names
 from segloss.training.train import TrainResult, load_model_and_tokenizer, load_trained, train
-from segloss.training.trainer import SeglossTrainer, term_scales
+from segloss.training.trainer import CombinedLossMixin, SeglossTrainer, term_scales
 
 __all__ = [
     "LORA_TARGETS",
+    "CombinedLossMixin",
     "SeglossTrainer",
     "TrainConfig",
     "TrainResult",

@@ -48,9 +48,21 @@ class SeglossArguments:
     )
     ce_weight: float = config_field(0.6, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight).")
     loss_options: dict[str, dict[str, Any]] = config_field({}, help="Options per loss name, e.g. {focal: {gamma: 2}}.")
+    fused_loss: bool | None = config_field(
+        None,
+        help="Apply the output head inside the loss in row chunks (no [B, T, V] logits). None: on when the head is a "
+        "plain Linear (LoRA does not adapt it) and a micro-batch's logits exceed one chunk (16M values).",
+    )
     # The run directory (output_dir is a TrainingArguments field).
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")
     overwrite: bool = config_field(False, help="Delete a non-empty output_dir and start over.")
+    # Resume overrides: each is recorded in train_summary.json (`resumes`), never stored in config.yaml.
+    resume_allow_changes: bool = config_field(
+        False, help="With --resume: continue although training settings differ from the run's config.yaml."
+    )
+    resume_allow_missing_state: bool = config_field(
+        False, help="With --resume: accept a checkpoint without optimizer/scheduler/RNG state (the schedule restarts)."
+    )
     # LoRA / full fine-tuning.
     full_finetune: bool = config_field(False, help="Train every weight instead of a LoRA adapter.")
     lora_r: int = config_field(8, help="LoRA rank.")
@@ -71,6 +83,8 @@ class SeglossArguments:
             raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite: --resume continues output_dir, --overwrite deletes it; pick one")
+        if self.fused_loss is not None and not isinstance(self.fused_loss, bool):
+            raise ValueError(f"fused_loss: true, false or null (automatic), got {self.fused_loss!r}")
         if self.lora_target_modules is not None and (
             not isinstance(self.lora_target_modules, list) or not self.lora_target_modules
         ):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,26 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from segloss import __version__
-from segloss.config import save_yaml
 from segloss.fileio import atomic_write
 from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
 from segloss.training.config import TrainConfig, train_config_from_values
+from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
+from segloss.training.resume import (
+    ResumePlan,
+    RunLedger,
+    archive_config,
+    finish_at_checkpoint,
+    plan_resume,
+    save_run_config,
+)
 from segloss.training.trainer import SeglossTrainer
 
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
+logger = logging.getLogger("segloss.train")
 VERSION_NAME = "segloss.json"
 
 
@@ -58,7 +66,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def write_run_files(config: TrainConfig, directory: Path) -> None:
     """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json."""
-    save_yaml(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
+    save_run_config(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
     _write_json(directory / VERSION_NAME, {"segloss_version": __version__, "torch_version": torch.__version__})
 
 
@@ -88,15 +96,19 @@ def _check_output_dir(config: TrainConfig) -> bool:
     return non_empty
 
 
-def _prepare_output_dir(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> str | None:
-    """With --overwrite clear output_dir (main process); with --resume return its last checkpoint (or None)."""
-    out = config.run_dir
+def _clear_for_overwrite(config: TrainConfig, args: TrainingArguments, non_empty: bool) -> None:
+    """With --overwrite, delete output_dir (main process; the others wait)."""
     with args.main_process_first(desc="prepare output_dir"):
         if non_empty and config.overwrite and args.process_index == 0:
-            shutil.rmtree(out)
-    if config.resume and out.is_dir():
-        return get_last_checkpoint(str(out))
-    return None
+            shutil.rmtree(config.run_dir)
+
+
+def _write_start_files(config: TrainConfig, plan: ResumePlan | None) -> None:
+    """config.yaml at the start, so `segloss train --config <run>/config.yaml --resume` works after a crash."""
+    out = config.run_dir
+    if plan is not None and plan.changes:
+        archive_config(out, plan.step)  # the settings the first steps used stay on disk
+    write_run_files(config, out)
 
 
 def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
@@ -148,9 +160,17 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
 
     args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
+    plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
+    if plan is not None and plan.finished is not None:
+        return _finished_result(config, plan.finished)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, stats = build_training_data(config, tokenizer)
-    checkpoint = _prepare_output_dir(config, args, non_empty)
+    tokens = config.per_device_train_batch_size * config.max_length
+    fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
+    _clear_for_overwrite(config, args, non_empty)
+    if args.process_index == 0:
+        _write_start_files(config, plan)
+    ledger = RunLedger.for_plan(plan)
     trainer = SeglossTrainer(
         model=model,
         args=args,
@@ -158,30 +178,25 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         data_collator=DataCollator(tokenizer),
         processing_class=tokenizer,
         combined_loss=config.loss_spec.build(),
-        callbacks=[_RunFilesCallback(config), *(callbacks or [])],
+        fused_loss=fused_loss,
+        callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
     )
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - start
+    ledger.loss_source = trainer.run_loss_sum
+    checkpoint = plan.checkpoint if plan is not None else None
+    if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
+        finish_at_checkpoint(trainer, checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.pop_components()  # terms of the steps after the last logging step
     summary = {
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "tokens": int(trainer.state.num_input_tokens_seen),
-        "train_examples": len(dataset),
+        **_summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None),
+        "fused_loss": fused_loss,
         "tokenization": {
             "n_examples": stats.n_examples,
             "n_prompt_truncated": stats.n_prompt_truncated,
             "n_dropped": stats.n_dropped,
             "max_length": stats.max_length,
         },
-        "wall_time_s": round(wall, 3),
-        "resumed_from": checkpoint,
-        "train_loss": output.training_loss,
-        "final_losses": trainer.last_components,
-        "loss_weights": config.loss_weights(),
-        "world_size": args.world_size,
-        "segloss_version": __version__,
     }
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
@@ -190,6 +205,39 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _summary(trainer: SeglossTrainer, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:
+    """train_summary.json: the whole run, every session included (the ledger carries the earlier ones)."""
+    totals = ledger.totals()
+    steps = trainer.state.global_step
+    return {
+        "steps": steps,
+        "max_steps": trainer.state.max_steps,
+        "epochs": trainer.state.epoch,
+        "tokens": int(trainer.state.num_input_tokens_seen),
+        "train_examples": n_examples,
+        "wall_time_s": totals["wall_time_s"],
+        "resumed_from": checkpoint,
+        "resumes": totals["resumes"],
+        "train_loss": totals["loss_sum"] / steps if steps else float("nan"),
+        "final_losses": trainer.last_components,
+        "loss_weights": dict(trainer.combined_loss.weights),
+        "world_size": trainer.args.world_size,
+        "segloss_version": __version__,
+    }
+
+
+def _finished_result(config: TrainConfig, summary: dict[str, Any]) -> TrainResult:
+    out = config.run_dir
+    logger.warning(
+        "resume: %s already finished (%s steps, see %s); nothing to do and nothing changed. "
+        "Use --overwrite to train it again, or another --output-dir",
+        out,
+        summary.get("steps"),
+        out / SUMMARY_NAME,
+    )
+    return TrainResult(out, int(summary.get("steps", 0)), {**summary, "already_finished": True})
 
 
 def load_trained(

@@ -1,0 +1,1 @@
+"""Bridges to other training stacks; `segloss.integrations.trl` needs the extra: ``pip install segloss[trl]``."""
