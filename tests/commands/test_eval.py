@@ -8,7 +8,7 @@ from segloss.cli import main
 
 
 def test_unknown_template_exits_2(capsys, tmp_path):
-    assert main(["eval", "--run", str(tmp_path), "--template", "chat"]) == 2
+    assert main(["eval", "--run", str(tmp_path), "--template", "alpaca"]) == 2
     err = capsys.readouterr().err
     assert "segloss eval: error: template" in err and "plain, instruction" in err
 

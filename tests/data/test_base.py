@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import TOKENIZER_TEXTS
+from helpers.real_model import smollm2_path, smollm2_tokenizer  # noqa: F401  (fixtures)
 from transformers import AutoTokenizer
 
 from segloss.data import (
@@ -18,9 +21,14 @@ from segloss.data import (
     is_multiple_choice,
     load_examples,
     pad_token_id,
+    stop_strings,
     tokenize_examples,
 )
 from segloss.data.base import TokenizeStats, canonical_split, read_records, stable_seed
+from segloss.data.templates import build_prompt, training_text
+from segloss.models.tiny import train_sentencepiece_tokenizer
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -111,31 +119,119 @@ def test_limit_keeps_the_first_examples_and_rejects_nonpositive():
 
 
 # ------------------------------------------------------------------ tokenization
-def test_features_mask_the_prompt_and_keep_answer_with_eos(tokenizer):
-    examples = [
-        Example("a", "Question: Tom has 3 apples.\nAnswer: ", "<<3+4=7>> #### 7"),
-        Example("b", "Question: why?\nAnswer: ", "D"),
-    ]
-    data, stats = tokenize_examples(examples, tokenizer, max_length=128)
+def _answer_tokens(row):
+    return [t for t, label in zip(row["input_ids"], row["answer_labels"], strict=True) if label != -100]
+
+
+def check_whole_text(tokenizer, example, row, template="plain"):
+    """The row is the whole text's tokens + EOS; its prompt part is exactly what generation is given; the answer
+    mask covers exactly the answer's characters (with the separating space) and EOS."""
+    text, start = training_text(example, template, tokenizer)
+    special = template != "chat"
+    whole = tokenizer(text, add_special_tokens=special)["input_ids"]
+    prompt = tokenizer(build_prompt(example, [], template, tokenizer), add_special_tokens=special)["input_ids"]
+    assert row["input_ids"] == [*whole, tokenizer.eos_token_id]
+    assert row["labels"] == row["input_ids"]  # every real token, not shifted
+    assert whole[: len(prompt)] == prompt  # training's prefix = the tokens generation starts from
+    answer = _answer_tokens(row)
+    assert answer == [*whole[len(prompt) :], tokenizer.eos_token_id]
+    assert row["answer_labels"][: len(prompt)] == [-100] * len(prompt)
+    spans = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"][len(prompt) :]
+    assert spans[-1][1] == len(text) and spans[0][1] > start  # the answer tokens reach the end, from its start
+    assert text[min(s for s, _ in spans) : start].strip() == ""  # ...and take at most the separating space before
+    assert text[start:].strip() == example.answer.strip()
+    if tokenizer.unk_token_id not in answer:  # the tiny tokenizers lack a few characters (e.g. "_")
+        assert tokenizer.decode(answer[:-1]).strip() == example.answer.strip()
+
+
+EXAMPLES = [
+    Example("a", "Question: Tom has 3 apples.\nAnswer: ", "<<3+4=7>> #### 7"),
+    Example("b", "Question: why?\nAnswer: ", "D"),
+]
+
+
+def test_features_are_the_whole_text_with_the_answer_masked_by_offsets(tokenizer):
+    data, stats = tokenize_examples(EXAMPLES, tokenizer, max_length=128)
     assert data.column_names == ["input_ids", "attention_mask", "labels", "answer_labels"]
     assert (stats.n_examples, stats.n_kept, stats.n_dropped, stats.n_prompt_truncated) == (2, 2, 0, 0)
-    for row, ex in zip(data, examples, strict=True):
-        prompt = tokenizer(ex.prompt)["input_ids"]
-        answer = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        assert prompt[0] == tokenizer.bos_token_id  # the tiny tokenizer adds BOS
-        assert row["input_ids"] == prompt + answer
-        assert row["labels"] == row["input_ids"]  # every real token, not shifted
-        assert row["answer_labels"] == [-100] * len(prompt) + answer
-        assert row["attention_mask"] == [1] * len(prompt + answer)
-        assert tokenizer.decode(answer[:-1]) == ex.answer
+    for row, ex in zip(data, EXAMPLES, strict=True):
+        assert row["input_ids"][0] == tokenizer.bos_token_id  # the tiny tokenizer adds BOS
+        check_whole_text(tokenizer, ex, row)
+        assert row["attention_mask"] == [1] * len(row["input_ids"])
     assert stats.lengths == [len(r["input_ids"]) for r in data]
     assert tokenizer.pad_token is None  # the caller's tokenizer was not modified
 
 
+def test_gpt2_style_boundary_space_goes_with_the_answer(tokenizer):
+    # Separately tokenized, the prompt would end with a lone "Ġ" that generation never continues from.
+    data, _ = tokenize_examples(EXAMPLES[:1], tokenizer, max_length=128)
+    first = tokenizer.convert_ids_to_tokens(_answer_tokens(data[0])[:1])[0]
+    assert first.startswith("Ġ") and first != "Ġ"
+    assert tokenizer.convert_ids_to_tokens(tokenizer(EXAMPLES[0].prompt)["input_ids"])[-1] == "Ġ"
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_tokenizer():
+    return train_sentencepiece_tokenizer(TOKENIZER_TEXTS, vocab_size=300)
+
+
+def test_sentencepiece_style_tokenizer_whole_text(sentencepiece_tokenizer):
+    data, _ = tokenize_examples(EXAMPLES, sentencepiece_tokenizer, max_length=128)
+    for row, ex in zip(data, EXAMPLES, strict=True):
+        check_whole_text(sentencepiece_tokenizer, ex, row)
+    first = sentencepiece_tokenizer.convert_ids_to_tokens(_answer_tokens(data[0])[:1])[0]
+    assert first.startswith("▁")  # the word-start marker belongs to the answer's first token
+
+
+def _dataset_examples():
+    """A few examples of every dataset: arith is synthetic; the others from ../shared/data when present."""
+    out = [("arith", ex) for ex in load_examples("arith", "test", n_test=3)]
+    for name in sorted(set(DATASETS) - {"arith"}):
+        if (SHARED / name).is_dir():
+            out += [(name, ex) for ex in load_examples(name, "test", SHARED / name, limit=3)]
+    return out
+
+
+@pytest.mark.parametrize("style", ["gpt2", "sentencepiece", "smollm2"])
+def test_whole_text_masks_for_every_dataset(style, tokenizer, sentencepiece_tokenizer, request):
+    tok = {"gpt2": tokenizer, "sentencepiece": sentencepiece_tokenizer}.get(style)
+    if tok is None:
+        tok = request.getfixturevalue("smollm2_tokenizer")
+    named = _dataset_examples()
+    data, stats = tokenize_examples([ex for _, ex in named], tok, max_length=4096)
+    assert stats.n_kept == len(named)
+    for row, (_, ex) in zip(data, named, strict=True):
+        check_whole_text(tok, ex, row)
+
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "smollm2"])
+def test_chat_template_mask_is_exactly_the_assistant_content(style, tiny_model_dir, request):
+    if style == "gpt2":
+        tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+        tok.chat_template = CHATML
+    else:
+        tok = request.getfixturevalue("smollm2_tokenizer")
+    data, _ = tokenize_examples(EXAMPLES, tok, max_length=256, template="chat")
+    for row, ex in zip(data, EXAMPLES, strict=True):
+        check_whole_text(tok, ex, row, template="chat")
+        answer = _answer_tokens(row)
+        assert tok.decode(answer[:-1]) == ex.answer  # no template text inside the mask, nothing of it missing
+        assert "Answer:" not in tok.decode(row["input_ids"])  # the user turn holds the question without its cue
+    if style == "smollm2":  # ChatML's end of turn is SmolLM2's EOS: the model learns to close its turn
+        assert tok.convert_ids_to_tokens(_answer_tokens(data[0])[-1]) == "<|im_end|>"
+
+
 def test_prompt_is_truncated_from_the_left_keeping_bos_and_the_whole_answer(tokenizer):
     ex = Example("long", "Question: " + "apples and pencils " * 20 + "how many?\nAnswer: ", "<<3+4=7>> #### 7")
-    prompt = tokenizer(ex.prompt)["input_ids"]
-    answer = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    full, _ = tokenize_examples([ex], tokenizer, 4096)
+    answer = _answer_tokens(full[0])
+    prompt = full[0]["input_ids"][: -len(answer)]
     max_length = len(answer) + 6
     data, stats = tokenize_examples([ex], tokenizer, max_length)
     row = data[0]
@@ -152,10 +248,8 @@ def test_example_whose_answer_does_not_fit_is_dropped_and_counted(tokenizer):
     long = Example("long", "Q: b\nAnswer: ", "<<12+34=46>> <<46*2=92>> <<92-1=91>> #### 91")
     data, stats = tokenize_examples([long, short], tokenizer, max_length=8)
     assert (stats.n_kept, stats.n_dropped, stats.dropped_ids, stats.kept_indices) == (1, 1, ["long"], [1])
-    assert len(data) == 1 and data[0]["answer_labels"][-2:] == [
-        tokenizer("A", add_special_tokens=False)["input_ids"][0],
-        tokenizer.eos_token_id,
-    ]
+    assert len(data) == 1
+    assert _answer_tokens(data[0]) == [*tokenizer(" A", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
 
 def test_max_length_too_small_for_any_answer_is_an_error(tokenizer):
@@ -164,6 +258,19 @@ def test_max_length_too_small_for_any_answer_is_an_error(tokenizer):
         tokenize_examples(examples, tokenizer, max_length=5)
     with pytest.raises(ValueError, match="no examples"):
         tokenize_examples([], tokenizer, max_length=64)
+
+
+def test_slow_tokenizer_is_refused_with_the_fix(tokenizer):
+    slow = type("Slow", (), {"eos_token_id": 2, "is_fast": False})()
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        tokenize_examples(EXAMPLES, slow, max_length=64)
+
+
+def test_stop_strings_are_declared_per_dataset():
+    assert stop_strings("gsm8k") == ("\nQuestion:", "\n\n") == stop_strings("arith") == stop_strings("mathqa")
+    assert stop_strings("openbookqa") == ("\n",) == stop_strings("hellaswag")
+    with pytest.raises(ValueError, match="valid datasets"):
+        stop_strings("nope")
 
 
 def test_length_percentiles_are_nearest_rank():
@@ -214,5 +321,7 @@ def test_encode_prompts_pads_left_and_truncates_left(tokenizer):
     width = len(ids[0])
     assert batch["input_ids"].tolist() == [ids[0], [pad] * (width - len(ids[1])) + ids[1]]
     assert batch["attention_mask"][1].tolist() == [0] * (width - len(ids[1])) + [1] * len(ids[1])
+    assert batch["n_truncated"] == 0
     cut = encode_prompts(prompts[:1], tokenizer, max_length=4)
     assert cut["input_ids"].tolist() == [[tokenizer.bos_token_id, *ids[0][-3:]]]
+    assert cut["n_truncated"] == 1  # counted, never silent

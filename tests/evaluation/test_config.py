@@ -19,12 +19,13 @@ def test_valid_modes():
         ({}, "run"),
         ({"run": "r", "model": "m"}, "exactly one"),
         ({"model": "m"}, "dataset"),
-        ({"run": "r", "template": "chat"}, "template"),
+        ({"run": "r", "template": "chatml"}, "template"),
         ({"run": "r", "few_shot": -1}, "few_shot"),
         ({"run": "r", "limit": 0}, "limit"),
         ({"run": "r", "batch_size": 0}, "batch_size"),
         ({"run": "r", "max_new_tokens": 0}, "max_new_tokens"),
-        ({"run": "r", "dtype": "int8"}, "dtype"),
+        ({"run": "r", "torch_dtype": "int8"}, "torch_dtype"),
+        ({"run": "r", "gguf_file": "x.gguf"}, "gguf_file"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, field):
@@ -33,5 +34,5 @@ def test_bad_values_name_the_field(kwargs, field):
 
 
 def test_unknown_template_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="plain, instruction"):
-        EvalConfig(run="r", template="chat")
+    with pytest.raises(ValueError, match="plain, instruction, chat"):
+        EvalConfig(run="r", template="alpaca")

@@ -16,7 +16,7 @@ ARITH = {"n_train": 4, "n_validation": 2, "n_test": 6, "max_steps": 2}
 
 
 def copy_reference(examples):
-    answers = {ex.prompt: ex.answer for ex in examples}
+    answers = {ex.prompt.rstrip(" "): ex.answer for ex in examples}  # generation prompts end at "Answer:"
 
     def generate(prompts, max_new_tokens):
         return [answers[p] for p in prompts]
@@ -41,7 +41,7 @@ def test_fake_generator_copying_the_reference_is_perfect(tmp_path):
     assert m["exact_match"]["n"] == 5 and result["n_examples"] == 5
     rows, saved = read_outputs(tmp_path)
     assert [r["id"] for r in rows] == [ex.id for ex in examples[:5]]
-    assert set(rows[0]) == {"id", "prompt", "reference", "generated", "parsed_answer", "metrics"}
+    assert set(rows[0]) == {"id", "prompt", "reference", "generated", "new_tokens", "parsed_answer", "metrics"}
     assert rows[0]["parsed_answer"] == rows[0]["reference"].split("####")[1].strip()
     assert saved["metrics"]["exact_match"] == m["exact_match"]
     assert not list(tmp_path.glob("*.tmp"))
@@ -49,7 +49,7 @@ def test_fake_generator_copying_the_reference_is_perfect(tmp_path):
 
 def test_wrong_generator_scores_zero_and_bootstrap_ci_brackets_the_mean(tmp_path):
     examples = load_examples("arith", "test", **ARITH)
-    answers = {ex.prompt: ex.answer for ex in examples}
+    answers = {ex.prompt.rstrip(" "): ex.answer for ex in examples}  # generation prompts end at "Answer:"
 
     # Every other example copies the reference, the rest answer nonsense.
     def half(prompts, _):
@@ -183,7 +183,7 @@ def test_end_to_end_baseline_with_tiny_model(tmp_path, tiny_model_dir):
     rows, saved = read_outputs(tmp_path)
     assert len(rows) == 3 and saved["n_examples"] == 3 and saved["max_new_tokens"] == 6
     for row in rows:
-        assert isinstance(row["generated"], str) and row["prompt"].endswith("Answer: ")
+        assert isinstance(row["generated"], str) and row["prompt"].endswith("Answer:")
     for name, s in result["metrics"].items():
         if s["n"]:
             assert s["ci_low"] <= s["mean"] <= s["ci_high"], name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segloss.data import Example
+from segloss.data.templates import training_text
 from segloss.evaluation.prompts import build_prompt, choose_shots, render
 
 EX = Example(id="1", prompt="Question: Tom has 3 apples. How many?\nAnswer: ", answer="<<3=3>> #### 3")
@@ -35,5 +36,37 @@ def test_few_shot_larger_than_train_split():
 def test_build_prompt_demonstrations_first():
     shots = TRAIN[:2]
     prompt = build_prompt(EX, shots, "plain")
-    assert prompt == "Question: q0\nAnswer: #### 0\n\nQuestion: q1\nAnswer: #### 1\n\n" + EX.prompt
-    assert build_prompt(EX, [], "plain") == EX.prompt
+    # The generation prompt drops the trailing space: whole-text tokenization glues it to the answer's first token.
+    assert prompt == "Question: q0\nAnswer: #### 0\n\nQuestion: q1\nAnswer: #### 1\n\n" + EX.prompt.rstrip(" ")
+    assert build_prompt(EX, [], "plain") == EX.prompt.rstrip(" ")
+
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def test_chat_template_few_shot_is_alternating_turns(chat_tokenizer):
+    prompt = build_prompt(EX, TRAIN[:2], "chat", chat_tokenizer)
+    assert prompt == (
+        "<|im_start|>user\nQuestion: q0<|im_end|>\n<|im_start|>assistant\n#### 0<|im_end|>\n"
+        "<|im_start|>user\nQuestion: q1<|im_end|>\n<|im_start|>assistant\n#### 1<|im_end|>\n"
+        "<|im_start|>user\nQuestion: Tom has 3 apples. How many?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    text, start = training_text(EX, "chat", chat_tokenizer)
+    assert text[:start] == build_prompt(EX, [], "chat", chat_tokenizer) and text[start:] == EX.answer
+
+
+def test_chat_template_needs_a_tokenizer_with_one():
+    with pytest.raises(ValueError, match="chat template"):
+        build_prompt(EX, [], "chat", None)

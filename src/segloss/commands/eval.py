@@ -8,10 +8,18 @@ QA: choice accuracy plus log-likelihood acc/acc_norm), with 95 % bootstrap confi
   segloss eval --model ./base-model --dataset openbookqa --data-path ../shared/data/openbookqa --limit 100
   segloss eval --model ./base-model --dataset arith --dataset-options '{n_test: 50}' --output-dir runs/eval-arith
   segloss eval --run runs/x --roscoe                            # add ROSCOE scores (pip install "segloss[roscoe]")
+  segloss eval --model SmolLM2-135M-Instruct.Q4_1.gguf --dataset gsm8k --data-path ../shared/data/gsm8k --few-shot 4
+  segloss eval --model ./gguf-folder --gguf-file model.Q4_1.gguf --dataset arith --template chat --torch-dtype auto
+  segloss eval --run runs/x --no-stop-strings                   # generate the whole budget (no cut at stop strings)
   segloss eval --run runs/x --teacher-forced                    # add the authors' teacher-forced accuracy
   segloss eval --run runs/x --split validation --dataset-options '{authors_split: true}'   # the authors' GSM8K split
 
-Writes predictions.jsonl (id, prompt, reference, generated, parsed_answer, metrics) and metrics.json into
+Generation stops at EOS, the chat end-of-turn token and the dataset's stop strings (math: a new "Question:" or a
+blank line; QA: the end of the line) and the text is cut there before scoring. A run is evaluated with the template
+it was trained with unless --template says otherwise.
+
+Writes predictions.jsonl (id, prompt, reference, generated, new_tokens, parsed_answer, metrics) and metrics.json
+(with mean_new_tokens and n_prompt_truncated) into
 <run>/eval/<split>/ (or --output-dir) and prints the summary. Metric definitions: docs/metrics.md.
 """
 

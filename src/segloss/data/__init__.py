@@ -16,6 +16,7 @@ from segloss.data.base import (
     is_multiple_choice,
     load_examples,
     pad_token_id,
+    stop_strings,
     tokenize_examples,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "is_multiple_choice",
     "load_examples",
     "pad_token_id",
+    "stop_strings",
     "tokenize_examples",
 ]

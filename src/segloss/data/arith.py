@@ -200,6 +200,7 @@ def generate_problem(
 @register
 class ArithBuilder(DatasetBuilder):
     name = "arith"
+    stop_strings = ("\nQuestion:", "\n\n")  # where a generated answer ends
     default_options: ClassVar[dict[str, Any]] = {
         "n_train": 2000,
         "n_validation": 200,

@@ -9,12 +9,14 @@ A dataset is one :class:`DatasetBuilder` subclass in its own module that only ma
 * **Splits** are ``train``/``validation``/``test`` (``dev`` and ``val`` are aliases of ``validation``). A builder
   with ``derive_validation`` takes a seeded 10 % of train as validation when no validation file exists, and train
   is then the other 90 % (no leakage).
-* **Tokenization** (:func:`tokenize_examples`): prompt and answer are tokenized separately, so the answer's token
-  boundary is exact. The prompt gets the tokenizer's special tokens (e.g. BOS), the answer none, and EOS is appended
-  to the answer. ``labels`` is every real token (BOS included: after the trainer's causal shift position 0 is never
-  a target, so it costs nothing), ``answer_labels`` only the answer tokens and EOS; both are **not shifted**. The
-  prompt is truncated from the left (BOS kept); an example whose answer (with BOS and one prompt token) does not fit
-  in ``max_length`` is dropped and counted in :class:`TokenizeStats`, never silently.
+* **Tokenization** (:func:`tokenize_examples`): the prompt (rendered by a template, see
+  :mod:`segloss.data.templates`) and the answer are tokenized as **one text**, so the tokens at their boundary are
+  those the model sees when it generates; the answer tokens are found by the offsets mapping (every token whose
+  characters reach into the answer) and EOS is appended after them. ``labels`` is every real token (BOS included:
+  after the trainer's causal shift position 0 is never a target, so it costs nothing), ``answer_labels`` only the
+  answer tokens and EOS; both are **not shifted**. The prompt is truncated from the left (BOS kept) and counted; an
+  example whose answer (with BOS and one prompt token) does not fit in ``max_length`` is dropped and counted in
+  :class:`TokenizeStats`, never silently.
 * **Padding**: :class:`DataCollator` pads on the right for training (``labels``/``answer_labels`` with -100,
   ``attention_mask`` with 0); :func:`encode_prompts` pads on the left for generation. A tokenizer without a pad
   token pads with EOS (as the paper does); the caller's tokenizer is never modified (see :func:`pad_token_id`).
@@ -192,6 +194,9 @@ class DatasetBuilder:
     }
     hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
     derive_validation: ClassVar[bool] = False
+    #: Where a generated answer ends (evaluation stops and cuts there): math answers are one line, so a new
+    #: ``Question:`` or a blank line ends them; QA answers end with their line.
+    stop_strings: ClassVar[tuple[str, ...]] = ("\n\n",)
     #: Options accepted by ``__init__`` with their defaults (``load_examples(name, split, **options)``).
     default_options: ClassVar[dict[str, Any]] = {}
 
@@ -334,6 +339,13 @@ def get_builder(name: str, **options: Any) -> DatasetBuilder:
     return DATASETS[name](**options)
 
 
+def stop_strings(name: str) -> tuple[str, ...]:
+    """The strings at which generated answers of dataset ``name`` end (see ``DatasetBuilder.stop_strings``)."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name].stop_strings
+
+
 def is_multiple_choice(name: str) -> bool:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
@@ -420,16 +432,39 @@ def _fit(prompt: list[int], answer: list[int], prefix: int, max_length: int) -> 
     return prompt[:prefix] + body[max(0, len(body) - room) :]
 
 
-def tokenize_examples(examples: Sequence[Example], tokenizer: Any, max_length: int) -> tuple[Any, TokenizeStats]:
+def _require_offsets(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "tokenizer: whole-text tokenization needs a fast tokenizer (offsets mapping); load it with "
+            "AutoTokenizer.from_pretrained(..., use_fast=True) or convert it with the `tokenizers` library"
+        )
+
+
+def split_at_answer(ids: list[int], offsets: Sequence[tuple[int, int]], answer_start: int) -> int:
+    """Index of the first token whose characters reach into the answer (``end > answer_start``); special tokens
+    the tokenizer adds in front have ``(0, 0)`` offsets and stay in the prompt."""
+    for index, (_, end) in enumerate(offsets):
+        if end > answer_start:
+            return index
+    return len(ids)
+
+
+def tokenize_examples(
+    examples: Sequence[Example], tokenizer: Any, max_length: int, *, template: str = "plain"
+) -> tuple[Any, TokenizeStats]:
     """Tokenized features ``input_ids``, ``attention_mask``, ``labels``, ``answer_labels`` (unpadded, unshifted).
 
-    Row ``i``: ``input_ids = prompt_ids + answer_ids + [EOS]`` of length ≤ ``max_length``; ``labels = input_ids``
-    (every real token); ``answer_labels`` = -100 on the prompt, the answer ids and EOS after it. The prompt is
-    truncated from the left; an example whose answer + EOS does not fit with the special prefix and one prompt
+    Each example is rendered with ``template`` (:func:`segloss.data.templates.training_text`) and the **whole text**
+    is tokenized once, so the tokens at the prompt/answer boundary are those of the text itself. ``labels`` = every
+    real token; ``answer_labels`` = the tokens whose characters reach into the answer (offsets mapping) plus EOS
+    appended after them, -100 elsewhere. The prompt is truncated from the left (special prefix kept, counted in
+    ``n_prompt_truncated``); an example whose answer + EOS does not fit with the special prefix and one prompt
     token is dropped and counted. Returns ``(datasets.Dataset, TokenizeStats)``; raises ``ValueError`` when no
     example fits (names the shortest answer so the fix — a larger ``max_length`` — is obvious).
     """
     import datasets
+
+    from segloss.data.templates import training_text
 
     if not examples:
         raise ValueError("tokenize_examples: no examples given (is the split empty?)")
@@ -438,12 +473,19 @@ def tokenize_examples(examples: Sequence[Example], tokenizer: Any, max_length: i
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so answers can end")
-    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
-    answers = tokenizer([e.answer for e in examples], add_special_tokens=False)["input_ids"]
+    _require_offsets(tokenizer)
+    rendered = [training_text(e, template, tokenizer) for e in examples]
+    encoded = tokenizer(
+        [text for text, _ in rendered], add_special_tokens=template != "chat", return_offsets_mapping=True
+    )
     stats = TokenizeStats(max_length=max_length, n_examples=len(examples))
     columns: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": [], "answer_labels": []}
-    for index, (example, prompt, answer) in enumerate(zip(examples, prompts, answers, strict=True)):
-        answer = [*answer, eos]
+    for index, example in enumerate(examples):
+        ids, offsets = list(encoded["input_ids"][index]), encoded["offset_mapping"][index]
+        cut = split_at_answer(ids, offsets, rendered[index][1])
+        prompt, answer = ids[:cut], ids[cut:]
+        if not answer or answer[-1] != eos:  # a post-processor may already end the text with EOS
+            answer.append(eos)
         stats.lengths.append(len(prompt) + len(answer))
         stats.answer_lengths.append(len(answer))
         fitted = _fit(prompt, answer, _prefix_length(tokenizer, prompt), max_length)
@@ -505,11 +547,15 @@ class DataCollator:
         return batch
 
 
-def encode_prompts(prompts: Sequence[str], tokenizer: Any, max_length: int) -> dict[str, Any]:
+def encode_prompts(
+    prompts: Sequence[str], tokenizer: Any, max_length: int, *, add_special_tokens: bool = True
+) -> dict[str, Any]:
     """A generation batch: prompts tokenized like :func:`tokenize_examples` does, truncated from the left to
     ``max_length`` (special prefix kept) and padded on the **left** so every row ends where generation starts.
 
-    Returns ``{"input_ids": LongTensor [B, T], "attention_mask": LongTensor [B, T]}`` (pad = :func:`pad_token_id`).
+    Returns ``{"input_ids": LongTensor [B, T], "attention_mask": LongTensor [B, T]}`` (pad = :func:`pad_token_id`)
+    and ``"n_truncated"`` (int: prompts that lost their beginning). ``add_special_tokens=False`` for chat-template
+    prompts, whose text already holds the special tokens.
     """
     import torch
 
@@ -517,7 +563,7 @@ def encode_prompts(prompts: Sequence[str], tokenizer: Any, max_length: int) -> d
         raise ValueError("encode_prompts: no prompts given")
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
-    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
     rows = []
     for ids in encoded:
         prefix = _prefix_length(tokenizer, ids)
@@ -528,4 +574,5 @@ def encode_prompts(prompts: Sequence[str], tokenizer: Any, max_length: int) -> d
     pad = pad_token_id(tokenizer)
     input_ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], dtype=torch.long)  # [B, T]
     mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)  # [B, T]
-    return {"input_ids": input_ids, "attention_mask": mask}
+    n_truncated = sum(len(r) < len(ids) for r, ids in zip(rows, encoded, strict=True))
+    return {"input_ids": input_ids, "attention_mask": mask, "n_truncated": n_truncated}

@@ -60,6 +60,7 @@ def authors_split_indices(n: int, seed: int) -> dict[str, list[int]]:
 @register
 class GSM8KBuilder(DatasetBuilder):
     name = "gsm8k"
+    stop_strings = ("\nQuestion:", "\n\n")  # where a generated answer ends
     hub_id = "openai/gsm8k"
     hub_config = "main"
     hub_splits = {"train": "train", "test": "test"}  # noqa: RUF012  (class constant)

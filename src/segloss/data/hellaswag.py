@@ -19,6 +19,7 @@ from segloss.data.base import DatasetBuilder, Example, format_choices, register,
 @register
 class HellaSwagBuilder(DatasetBuilder):
     name = "hellaswag"
+    stop_strings = ("\n",)  # where a generated answer ends
     multiple_choice = True
     hub_id = "Rowan/hellaswag"
     split_files = {  # noqa: RUF012  (class constant)

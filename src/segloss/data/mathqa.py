@@ -80,6 +80,7 @@ def mathqa_answer(linear_formula: str, value: str) -> str:
 @register
 class MathQABuilder(DatasetBuilder):
     name = "mathqa"
+    stop_strings = ("\nQuestion:", "\n\n")  # where a generated answer ends
     hub_id = "allenai/math_qa"
     default_options: ClassVar[dict[str, Any]] = {"authors_preprocessing": False}
 

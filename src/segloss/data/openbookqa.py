@@ -33,6 +33,7 @@ def _choices(record: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
 @register
 class OpenBookQABuilder(DatasetBuilder):
     name = "openbookqa"
+    stop_strings = ("\n",)  # where a generated answer ends
     multiple_choice = True
     hub_id = "allenai/openbookqa"
     hub_config = "additional"

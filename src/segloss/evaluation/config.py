@@ -6,14 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from segloss.config import config_field
+from segloss.data.templates import TEMPLATES
+from segloss.models.loading import TORCH_DTYPES
 
-TEMPLATES: dict[str, str] = {
-    # The dataset prompt as it is ("Question: …\nAnswer: "): the format segloss fine-tunes on.
-    "plain": "{prompt}",
-    # Alpaca-style instruction format used by instruction-tuned baselines (MAmmoTH, WizardMath, MetaMath…).
-    "instruction": "### Instruction:\n{question}\n\n### Response:\n",
-}
-DTYPES = ("float32", "bfloat16", "float16")
+__all__ = ["TEMPLATES", "EvalConfig"]
 
 
 @dataclass
@@ -21,14 +17,18 @@ class EvalConfig:
     """Options of `segloss eval`: a trained run (``run``) or an off-the-shelf baseline (``model`` + ``dataset``)."""
 
     run: str | None = config_field(None, help="Run directory written by `segloss train` (adapter + config.yaml).")
-    model: str | None = config_field(None, help="Baseline mode: local directory or hub id of a causal LM.")
+    model: str | None = config_field(None, help="Baseline mode: local directory, hub id or .gguf file of a causal LM.")
+    gguf_file: str | None = config_field(None, help="Baseline mode: GGUF file inside the `model` folder.")
     dataset: str | None = config_field(None, help="Dataset name; required with `model`, defaults to the run's.")
     data_path: str | None = config_field(None, help="Directory of the raw dataset files (default: the run's).")
     dataset_options: dict[str, Any] | None = config_field(None, help="Dataset builder options (default: the run's).")
     split: str = config_field("test", help="Split to evaluate (train, validation, test).")
     limit: int | None = config_field(None, help="Evaluate only the first N examples of the split.")
     few_shot: int = config_field(0, help="Number of training examples prepended as demonstrations (seeded choice).")
-    template: str = config_field("plain", help=f"Prompt template: {', '.join(TEMPLATES)}.")
+    template: str | None = config_field(
+        None, help=f"Prompt template: {', '.join(TEMPLATES)} (default: the run's, else plain)."
+    )
+    stop_strings: bool = config_field(True, help="Stop generating at the dataset's stop strings and cut there.")
     max_new_tokens: int | None = config_field(None, help="Generation budget (default: per dataset, 256 math, 8 QA).")
     max_length: int | None = config_field(None, help="Longest prompt in tokens; longer ones lose their beginning.")
     batch_size: int = config_field(8, help="Prompts generated together (left padding).")
@@ -44,7 +44,7 @@ class EvalConfig:
         help="Math sets: also score teacher-forced argmax accuracy (the authors' training metric; an upper bound).",
     )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
-    dtype: str = config_field("float32", help=f"Model weights dtype: {', '.join(DTYPES)}.")
+    torch_dtype: str = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.model is None):
@@ -54,10 +54,12 @@ class EvalConfig:
             )
         if self.model is not None and not self.dataset:
             raise ValueError("dataset is required with model (baseline mode): add --dataset gsm8k|mathqa|…")
-        if self.template not in TEMPLATES:
+        if self.template is not None and self.template not in TEMPLATES:
             raise ValueError(f"template: unknown template {self.template!r}; valid templates: {', '.join(TEMPLATES)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype: unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"torch_dtype: unknown dtype {self.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+        if self.gguf_file is not None and self.model is None:
+            raise ValueError("gguf_file: only with --model (a run loads its base model as it was trained)")
         for name, minimum in (("limit", 1), ("max_new_tokens", 1), ("max_length", 1)):
             value = getattr(self, name)
             if value is not None and value < minimum:

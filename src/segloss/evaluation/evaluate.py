@@ -14,10 +14,17 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segloss.config import config_to_dict, load_yaml
-from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examples
+from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examples, stop_strings
 from segloss.evaluation.config import EvalConfig
-from segloss.evaluation.generation import GenerateFn, load_baseline, make_generate_fn, prepare_tokenizer
-from segloss.evaluation.prompts import build_prompt, choose_shots, render
+from segloss.evaluation.generation import (
+    Generated,
+    GenerateFn,
+    cut_at_stop,
+    load_baseline,
+    make_generate_fn,
+    prepare_tokenizer,
+)
+from segloss.evaluation.prompts import build_prompt, choose_shots
 from segloss.evaluation.teacher_forced import teacher_forced_rows
 from segloss.fileio import write_pair
 from segloss.metrics.formulas import parse_final_answer, score_math
@@ -40,6 +47,7 @@ class Setup:
     data_seed: int
     max_length: int | None
     output_dir: Path
+    template: str = "plain"
     train_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +90,7 @@ def resolve(config: EvalConfig) -> Setup:
             int(train.get("seed", config.seed)) if same else config.seed,
             config.max_length or train.get("max_length"),
             out,
+            config.template or train.get("template") or "plain",
             train,
         )
     assert config.model is not None and config.dataset is not None  # checked in EvalConfig.__post_init__
@@ -92,32 +101,43 @@ def resolve(config: EvalConfig) -> Setup:
         else (
             Path("runs")
             / "baselines"
-            / f"{name}-{config.dataset}-{config.few_shot}shot-{config.template}"
+            / f"{name}-{config.dataset}-{config.few_shot}shot-{config.template or 'plain'}"
             / config.split
         )
     )
     return Setup(
-        config.dataset, config.data_path, dict(config.dataset_options or {}), config.seed, config.max_length, out
+        config.dataset,
+        config.data_path,
+        dict(config.dataset_options or {}),
+        config.seed,
+        config.max_length,
+        out,
+        config.template or "plain",
     )
 
 
 def load_model(config: EvalConfig) -> tuple[Any, Any]:
-    import torch
-
+    """The run's model (base loaded as it was trained, GGUF included) or the baseline, and its tokenizer."""
     if config.run is not None:
         from segloss.evaluation.generation import resolve_device
         from segloss.training import load_trained
 
-        model, tokenizer, _ = load_trained(config.run, dtype=getattr(torch, config.dtype))
+        model, tokenizer, _ = load_trained(config.run, dtype=config.torch_dtype)
+        if hasattr(model, "merge_and_unload"):  # a LoRA run: one weight per layer makes generation faster
+            model = model.merge_and_unload()
         model = model.to(resolve_device(config.device)).eval()
     else:
-        model, tokenizer = load_baseline(config.model or "", dtype=config.dtype, device=config.device)
+        model, tokenizer = load_baseline(
+            config.model or "", dtype=config.torch_dtype, device=config.device, gguf_file=config.gguf_file
+        )
     return model, prepare_tokenizer(tokenizer)
 
 
-def generate_all(generate_fn: GenerateFn, prompts: Sequence[str], batch_size: int, max_new_tokens: int) -> list[str]:
+def generate_all(
+    generate_fn: GenerateFn, prompts: Sequence[str], batch_size: int, max_new_tokens: int
+) -> list[Generated | str]:
     """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA)."""
-    texts: list[str] = []
+    texts: list[Generated | str] = []
     with tqdm(total=len(prompts), desc="generating", unit="ex") as bar:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
@@ -144,12 +164,13 @@ def loglikelihood_context(prompt: str) -> str:
 
 
 def loglikelihood_rows(model: Any, tokenizer: Any, examples: Sequence[Example], template: str) -> list[dict]:
+    """acc/acc_norm per example: each choice scored as a continuation of the (templated) question."""
     rows = []
     for ex in tqdm(examples, desc="log-likelihood", unit="ex"):
         if not ex.choices or ex.label is None:
             rows.append({"acc": math.nan, "acc_norm": math.nan})
             continue
-        context = loglikelihood_context(render(ex.prompt, template))
+        context = loglikelihood_context(build_prompt(ex, [], template, tokenizer))
         acc, acc_norm = loglikelihood_choice_scores(model, tokenizer, context, [" " + c for c in ex.choices])
         rows.append({"acc": float(acc == ex.label), "acc_norm": float(acc_norm == ex.label)})
     return rows
@@ -170,6 +191,10 @@ def _json_value(value: Any) -> Any:
 
 def print_summary(result: dict[str, Any]) -> None:
     print(f"{result['dataset']}/{result['split']}: {result['n_examples']} examples -> {result['output_dir']}")
+    if result.get("mean_new_tokens") is not None:
+        print(f"  mean new tokens {result['mean_new_tokens']:.1f} of {result['max_new_tokens']}")
+    if result.get("n_prompt_truncated"):
+        print(f"  {result['n_prompt_truncated']} prompts were longer than max_length and lost their beginning")
     for name, s in result["metrics"].items():
         if s["n"]:
             print(f"  {name:<32} {s['mean']:.4f}  [{s['ci_low']:.4f}, {s['ci_high']:.4f}]  n={s['n']}")
@@ -179,38 +204,45 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     """Evaluate a run or a baseline on one split; returns what metrics.json holds.
 
     The result has ``metrics`` (``{name: {"mean", "ci_low", "ci_high", "n"}}``, 95 % bootstrap CIs seeded with
-    ``config.seed``), ``n_examples``, ``dataset``, ``split``, ``output_dir``, ``seconds`` and the ``config``.
+    ``config.seed``), ``n_examples``, ``dataset``, ``split``, ``output_dir``, ``seconds``, ``mean_new_tokens`` (None
+    when ``generate_fn`` returns bare strings), ``n_prompt_truncated``, ``stop_strings`` and the ``config``. Generated
+    texts are cut at the dataset's stop strings before scoring (unless ``--no-stop-strings``).
     ``generate_fn(prompts, max_new_tokens) -> texts`` replaces the model's greedy generation (tests); the model is then
-    loaded only when log-likelihood scoring needs it.
+    loaded only when log-likelihood scoring or the chat template needs it.
     """
     start = time.time()
     setup = resolve(config)
-    load = dict(path=setup.data_path, seed=setup.data_seed, **setup.dataset_options)
-    examples = load_examples(setup.dataset, config.split, limit=config.limit, **load)
-    if not examples:
-        raise ValueError(f"split: {setup.dataset}/{config.split} has no examples; check --split and --data-path")
-    shots = (
-        choose_shots(load_examples(setup.dataset, "train", **load), config.few_shot, config.seed)
-        if config.few_shot
-        else []
-    )
-    prompts = [build_prompt(ex, shots, config.template) for ex in examples]
+    examples, shots = _load_split(config, setup)
     multiple_choice = is_multiple_choice(setup.dataset)
     max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
+    stops = stop_strings(setup.dataset) if config.stop_strings else ()
     model = tokenizer = None
     teacher_forced = config.teacher_forced and not multiple_choice
-    if generate_fn is None or (multiple_choice and config.loglikelihood) or teacher_forced:
+    if generate_fn is None or (multiple_choice and config.loglikelihood) or teacher_forced or setup.template == "chat":
         model, tokenizer = load_model(config)
+    prompts = [build_prompt(ex, shots, setup.template, tokenizer) for ex in examples]
     if generate_fn is None:
-        generate_fn = make_generate_fn(model, tokenizer, max_length=setup.max_length)
-    generated = generate_all(generate_fn, prompts, config.batch_size, max_new_tokens)
+        generate_fn = make_generate_fn(
+            model,
+            tokenizer,
+            max_length=setup.max_length,
+            stop_strings=stops,
+            add_special_tokens=setup.template != "chat",
+        )
+    outputs = generate_all(generate_fn, prompts, config.batch_size, max_new_tokens)
+    generated = [cut_at_stop(o.text if isinstance(o, Generated) else o, stops) for o in outputs]
+    new_tokens = [o.new_tokens if isinstance(o, Generated) else None for o in outputs]
     scored = [score_example(ex, text, multiple_choice) for ex, text in zip(examples, generated, strict=True)]
     rows = [dict(metrics) for _, metrics in scored]
     if multiple_choice and config.loglikelihood:
-        for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, config.template), strict=True):
+        for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, setup.template), strict=True):
             row.update(extra)
     if teacher_forced:
-        posed = [replace(ex, prompt=prompt) for ex, prompt in zip(examples, prompts, strict=True)]
+        # The generation prompt dropped the dataset prompt's trailing space; give it back so the answer is separated.
+        posed = [
+            replace(ex, prompt=prompt + ex.prompt[len(ex.prompt.rstrip(" ")) :])
+            for ex, prompt in zip(examples, prompts, strict=True)
+        ]
         tf = teacher_forced_rows(
             model, tokenizer, posed, max_length=setup.max_length or 1024, batch_size=config.batch_size
         )
@@ -225,31 +257,57 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
             "prompt": prompt,
             "reference": ex.answer,
             "generated": text,
+            "new_tokens": n,
             "parsed_answer": parsed,
             "metrics": {k: _json_value(v) for k, v in row.items()},
         }
-        for ex, prompt, text, (parsed, _), row in zip(examples, prompts, generated, scored, rows, strict=True)
+        for ex, prompt, text, n, (parsed, _), row in zip(
+            examples, prompts, generated, new_tokens, scored, rows, strict=True
+        )
     ]
+    counted = [n for n in new_tokens if n is not None]
     result: dict[str, Any] = {
         "dataset": setup.dataset,
         "split": config.split,
         "n_examples": len(examples),
         "mode": "run" if config.run else "baseline",
+        "template": setup.template,
         "max_new_tokens": max_new_tokens,
+        "stop_strings": list(stops),
+        "mean_new_tokens": round(sum(counted) / len(counted), 3) if counted else None,
+        "n_prompt_truncated": getattr(generate_fn, "n_truncated", None),
         "output_dir": str(setup.output_dir),
         "seconds": round(time.time() - start, 3),
         "metrics": summarize(rows, seed=config.seed),
         "config": config_to_dict(config),
     }
+    _write_outputs(setup.output_dir, predictions, result)
+    print_summary(result)
+    return result
+
+
+def _load_split(config: EvalConfig, setup: Setup) -> tuple[list[Example], list[Example]]:
+    """The examples to evaluate and the few-shot demonstrations (seeded choice from the training split)."""
+    load = dict(path=setup.data_path, seed=setup.data_seed, **setup.dataset_options)
+    examples = load_examples(setup.dataset, config.split, limit=config.limit, **load)
+    if not examples:
+        raise ValueError(f"split: {setup.dataset}/{config.split} has no examples; check --split and --data-path")
+    shots = (
+        choose_shots(load_examples(setup.dataset, "train", **load), config.few_shot, config.seed)
+        if config.few_shot
+        else []
+    )
+    return examples, shots
+
+
+def _write_outputs(output_dir: Path, predictions: list[dict[str, Any]], result: dict[str, Any]) -> None:
     serializable = {
         **result,
         "metrics": {k: {n: _json_value(v) for n, v in s.items()} for k, s in result["metrics"].items()},
     }
     write_pair(  # metrics.json present <=> it belongs to the predictions.jsonl beside it
-        setup.output_dir / PREDICTIONS,
+        output_dir / PREDICTIONS,
         "".join(json.dumps(p) + "\n" for p in predictions),
-        setup.output_dir / METRICS,
+        output_dir / METRICS,
         json.dumps(serializable, indent=2) + "\n",
     )
-    print_summary(result)
-    return result

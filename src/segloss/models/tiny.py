@@ -43,6 +43,23 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, with_pad: bo
     )
 
 
+def train_sentencepiece_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A Llama-style (sentencepiece) BPE: ``▁`` marks a word start (prepended to the first word too), byte fallback
+    for unknown characters, BOS prepended, no pad token. Built locally so tests need no download."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    tok.train_from_iterator(texts, trainer)
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
 def build_tiny_llama(
     tokenizer: PreTrainedTokenizerFast,
     *,

@@ -31,13 +31,17 @@ class SeglossArguments:
     """segloss's own settings of a fine-tuning run; every other setting is a `TrainingArguments` field."""
 
     # What to train on.
-    model: str = config_field("", help="Local directory or hub id of a causal LM (AutoModelForCausalLM).")
+    model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
     dataset: str = config_field("arith", help="Dataset name (see `segloss data`); arith needs no path.")
     data_path: str | None = config_field(None, help="Directory of the raw dataset files (unused by arith).")
     dataset_options: dict[str, Any] = config_field({}, help="Extra options of the dataset builder, as a mapping.")
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
+    # Real pretrained models (issue 10): GGUF weights, base weights' dtype, prompt template.
+    gguf_file: str | None = config_field(None, help="GGUF file inside the `model` folder (or give model=FILE.gguf).")
+    torch_dtype: str = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
+    template: str = config_field("plain", help="Prompt template: plain, instruction, chat (tokenizer's template).")
     # The objective (parsed once into `loss_spec`).
     loss: dict[str, float] | str = config_field(
         "ce", help="Task loss name (ce, focal, gdice, sadl, lovasz), a weights string `ce=0.5,focal=0.5` or a mapping."
@@ -88,6 +92,7 @@ class SeglossArguments:
         if not isinstance(self.dataset_options, dict):
             raise ValueError("dataset_options: must be a mapping of builder options (e.g. `{n_train: 200}`)")
         _check_dataset(self.dataset)
+        _check_model_options(self)
         try:  # unknown names, bad weights and unknown options fail here, before any model is loaded
             self.loss_spec = LossSpec.parse(self.loss, ce_weight=self.ce_weight, options=self.loss_options)
         except ValueError as err:
@@ -188,6 +193,18 @@ def _check_dataset(name: str) -> None:
 
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown name {name!r}; valid names: {sorted(DATASETS)}")
+
+
+def _check_model_options(config: SeglossArguments) -> None:
+    from segloss.data.templates import TEMPLATES
+    from segloss.models.loading import TORCH_DTYPES
+
+    if config.torch_dtype not in TORCH_DTYPES:
+        raise ValueError(f"torch_dtype: unknown dtype {config.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+    if config.template not in TEMPLATES:
+        raise ValueError(f"template: unknown template {config.template!r}; valid: {', '.join(TEMPLATES)}")
+    if config.gguf_file is not None and config.model.lower().endswith(".gguf"):
+        raise ValueError(f"gguf_file: model already names the GGUF file {config.model!r}; drop gguf_file")
 
 
 def _check_trainer_values(config: TrainConfig) -> None:

@@ -22,7 +22,6 @@ import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
     TrainingArguments,
@@ -30,7 +29,7 @@ from transformers import (
 
 from segloss import __version__
 from segloss.fileio import atomic_write
-from segloss.hub import resolve_model
+from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
 from segloss.training.config import TrainConfig, train_config_from_values
 from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
@@ -59,25 +58,6 @@ class TrainResult:
     summary: dict[str, Any]
     model: Any = dataclasses.field(default=None, repr=False)
     tokenizer: Any = dataclasses.field(default=None, repr=False)
-
-
-def load_model_and_tokenizer(
-    name: str,
-    *,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """`AutoModelForCausalLM` + `AutoTokenizer` from a local directory or hub id; a missing pad token becomes EOS."""
-    name, local_only = resolve_model(name)  # empty folders and unreachable hub ids fail here, in seconds
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_only)
-    except OSError as err:  # hub id unknown, offline without a cache, or a directory without weights
-        raise FileNotFoundError(f"model: could not load {name!r} ({err}); check the path or the hub id") from err
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -143,17 +123,22 @@ def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase)
         seed=config.seed,
         **config.dataset_options,
     )
-    dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
+    dataset, stats = tokenize_examples(examples, tokenizer, config.max_length, template=config.template)
+    if stats.n_dropped or stats.n_prompt_truncated:
+        print(
+            f"[train] tokenization: {stats.n_prompt_truncated} of {stats.n_examples} prompts lost their beginning "
+            f"and {stats.n_dropped} examples were dropped (answer longer than max_length={config.max_length})"
+        )
     if len(dataset) == 0:
         raise ValueError(f"max_length: every training example is longer than {config.max_length} tokens; raise it")
     return dataset, stats
 
 
 def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
-    """Base model (float32 weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
+    """Base model (``torch_dtype`` weights; fp16/bf16 are mixed precision) wrapped in LoRA unless --full-finetune."""
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn here
     model: Any
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.torch_dtype, gguf_file=config.gguf_file)
     if config.activation_checkpointing:
         model.config.use_cache = False
     if not config.full_finetune:
@@ -179,7 +164,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     if plan is not None and plan.finished is not None:
         return _finished_result(config, plan.finished)
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
-    dataset, _ = build_training_data(config, tokenizer)
+    dataset, stats = build_training_data(config, tokenizer)
     tokens = config.per_device_train_batch_size * config.max_length
     fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
     _clear_for_overwrite(config, args, non_empty)
@@ -206,6 +191,12 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     summary = {
         **_summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None),
         "fused_loss": fused_loss,
+        "tokenization": {
+            "n_examples": stats.n_examples,
+            "n_prompt_truncated": stats.n_prompt_truncated,
+            "n_dropped": stats.n_dropped,
+            "max_length": stats.max_length,
+        },
     }
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
@@ -252,7 +243,7 @@ def _finished_result(config: TrainConfig, summary: dict[str, Any]) -> TrainResul
 def load_trained(
     run_dir: str | Path,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
 ) -> tuple[Any, PreTrainedTokenizerBase, TrainConfig]:
     """The trained model (base + LoRA adapter, or the full model), its tokenizer and its `TrainConfig`, in eval mode.
 
@@ -268,10 +259,12 @@ def load_trained(
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, _ = load_model_and_tokenizer(config.model, dtype=dtype)
+        base, _ = load_model_and_tokenizer(config.model, dtype=dtype, gguf_file=config.gguf_file)
         model: Any = PeftModel.from_pretrained(base, run_dir)
     else:
-        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            run_dir, dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

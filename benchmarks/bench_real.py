@@ -1,0 +1,143 @@
+"""SmolLM2-135M-Instruct (the GGUF fixture): LoRA training tokens/s per loss as a ratio to CE, and greedy eval
+examples/s on 4-shot GSM8K with and without stop strings.
+
+    python benchmarks/bench_real.py                                  # 3 timed steps per loss, 8 eval examples
+    python benchmarks/bench_real.py --steps 5 --repeats 3 --eval-limit 20 --threads 1
+
+Training: real arith examples (whole-text tokenized, batch ``--batch``), one `SeglossTrainer.training_step` +
+optimizer step per timing unit on the dequantized GGUF model with a fresh LoRA r=8 per loss; every task loss is
+combined with CE as in the paper (0.6·CE + 0.4·task). Objectives are timed interleaved (round r times each once);
+the table shows the median and the step time ratio to CE alone. Eval: the same model and prompts through
+`make_generate_fn` with the dataset's stop strings and without them (budget ``--max-new-tokens``, default 256 as
+`segloss eval` uses for GSM8K); seconds per example and mean new tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from segloss.data import DataCollator, load_examples, stop_strings, tokenize_examples
+from segloss.evaluation.generation import Generated, make_generate_fn
+from segloss.evaluation.prompts import build_prompt, choose_shots
+from segloss.losses import CombinedLoss
+from segloss.models.fixtures import smollm2_gguf, smollm2_missing_reason
+from segloss.models.loading import load_model_and_tokenizer
+from segloss.training import SeglossTrainer, apply_lora
+
+OBJECTIVES = {
+    "ce": {"ce": 1.0},
+    "ce+focal": {"ce": 0.6, "focal": 0.4},
+    "ce+sadl": {"ce": 0.6, "sadl": 0.4},
+    "ce+gdice": {"ce": 0.6, "gdice": 0.4},
+    "ce+lovasz": {"ce": 0.6, "lovasz": 0.4},
+}
+GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
+
+
+def train_batch(tokenizer: Any, batch: int) -> dict[str, torch.Tensor]:
+    examples = load_examples("arith", "train", n_train=batch, seed=0)
+    dataset, _ = tokenize_examples(examples, tokenizer, 128)
+    return DataCollator(tokenizer)([dataset[i] for i in range(len(dataset))])
+
+
+def time_training(base: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds per step for each objective (a fresh LoRA each, so no objective trains another's adapter)."""
+    batch = train_batch(tokenizer, args.batch)
+    times: dict[str, list[float]] = {name: [] for name in OBJECTIVES}
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(output_dir=out, use_cpu=True, report_to=[], remove_unused_columns=False)
+        trainers = {}
+        for name, weights in OBJECTIVES.items():
+            model = apply_lora(copy.deepcopy(base))
+            trainer = SeglossTrainer(model=model, args=targs, combined_loss=CombinedLoss(weights))
+            trainer.create_optimizer()
+            trainers[name] = trainer
+            step(trainer, trainer._prepare_inputs(batch))  # warm-up
+        for _ in range(args.repeats):
+            for name, trainer in trainers.items():
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    step(trainer, trainer._prepare_inputs(batch))
+                times[name].append((time.perf_counter() - start) / args.steps)
+    tokens = int(batch["attention_mask"].sum())
+    return {"tokens_per_step": tokens, **{n: statistics.median(v) for n, v in times.items()}}
+
+
+def step(trainer: SeglossTrainer, batch: dict[str, torch.Tensor]) -> None:
+    trainer.training_step(trainer.model, batch)
+    assert trainer.optimizer is not None
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def time_eval(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """(seconds per example, mean new tokens) with and without the GSM8K stop strings, 4-shot."""
+    examples = load_examples("gsm8k", "test", GSM8K, limit=args.eval_limit)
+    shots = choose_shots(load_examples("gsm8k", "train", GSM8K), 4, seed=42)
+    prompts = [build_prompt(ex, shots, "plain") for ex in examples]
+    out = {}
+    for label, stops in (("with stop strings", stop_strings("gsm8k")), ("without", ())):
+        generate = make_generate_fn(model, tokenizer, stop_strings=stops)
+        start, results = time.perf_counter(), []
+        for i in range(0, len(prompts), args.eval_batch):
+            results += generate(prompts[i : i + args.eval_batch], args.max_new_tokens)
+        seconds = (time.perf_counter() - start) / len(prompts)
+        out[label] = (seconds, statistics.mean(r.new_tokens for r in results if isinstance(r, Generated)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4, help="training batch (arith examples)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timing")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
+    parser.add_argument("--eval-limit", type=int, default=8, help="GSM8K test problems generated")
+    parser.add_argument("--eval-batch", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--skip-eval", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = smollm2_gguf()
+    if path is None:
+        sys.exit(smollm2_missing_reason())
+    start = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(str(path))
+    load_s = time.perf_counter() - start
+    print(
+        f"# SmolLM2-135M-Instruct Q4_1 GGUF dequantized to float32 (load {load_s:.0f} s); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+    )
+    train = time_training(model, tokenizer, args)
+    tokens, base = train.pop("tokens_per_step"), train["ce"]
+    print(f"\n| objective (LoRA r=8, batch {args.batch}, {tokens} tokens) | s/step | tokens/s | step time vs CE |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in train.items():
+        print(f"| {name} | {seconds:.2f} | {tokens / seconds:.1f} | {seconds / base:.2f} |")
+    if args.skip_eval or not GSM8K.is_dir():
+        return
+    evals = time_eval(model, tokenizer, args)
+    print(
+        f"\n| 4-shot GSM8K, {args.eval_limit} problems, batch {args.eval_batch} | s/example | examples/s | "
+        f"mean new tokens (budget {args.max_new_tokens}) |"
+    )
+    print("|---|---:|---:|---:|")
+    for label, (seconds, new) in evals.items():
+        print(f"| {label} | {seconds:.2f} | {1 / seconds:.3f} | {new:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

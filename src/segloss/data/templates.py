@@ -1,0 +1,85 @@
+"""Prompt templates shared by training and evaluation, so both see the very same text.
+
+* ``plain``: the dataset prompt as it is (``Question: …\\nAnswer: ``), the format segloss fine-tunes on.
+* ``instruction``: the Alpaca-style format of instruction-tuned baselines (MAmmoTH, WizardMath, MetaMath…).
+* ``chat``: the tokenizer's own chat template (user turn = the question, assistant turn = the answer); few-shot
+  demonstrations become earlier user/assistant turns.
+
+Where an answer starts: the generation prompt drops the trailing spaces of the rendered prompt (``Answer:`` not
+``Answer: ``), and in training text the answer span starts right there. BPE and sentencepiece tokenizers glue a space
+to the word after it (``Ġ<<``, ``▁<<``), so the whole-text tokens of a training example start with exactly the
+tokens of its generation prompt, and the first answer token is the one generation has to produce.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+TEMPLATES: dict[str, str] = {
+    "plain": "{prompt}",
+    "instruction": "### Instruction:\n{question}\n\n### Response:\n",
+    "chat": "",  # rendered by the tokenizer's chat template
+}
+_ANSWER_CUE = re.compile(r"\s*Answer:\s*$")
+
+
+def check_template(template: str) -> None:
+    if template not in TEMPLATES:
+        raise ValueError(f"template: unknown template {template!r}; valid templates: {', '.join(TEMPLATES)}")
+
+
+def question_of(example_prompt: str) -> str:
+    """The dataset prompt without its trailing ``Answer:`` cue (which instruction/chat formats replace)."""
+    return _ANSWER_CUE.sub("", example_prompt)
+
+
+def render(example_prompt: str, template: str) -> str:
+    """``example_prompt`` in a text template (``plain``/``instruction``; ``chat`` needs :func:`build_prompt`)."""
+    check_template(template)
+    if template == "chat":
+        raise ValueError("template: 'chat' is rendered with a tokenizer; call build_prompt(..., tokenizer=...)")
+    return TEMPLATES[template].format(prompt=example_prompt, question=question_of(example_prompt))
+
+
+def _chat_messages(prompts: Sequence[str], answers: Sequence[str]) -> list[dict[str, str]]:
+    messages = []
+    for i, prompt in enumerate(prompts):
+        messages.append({"role": "user", "content": question_of(prompt)})
+        if i < len(answers):
+            messages.append({"role": "assistant", "content": answers[i]})
+    return messages
+
+
+def _chat_prompt(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> str:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "template: 'chat' needs a tokenizer with a chat template; use --template plain or instruction"
+        )
+    text = tokenizer.apply_chat_template(_chat_messages(prompts, answers), tokenize=False, add_generation_prompt=True)
+    return str(text)
+
+
+def build_prompt(example: Any, shots: Sequence[Any], template: str, tokenizer: Any = None) -> str:
+    """The generation prompt: demonstrations (prompt + answer, same template) then the example's prompt.
+
+    Text templates separate demonstrations by blank lines; ``chat`` makes them alternating user/assistant turns.
+    Trailing spaces are dropped (see the module docstring).
+    """
+    check_template(template)
+    if template == "chat":
+        prompts = [*(s.prompt for s in shots), example.prompt]
+        return _chat_prompt(tokenizer, prompts, [s.answer for s in shots]).rstrip(" ")
+    demos = [render(shot.prompt, template) + shot.answer for shot in shots]
+    return "\n\n".join([*demos, render(example.prompt, template)]).rstrip(" ")
+
+
+def training_text(example: Any, template: str, tokenizer: Any = None) -> tuple[str, int]:
+    """``(text, answer_start)``: the prompt rendered as for generation, then the answer; ``text[answer_start:]``
+    is the answer with the space that separates it from the prompt (EOS is added as a token, not as text)."""
+    prompt = build_prompt(example, [], template, tokenizer)
+    rendered = (
+        _chat_prompt(tokenizer, [example.prompt], []) if template == "chat" else render(example.prompt, template)
+    )
+    return prompt + rendered[len(prompt) :] + example.answer, len(prompt)

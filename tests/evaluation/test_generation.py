@@ -1,0 +1,76 @@
+"""Stop strings and new-token counts: the text is cut at the first stop string, counts stop at the end token, and
+evaluate() records new_tokens per example and mean_new_tokens; a tiny model's generate() really stops early."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from segloss.data import load_examples
+from segloss.evaluation import EvalConfig, evaluate
+from segloss.evaluation.generation import Generated, count_new_tokens, cut_at_stop, end_token_ids, make_generate_fn
+
+ARITH = {"n_train": 4, "n_validation": 2, "n_test": 4, "max_steps": 2}
+
+
+def test_cut_at_the_earliest_stop_string():
+    stops = ("\nQuestion:", "\n\n")
+    assert cut_at_stop("<<1+2=3>> #### 3\n\nQuestion: next", stops) == "<<1+2=3>> #### 3"
+    assert cut_at_stop("#### 3\nQuestion: a\n\n", stops) == "#### 3"
+    assert cut_at_stop("#### 3", stops) == "#### 3"
+    assert cut_at_stop("A\nB", ()) == "A\nB"
+
+
+def test_count_new_tokens_stops_at_the_end_token_and_ignores_padding():
+    new = torch.tensor([[5, 6, 2, 2, 2], [5, 6, 7, 8, 9], [5, 0, 0, 0, 0]])  # 2 = EOS, 0 = pad
+    assert count_new_tokens(new, [2], pad_id=0) == [3, 5, 1]
+
+
+def test_end_tokens_include_the_chat_end_of_turn(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert end_token_ids(tokenizer) == [tokenizer.eos_token_id]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    assert end_token_ids(tokenizer) == [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_evaluate_cuts_at_stop_strings_and_records_new_tokens(tmp_path):
+    examples = load_examples("arith", "test", **ARITH)
+    answers = {ex.prompt.rstrip(" "): ex.answer for ex in examples}
+
+    def generate(prompts, _):  # a model that runs on into the next question
+        return [Generated(" " + answers[p] + "\n\nQuestion: what next?", 7) for p in prompts]
+
+    config = EvalConfig(model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path))
+    result = evaluate(config, generate_fn=generate)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["generated"] for r in rows] == [" " + ex.answer for ex in examples]
+    assert result["metrics"]["exact_match"]["mean"] == 1.0
+    assert [r["new_tokens"] for r in rows] == [7] * 4 and result["mean_new_tokens"] == 7
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["stop_strings"] == ["\nQuestion:", "\n\n"] and saved["mean_new_tokens"] == 7
+
+    off = EvalConfig(
+        model="unused", dataset="arith", dataset_options=ARITH, output_dir=str(tmp_path), stop_strings=False
+    )
+    assert evaluate(off, generate_fn=generate)["stop_strings"] == []
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["generated"].endswith("\n\nQuestion: what next?") for r in rows)  # nothing cut
+
+
+@pytest.mark.parametrize("stops", [(), ("Z",)])
+def test_tiny_model_generation_stops_at_a_stop_string(tiny_model_dir, stops):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    free = make_generate_fn(model, tokenizer)(["Question: a\nAnswer:"], 12)[0]
+    if not stops:
+        assert free.new_tokens == 12  # a random model never says EOS in 12 tokens (seeded, deterministic)
+        return
+    stop = free.text.strip()[3]  # a character the greedy continuation is known to produce
+    out = make_generate_fn(model, tokenizer, stop_strings=(stop,))(["Question: a\nAnswer:"], 12)[0]
+    assert stop not in out.text and out.new_tokens < 12 and free.text.startswith(out.text)
