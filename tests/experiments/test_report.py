@@ -292,3 +292,21 @@ def test_cells_filter_reports_only_those_cells(tmp_path):
     assert list(summary["losses"]) == ["ce", "lovasz"] and summary["losses"]["ce"]["seeds"] == [0, 1, 2]
     # Holm over one comparison only: the adjusted p is the raw one (three seeds, all positive: 2/8).
     assert summary["losses"]["lovasz"]["p_value"] == summary["losses"]["lovasz"]["p_value_raw"] == 0.25
+
+
+def test_a_significant_pooled_test_whose_ci_includes_no_change_is_not_called_established():
+    from segloss.experiments.report import verdict
+
+    ce = {"em_mean": 0.10, "n_seeds": 3}
+    entry = {
+        "em_mean": 0.07,
+        "p_value": 0.0165,
+        "significant": True,
+        "difference": -0.03,
+        "rel_change_vs_ce": -0.311,
+        "rel_change_ci": (-0.64, 0.06),
+        "n_seeds": 3,
+    }
+    assert verdict("sadl", entry, ce, "exact_match").endswith("not established.")
+    entry["rel_change_ci"] = (-0.64, -0.05)  # the CI now excludes no change
+    assert verdict("sadl", entry, ce, "exact_match").startswith("sadl: worse than CE (")

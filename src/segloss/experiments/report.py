@@ -344,6 +344,11 @@ def verdict(loss: str, entry: dict[str, Any], ce: dict[str, Any], metric: str) -
     if not entry["significant"]:
         return f"{loss}: no significant difference from CE ({change}, {p}); it may be noise."
     direction = "better" if (entry["difference"] or 0.0) > 0 else "worse"
+    ci = entry["rel_change_ci"]
+    if ci is not None and ci[0] <= 0 <= ci[1]:
+        # The pooled (seed, problem) test ignores seed-to-seed variance; the crossed CI does not: it has the last word.
+        caveat = "but its CI includes no change: not established"
+        return f"{loss}: {direction} than CE on these problems ({change}, {p}), {caveat}."
     return f"{loss}: {direction} than CE ({change}, {p})."
 
 
