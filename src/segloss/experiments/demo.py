@@ -63,8 +63,9 @@ class Preset:
 
 
 # Tuned by measurement on the 2-core CPU machine (docs/demo.md): the base learns the arithmetic in the tagged format
-# (0 % on the target format); 100 LoRA steps at LR 6e-3 teach the target format (CE: 91 % well-formed, 11.5 % EM on
-# seed 0; LR 2e-3 left the format unlearnt: 0 %), with most of the range left for the losses to differ.
+# (0 % on the target format); 200 LoRA steps at LR 6e-3 teach the target format on every seed (CE: 100 % well-formed,
+# 6.7 % EM over 3 seeds; 100 steps left it half-learnt once prompt and answer were tokenized as one text: 12-90 %
+# well-formed by seed; LR 2e-3 left it unlearnt: 0 %), with most of the range left for the losses to differ.
 FULL = Preset(
     arith={
         "n_train": 20800,
@@ -91,7 +92,7 @@ FULL = Preset(
         "warmup_steps": 50,
     },
     train={
-        "max_steps": 100,
+        "max_steps": 200,
         "per_device_train_batch_size": 16,
         "learning_rate": 6e-3,
         "lr_scheduler_type": "cosine",
