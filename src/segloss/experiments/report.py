@@ -30,20 +30,13 @@ from typing import Any, TypeGuard
 
 from segloss.experiments.store import ResultStore
 from segloss.fileio import atomic_write
+from segloss.metrics.formulas import STEP_ERRORS
 
 BASELINE = "ce"
 ALPHA = 0.05
 MAIN_METRICS = ("exact_match", "accuracy", "acc", "acc_norm", "iou", "missing_steps", "extra_steps")
 # The metric a dataset is compared on: EM for math sets, generated-letter accuracy for multiple-choice sets.
 PRIMARY_METRICS = ("exact_match", "accuracy", "acc_norm", "acc")
-STEP_ERRORS = (
-    "missing_steps",
-    "extra_steps",
-    "repetitions",
-    "wrong_operators",
-    "inverted_operands",
-    "calculation_errors",
-)
 PERCENT_METRICS = ("exact_match", "iou", "accuracy", "acc", "acc_norm")
 LABELS = {
     "exact_match": "EM",

@@ -388,6 +388,15 @@ def score_math(generated: str, reference: str) -> dict[str, float]:
     return scores
 
 
+# The reasoning-step errors of `score_math`, per problem (the report's breakdown reads them from here).
+STEP_ERRORS = (
+    "missing_steps",
+    "extra_steps",
+    "repetitions",
+    "wrong_operators",
+    "inverted_operands",
+    "calculation_errors",
+)
 MATH_METRICS = (
     "exact_match",
     "exact_match_strict",
@@ -400,10 +409,5 @@ MATH_METRICS = (
     "precision",
     "recall",
     "equivalent_iou",
-    "missing_steps",
-    "extra_steps",
-    "repetitions",
-    "wrong_operators",
-    "inverted_operands",
-    "calculation_errors",
+    *STEP_ERRORS,
 )
