@@ -22,6 +22,16 @@ TOKENIZER_TEXTS = [
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test, restored after. The tiny models are far too small to gain from
+    threads; on a shared 2-core machine the extra threads only add contention (a training step runs ~2× faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def generator() -> torch.Generator:
     """A seeded generator: every test that draws random tensors is reproducible."""
     return torch.Generator().manual_seed(0)

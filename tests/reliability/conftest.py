@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import TrainerCallback
 
 from segloss.training import train
@@ -28,11 +27,8 @@ class StopAt(TrainerCallback):
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every reliability test runs on one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
