@@ -82,7 +82,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/smollm2")
     runs = [p.name for p in sorted(root.iterdir()) if (p / "train_summary.json").is_file()]
     print("\n".join(train_table(root, runs)))
-    for task, run in (("arith", "arith"), ("arith", "arith48"), ("gsm8k", "gsm8k")):
+    for task, run in (("gsm8k", "gsm8k"), ("arith", "arith")):
         print()
         print("\n".join(eval_table(root, task, run)))
         print()
