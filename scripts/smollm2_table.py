@@ -57,25 +57,34 @@ def train_table(root: Path, runs: list[str]) -> list[str]:
     return lines
 
 
-def paired(root: Path, run: str) -> str:
-    """Lovász − CE per metric over the same test problems, with the paired permutation test's p-value."""
-    from segloss.metrics.stats import paired_permutation_test
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def paired(root: Path, run: str) -> list[str]:
+    """Lovász − CE per metric over the test problems both runs scored: mean difference, its paired bootstrap 95 % CI
+    and the paired permutation test's p-value. Step-error metrics exist only for well-formed answers, so their n is
+    the problems where both runs were well-formed."""
+    from segloss.metrics.stats import bootstrap_ci, paired_permutation_test
 
     rows = {}
     for loss in ("ce", "lovasz"):
         path = root / f"eval-{run}-{loss}" / "predictions.jsonl"
         if not path.is_file():
-            return f"{run}: CE vs Lovász not compared (a run is missing)"
+            return [f"{run}: CE vs Lovász not compared (a run is missing)"]
         rows[loss] = [json.loads(line)["metrics"] for line in path.read_text().splitlines()]
-    parts = []
-    for name in ("well_formed", "iou", "missing_steps"):
-        a = [r[name] for r in rows["ce"]]
-        b = [r[name] for r in rows["lovasz"]]
-        if any(v is None for v in a + b):
+    lines = [f"| {run}: Lovász − CE | n | difference [95 % CI] | p |", "|---|---:|---|---:|"]
+    for name in METRICS:
+        pairs = [(c.get(name), lv.get(name)) for c, lv in zip(rows["ce"], rows["lovasz"], strict=True)]
+        pairs = [(float(a), float(b)) for a, b in pairs if a is not None and b is not None]
+        if not pairs:
             continue
-        diff = sum(b) / len(b) - sum(a) / len(a)
-        parts.append(f"{name} {diff:+.3f} (p = {paired_permutation_test(b, a):.3f})")
-    return f"{run}: Lovász − CE, paired over {len(rows['ce'])} problems: " + "; ".join(parts)
+        a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+        mean, low, high = bootstrap_ci([y - x for x, y in pairs])
+        lines.append(
+            f"| {name} | {len(pairs)} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] | {_p(paired_permutation_test(b, a))} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -86,7 +95,7 @@ def main() -> None:
         print()
         print("\n".join(eval_table(root, task, run)))
         print()
-        print(paired(root, run))
+        print("\n".join(paired(root, run)))
 
 
 if __name__ == "__main__":
