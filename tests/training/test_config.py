@@ -57,6 +57,7 @@ def test_loss_weights(spec, ce_weight, expected) -> None:
         ({"loss": "focal", "loss_options": {"focal": {"gama": 2}}}, "gama"),
         ({"loss": "focal", "ce_weight": 1.5}, "ce_weight"),
         ({"remove_unused_columns": True}, "remove_unused_columns"),
+        ({"resume_from_checkpoint": "runs/x/checkpoint-5"}, "resume_from_checkpoint.*--resume"),
     ],
 )
 def test_bad_values_name_the_field(overrides, field) -> None:

@@ -52,3 +52,12 @@ def test_bad_yaml_exits_2_naming_the_field(tmp_path: Path, capsys, line: str, me
 def test_missing_config_file_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_raw_resume_from_checkpoint_is_refused_with_the_resume_fix(tmp_path: Path, capsys) -> None:
+    # Trainer's own flag would be silently ignored (train() hands Trainer the checkpoint it checked); refuse it instead
+    argv = ["train", "--model", "m", "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "ckpt"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "resume_from_checkpoint" in err and "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

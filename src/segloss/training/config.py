@@ -225,6 +225,12 @@ def _check_trainer_values(config: TrainConfig) -> None:
         raise ValueError("fp16 and bf16: choose at most one mixed-precision mode")
     if config.remove_unused_columns:
         raise ValueError("remove_unused_columns: must be false, the task loss reads the answer_labels column")
+    if config.resume_from_checkpoint is not None:  # train() passes Trainer its own checked checkpoint, not this one
+        raise ValueError(
+            f"resume_from_checkpoint: {config.resume_from_checkpoint!r} is not used by segloss train; pass --resume "
+            "(with --output_dir set to the run that holds the checkpoint) to continue from its newest complete "
+            "checkpoint, with the settings checked against its config.yaml"
+        )
 
 
 def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
