@@ -2,11 +2,10 @@
 
 Each subcommand lives in `segloss.commands.<name>` and exposes two functions:
 
-* ``add_arguments(parser: argparse.ArgumentParser) -> None`` — declares its flags;
-* ``run(args: argparse.Namespace) -> int`` — does the work (exit code).
-
-A command may instead define ``parse(argv, prog) -> args`` (its own parser; user errors raise ``ValueError``), which
-then replaces ``add_arguments``: `segloss train` does, to type its YAML + flags with jsonargparse.
+* ``parse(argv, prog) -> parsed`` — its config from ``argv`` through the typed parser of `segloss.config`
+  (jsonargparse: YAML file + flags, every value checked against its field's type; user errors raise ``ValueError``);
+  commands without a config (`losses`, `report`) define ``add_arguments(parser: argparse.ArgumentParser)`` instead;
+* ``run(parsed) -> int`` — does the work (exit code).
 
 Modules are imported lazily so that ``segloss --help`` stays fast and a broken optional command cannot break the
 others.
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(name: str, rest: list[str]) -> int:
     module = importlib.import_module(f"segloss.commands.{name}")
-    if hasattr(module, "parse"):  # commands with a typed parser of their own (`segloss train`: jsonargparse)
+    if hasattr(module, "parse"):  # commands with a config: the typed parser of segloss.config
         args = module.parse(rest, prog=f"segloss {name}")
     else:
         sub = argparse.ArgumentParser(

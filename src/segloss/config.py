@@ -2,17 +2,14 @@
 
 Each command has one dataclass whose fields are declared with :func:`config_field` (a default and a help string)
 and validated in ``__post_init__``. A YAML file mirrors the dataclass exactly (unknown keys are errors) and every
-key is also a flag (``max_steps`` → ``--max-steps``); flags override the file::
-
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser, DemoConfig)
-    config = config_from_args(DemoConfig, parser.parse_args())
-
-`segloss train` (whose config also holds every `transformers.TrainingArguments` field) and `segloss eval` use the
-typed parser instead: :func:`typed_parser` / :func:`parse_config` / :func:`config_from_values` build a jsonargparse
-parser from the dataclass, so every value from the YAML file, the flags or a mapping is checked against the field's
+key is also a flag (``--max_steps``, or ``--max-steps``); flags override the file. One parser serves every command:
+:func:`typed_parser` builds a jsonargparse parser from the dataclass (and, for `segloss grid`, a second dataclass of
+run options) and :func:`parse_config` / :func:`parse_configs` / :func:`config_from_values` turn ``argv`` or a mapping
+into the typed config, so every value from the YAML file, the flags or a mapping is checked against the field's
 type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lora_r: [1]`` is an error naming
-``lora_r``) and errors are ``ValueError``s naming the field, the file and the fix.
+``lora_r``) and errors are ``ValueError``s naming the field, the file and the fix::
+
+    config = parse_config(typed_parser(DemoConfig, prog="segloss demo"), DemoConfig, ["--n-seeds", "5"])
 """
 
 from __future__ import annotations
@@ -48,33 +45,6 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
-def _parse_value(text: str) -> Any:
-    # Lists, mappings and mixed types come from the command line as YAML: `[1, 2]`, `{ce: 0.6}`.
-    return yaml.safe_load(text)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config`` and one flag per field of ``cls``; unset flags stay absent from the namespace."""
-    parser.add_argument("--config", type=Path, default=None, help="YAML file mirroring the config; flags override it.")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        # `segloss train` (jsonargparse, as transformers) spells flags --max_steps; every command takes both forms.
-        flags = [flag, "--" + f.name] if "_" in f.name else [flag]
-        kind = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
-        if kind is bool:
-            parser.add_argument(
-                *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            convert = kind if kind in (int, float, str) else (str if kind is Path else _parse_value)
-            parser.add_argument(*flags, dest=f.name, type=convert, default=argparse.SUPPRESS, help=help_text)
-
-
 def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
@@ -96,22 +66,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def config_from_dict(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
-    check_keys(cls, values, source)
-    return cls(**values)
-
-
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    """Build ``cls`` from ``--config`` (if given) overridden by the flags that were set."""
-    values: dict[str, Any] = {}
-    config_path = getattr(args, "config", None)
-    if config_path is not None:
-        values.update(load_yaml(config_path))
-        check_keys(cls, values, str(config_path))
-    values.update({k: v for k, v in vars(args).items() if k in field_names(cls)})
-    return config_from_dict(cls, values, str(config_path or "command line"))
-
-
 def config_to_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "config_values"):  # configs holding more than plain fields (TrainConfig) say what to write
         return dict(config.config_values())
@@ -125,11 +79,15 @@ def save_yaml(config: Any, path: str | Path, command: str | None = None) -> None
 
 
 # -- typed parsing (jsonargparse) -----------------------------------------------------------------------------------
-def typed_parser(cls: type, *, prog: str | None = None, description: str | None = None) -> Any:
-    """A jsonargparse parser of ``cls``: ``--config FILE`` (YAML, repeatable) then one flag per field, flags win.
+def typed_parser(
+    cls: type, *, prog: str | None = None, description: str | None = None, extra: Sequence[type] = ()
+) -> Any:
+    """A jsonargparse parser of ``cls`` (and the ``extra`` dataclasses): ``--config FILE`` (YAML, repeatable) then
+    one flag per field, flags win.
 
     Flags are the field names (``--max_steps``, as in `transformers`; ``--max-steps`` is accepted too); a bare bool
     flag means true (``--resume``, or ``--resume false``). Parse errors raise ``ValueError`` (no ``SystemExit``).
+    A command may add positionals of its own with ``parser.add_argument``; :func:`parse_configs` hands them back.
     """
     import jsonargparse
 
@@ -141,9 +99,10 @@ def typed_parser(cls: type, *, prog: str | None = None, description: str | None 
         formatter_class=_help_formatter(),
     )
     parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
-    parser.add_class_arguments(cls, nested_key=None, as_group=False)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    bools = _bool_fields(cls)
+    for each in (cls, *extra):
+        parser.add_class_arguments(each, nested_key=None, as_group=False)
+    fields = {f.name: f for each in (cls, *extra) for f in dataclasses.fields(each) if f.init}
+    bools = set().union(*(_bool_fields(each) for each in (cls, *extra)))
     for action in parser._actions:  # argparse has no public accessor for its actions
         field = fields.get(action.dest)
         if field is None:
@@ -170,7 +129,14 @@ def _help_formatter() -> Any:
 
 def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
     """``cls`` from the command line ``argv`` (``--config FILE`` + flags) through ``typed_parser(cls)``."""
-    bools = _bool_fields(cls)
+    (config,), _ = parse_configs(parser, [cls], argv)
+    return config
+
+
+def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
+    """One instance per dataclass of ``classes`` (those ``parser`` was built from), and the parser's other values
+    (a command's positionals) as a dict."""
+    bools = set().union(*(_bool_fields(cls) for cls in classes))
     argv = [_old_flag_spelling(a, bools) for a in argv]
     files = _config_files(argv)
     source = ", ".join(files) if files else "command line"
@@ -178,7 +144,14 @@ def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
         namespace = parser.parse_args(argv)
     except argparse.ArgumentError as err:
         raise ValueError(_parse_error(err, files)) from None
-    return _instantiate(cls, namespace.as_dict(), source)
+    values = namespace.as_dict()
+    values.pop("config", None)
+    values.pop("__path__", None)
+    configs: list[Any] = []
+    for cls in classes:
+        own = {name: values.pop(name) for name in field_names(cls) if name in values}
+        configs.append(_instantiate(cls, own, source))
+    return configs, values
 
 
 def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
@@ -201,8 +174,8 @@ def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:
 
 
 def _old_flag_spelling(arg: str, bools: set[str]) -> str:
-    """The argparse spellings of :func:`add_config_arguments` keep working: ``--max-steps=3`` → ``--max_steps=3``,
-    ``--no-resume`` → ``--resume=false``."""
+    """The argparse spellings keep working: ``--max-steps=3`` → ``--max_steps=3``, ``--no-resume`` →
+    ``--resume=false``."""
     if not arg.startswith("--"):
         return arg
     name, sep, value = arg.partition("=")
@@ -225,7 +198,7 @@ def _config_files(argv: Sequence[str]) -> list[str]:
 def _parse_error(err: Exception, files: Sequence[str]) -> str:
     """One readable line from jsonargparse's message, naming the field, where its value came from and the fix."""
     message = " ".join(str(err).split())
-    where = " or ".join(files) if files else "the command line"
+    where = " or ".join([*files, "the command line"])  # the value may come from either
     key = re.search(r'Parser key "([^"]+)"', message)
     if key:
         detail = message.split(":", 1)[1].strip() if ":" in message else message

@@ -163,14 +163,14 @@ def test_fine_tuning_data_is_left_out_of_pretraining(tmp_path):
 def test_lambda_sweep_config_is_the_demo_grid_over_ce_weights(tmp_path):
     """configs/grid/lambda-sweep.yaml runs the demo's own cells: same data, training and evaluation settings, so
     its CE and λ = 0.6 cells are exactly (same config hash) the demo's, and the other cells differ only in λ."""
-    from segloss.config import config_from_dict, load_yaml
+    from segloss.config import config_from_values, load_yaml
     from segloss.experiments.grid import GridConfig
     from segloss.losses import LossSpec
 
     path = Path(__file__).parents[2] / "configs" / "grid" / "lambda-sweep.yaml"
     values = load_yaml(path)
     values["models"] = [str(tmp_path / "base")]
-    sweep = config_from_dict(GridConfig, values, str(path))
+    sweep = config_from_values(GridConfig, values, str(path))
     demo = grid_config(DemoConfig(n_seeds=5, output_dir=sweep.output_dir), tmp_path / "base")
     demo_cells = {(c.loss, c.seed): c.config_hash for c in demo.cells()}
     sweep_cells = {(c.loss, c.seed): c.config_hash for c in sweep.cells()}

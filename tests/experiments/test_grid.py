@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from segloss.cli import main
-from segloss.config import config_from_dict, load_yaml
+from segloss.config import config_from_values, load_yaml
 from segloss.experiments.grid import (
     GridConfig,
     config_hash,
@@ -142,7 +142,7 @@ def test_store_defaults_to_the_output_dir(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "grid").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_grid_yaml_loads_and_opens_with_its_command(path):
-    config = config_from_dict(GridConfig, load_yaml(path), str(path))
+    config = config_from_values(GridConfig, load_yaml(path), str(path))
     assert config.cells() and any(c.loss == "ce" for c in config.cells())
     assert path.read_text().startswith(f"# segloss grid --config configs/grid/{path.name}")
 
@@ -196,7 +196,7 @@ def test_crash_is_recorded_and_the_grid_goes_on_then_a_rerun_retries_only_failur
 
     third = Recorder()
     assert run_grid(config, runner=third, log=None).skipped == 12 and third.calls == []
-    saved = config_from_dict(GridConfig, load_yaml(tmp_path / "grid" / "grid.yaml"))
+    saved = config_from_values(GridConfig, load_yaml(tmp_path / "grid" / "grid.yaml"))
     assert [c.config_hash for c in saved.cells()] == [c.config_hash for c in config.cells()]
 
 
@@ -280,10 +280,10 @@ def test_default_runner_trains_and_evaluates_a_real_cell_and_a_retry_skips_finis
 
 DYING_WORKER = textwrap.dedent("""
     import json, os, signal, sys
-    from segloss.config import config_from_dict, load_yaml
+    from segloss.config import config_from_values, load_yaml
     from segloss.experiments.grid import GridConfig, run_grid
 
-    config = config_from_dict(GridConfig, load_yaml(sys.argv[1]))
+    config = config_from_values(GridConfig, load_yaml(sys.argv[1]))
     log, die_at = sys.argv[2], int(sys.argv[3])
 
     def runner(cell):

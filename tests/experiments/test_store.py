@@ -114,12 +114,12 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 WORKER = textwrap.dedent("""
     import json, sqlite3, sys, time
-    from segloss.config import config_from_dict, load_yaml
+    from segloss.config import config_from_values, load_yaml
     from segloss.experiments.grid import GridConfig, parse_shard, run_grid
 
     config_path, log_path, worker, shard = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     n_workers = int(sys.argv[5])
-    config = config_from_dict(GridConfig, load_yaml(config_path))
+    config = config_from_values(GridConfig, load_yaml(config_path))
     first = [True]
 
     def all_workers_started():

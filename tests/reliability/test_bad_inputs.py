@@ -115,13 +115,16 @@ def test_dataset_without_data_path_offline_asks_for_data_path(capsys) -> None:
 
 
 def _parsed(command: str, argv: list[str]):
-    """The config a command builds from ``argv`` (train: jsonargparse; the others: argparse + config_from_args)."""
+    """The config a command builds from ``argv`` (its ``parse``; ``report`` has argparse flags and no config)."""
     import argparse
     import importlib
 
     module = importlib.import_module(f"segloss.commands.{command}")
     if hasattr(module, "parse"):
-        return module.parse(argv)
+        parsed = module.parse(argv)
+        if command == "grid":  # (GridConfig, GridRunOptions)
+            return parsed[0]
+        return parsed.config if command == "data" else parsed  # data: DataArgs(action, dataset, config)
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     return parser.parse_args(argv)
@@ -143,6 +146,7 @@ def test_data_path_is_spelled_the_same_in_every_command(command, spelling) -> No
 
 @pytest.mark.parametrize("command", ["train", "eval", "grid", "demo", "report"])
 def test_output_folder_flag_is_output_dir_everywhere(command) -> None:
-    argv = {"grid": [], "demo": [], "report": ["--store", "s.sqlite"]}.get(command, COMMAND_ARGS.get(command, []))
+    grid = ["--models", "[m]", "--datasets", "[arith]", "--losses", "[ce]"]
+    argv = {"grid": grid, "demo": [], "report": ["--store", "s.sqlite"]}.get(command, COMMAND_ARGS.get(command, []))
     args = _parsed(command, [*argv, "--output-dir", "/some/out"])
     assert str(getattr(args, "output_dir", getattr(args, "out", None))) == "/some/out"

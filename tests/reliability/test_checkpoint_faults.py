@@ -158,9 +158,8 @@ def test_real_kill_during_a_checkpoint_write_resumes_from_the_previous_one(
 def test_grid_retry_of_a_cell_killed_mid_checkpoint_resumes_from_the_previous_one(tiny_model_dir, tmp_path) -> None:
     from training.helpers_train import TINY_RUN
 
-    from segloss.config import config_from_dict
     from segloss.experiments.grid import GridConfig, _train_cell, run_grid
-    from segloss.training import TrainConfig
+    from segloss.training.config import train_config_from_values
 
     shared = {k: v for k, v in TINY_RUN.items() if k not in ("dataset", "dataset_options")}
     grid = GridConfig(
@@ -173,7 +172,7 @@ def test_grid_retry_of_a_cell_killed_mid_checkpoint_resumes_from_the_previous_on
     )
 
     def crashing(cell):  # the first attempt dies after step 4 with its newest checkpoint half-written
-        train(config_from_dict(TrainConfig, {**cell.train, "output_dir": str(cell.run_dir)}), callbacks=[StopAt(4)])
+        train(train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}), callbacks=[StopAt(4)])
         (cell.run_dir / "train_summary.json").unlink()
         _break_no_state(cell.run_dir / "checkpoint-4")
         raise RuntimeError("simulated kill")

@@ -194,9 +194,9 @@ def test_grid_cells_take_trainer_options_typed_like_yaml(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("path", sorted((CONFIGS[0].parent / "grid").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_grid_yaml_gives_cells_whose_train_settings_parse(path: Path) -> None:
-    from segloss.config import config_from_dict, load_yaml
+    from segloss.config import config_from_values, load_yaml
     from segloss.experiments.grid import GridConfig, check_default_runner
 
-    cells = config_from_dict(GridConfig, load_yaml(path), str(path)).cells()
+    cells = config_from_values(GridConfig, load_yaml(path), str(path)).cells()
     check_default_runner(cells)  # every cell's TrainConfig through the typed parser (raises on a bad value)
     assert len(cells) >= 2

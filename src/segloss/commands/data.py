@@ -15,13 +15,11 @@ counts at --max-length and nearest-rank token-length percentiles. Without --data
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from segloss.config import add_config_arguments, config_field, config_from_args
+from segloss.config import config_field
 
 
 @dataclass
@@ -47,23 +45,39 @@ class DataConfig:
             )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+# Older spellings, kept working: train/eval/grid call these --data-path and --dataset-options.
+ALIASES = {"-n": "--n", "--path": "--data_path", "--options": "--dataset_options"}
+
+
+@dataclass
+class DataArgs:
+    action: str  # show | stats
+    dataset: str
+    config: DataConfig
+
+
+def parse(argv: Sequence[str], prog: str = "segloss data") -> DataArgs:
+    """``segloss data ACTION DATASET`` and the `DataConfig` of the flags, typed by the parser every command uses."""
+    from segloss.config import parse_configs, typed_parser
+
+    parser = typed_parser(DataConfig, prog=prog, description=__doc__)
     parser.add_argument("action", choices=["show", "stats"], help="show examples, or print per-split statistics")
     parser.add_argument("dataset", help="gsm8k, mathqa, openbookqa, hellaswag or arith")
-    add_config_arguments(parser, DataConfig)
-    parser.add_argument("-n", dest="n", type=int, default=argparse.SUPPRESS, help="Same as --n.")
-    # Older spellings, kept working: train/eval/grid call these --data-path and --dataset-options.
-    parser.add_argument("--path", dest="data_path", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--options", dest="dataset_options", type=yaml.safe_load, default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
+    argv = [_alias(arg) for arg in argv]
+    (config,), rest = parse_configs(parser, [DataConfig], argv)
+    return DataArgs(action=rest["action"], dataset=rest["dataset"], config=config)
 
 
-def run(args: argparse.Namespace) -> int:
+def _alias(arg: str) -> str:
+    name, sep, value = arg.partition("=")
+    return ALIASES.get(name, name) + sep + value
+
+
+def run(args: DataArgs) -> int:
     from segloss.data.base import get_builder
     from segloss.data.stats import format_example, format_stats, load_tokenizer, split_stats
 
-    config = config_from_args(DataConfig, args)
+    config = args.config
     if args.action == "show":
         examples = get_builder(args.dataset, **config.dataset_options).load(
             config.split or "train", config.data_path, limit=config.n, seed=config.seed

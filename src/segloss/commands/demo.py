@@ -18,22 +18,22 @@ docs/demo.md and docs/results.md for measured times and results.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
-from segloss.config import add_config_arguments, config_from_args
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def parse(argv: Sequence[str], prog: str = "segloss demo") -> Any:
+    """The `DemoConfig` of ``argv`` (``--config FILE`` + flags), typed by the parser every command uses."""
+    from segloss.config import parse_config, typed_parser
     from segloss.experiments.demo import DemoConfig
 
-    add_config_arguments(parser, DemoConfig)
+    return parse_config(typed_parser(DemoConfig, prog=prog, description=__doc__), DemoConfig, argv)
 
 
-def run(args: argparse.Namespace) -> int:
-    from segloss.experiments.demo import DemoConfig, DemoFailed, run_demo
+def run(config: Any) -> int:
+    from segloss.experiments.demo import DemoFailed, run_demo
 
-    config = config_from_args(DemoConfig, args)
     # With --base-only stdout carries the base's directory alone (for $(…)); progress goes to stderr.
     log = (lambda msg: print(msg, file=sys.stderr)) if config.base_only else print
     try:

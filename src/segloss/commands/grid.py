@@ -19,63 +19,75 @@ failed in this run, 130 after Ctrl-C and 143 after SIGTERM (the running cells ar
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from segloss.config import add_config_arguments, config_from_args
+from segloss.config import config_field
+from segloss.experiments.executors import EXECUTORS
+from segloss.experiments.store import DEFAULT_LEASE_S
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segloss.experiments.executors import EXECUTORS
-    from segloss.experiments.grid import GridConfig
-    from segloss.experiments.store import DEFAULT_LEASE_S
+@dataclass
+class GridRunOptions:
+    """How this invocation runs the grid (not what the grid is): sharding, takeover, executor, lease."""
 
-    add_config_arguments(parser, GridConfig)
-    parser.add_argument("--shard", default=None, help="i/n: run only cells whose index %% n == i-1 (e.g. 2/8).")
-    parser.add_argument(
-        "--retry-running",
-        action="store_true",
+    shard: str | None = config_field(None, help="i/n: run only cells whose index % n == i-1 (e.g. 2/8).")
+    retry_running: bool = config_field(
+        False,
         help="Also claim cells left `running` by any worker that claimed them before this one started "
         "(dead workers' cells are reclaimed without it).",
     )
-    parser.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="local: run cells in this process (default). ray: run each cell as a Ray task (pip install "
-        "'segloss[ray]'); this process stays the only writer of the store.",
+    executor: str = config_field(
+        "local",
+        help="local: run cells in this process. ray: run each cell as a Ray task (pip install 'segloss[ray]'); "
+        "this process stays the only writer of the store.",
     )
-    parser.add_argument(
-        "--ray-address",
-        default=None,
+    ray_address: str | None = config_field(
+        None,
         help="With --executor ray: `auto` (the cluster started by `ray start` on this node) or host:port of the head "
         "node; default: start Ray on this machine for this grid.",
     )
-    parser.add_argument("--gpus-per-cell", type=float, default=0.0, help="With --executor ray: GPUs per cell.")
-    parser.add_argument("--cpus-per-cell", type=float, default=1.0, help="With --executor ray: CPUs per cell.")
-    parser.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=DEFAULT_LEASE_S,
+    gpus_per_cell: float = config_field(0.0, help="With --executor ray: GPUs per cell.")
+    cpus_per_cell: float = config_field(1.0, help="With --executor ray: CPUs per cell.")
+    lease_seconds: float = config_field(
+        DEFAULT_LEASE_S,
         help="A claim's lease; the heartbeat renews it every quarter of it. A worker on another host whose lease "
         "ran out is presumed dead and its cell reclaimed.",
     )
 
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        if self.lease_seconds <= 0:
+            raise ValueError(f"lease_seconds: must be > 0, got {self.lease_seconds}")
 
-def run(args: argparse.Namespace) -> int:
+
+def parse(argv: Sequence[str], prog: str = "segloss grid") -> tuple[Any, GridRunOptions]:
+    """The `GridConfig` and the `GridRunOptions` of ``argv`` (``--config FILE`` + flags), typed by one parser."""
+    from segloss.config import parse_configs, typed_parser
+    from segloss.experiments.grid import GridConfig
+
+    parser = typed_parser(GridConfig, prog=prog, description=__doc__, extra=[GridRunOptions])
+    (config, options), _ = parse_configs(parser, [GridConfig, GridRunOptions], argv)
+    return config, options
+
+
+def run(args: tuple[Any, GridRunOptions]) -> int:
     from segloss.experiments.executors import make_executor
-    from segloss.experiments.grid import GridConfig, parse_shard, run_grid
+    from segloss.experiments.grid import parse_shard, run_grid
 
-    config = config_from_args(GridConfig, args)
-    shard = parse_shard(args.shard) if args.shard else None
+    config, options = args
+    shard = parse_shard(options.shard) if options.shard else None
     executor = make_executor(
-        args.executor,
-        ray_address=args.ray_address,
-        cpus_per_cell=args.cpus_per_cell,
-        gpus_per_cell=args.gpus_per_cell,
+        options.executor,
+        ray_address=options.ray_address,
+        cpus_per_cell=options.cpus_per_cell,
+        gpus_per_cell=options.gpus_per_cell,
     )
-    if args.executor == "ray":
+    if options.executor == "ray":
         print(f"[grid] output_dir {config.output_dir} must be visible at the same path on every Ray node")
     # SIGTERM (kill, scancel) must stop the grid like Ctrl-C so its running cells get recorded. When the CLI
     # already turns SIGTERM into KeyboardInterrupt it also reports the interruption, so leave both to it.
@@ -85,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda signum, _frame: _interrupt(signum, received))
     try:
         summary = run_grid(
-            config, shard=shard, retry_running=args.retry_running, executor=executor, lease_s=args.lease_seconds
+            config,
+            shard=shard,
+            retry_running=options.retry_running,
+            executor=executor,
+            lease_s=options.lease_seconds,
         )
     except KeyboardInterrupt:
         if not own_sigterm:

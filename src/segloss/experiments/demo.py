@@ -273,7 +273,7 @@ def _start_over(out: Path) -> None:
 
 def evaluate_base(config: DemoConfig, base: Path) -> dict[str, Any]:
     """The base before fine-tuning, scored on the target (formula) format: ``{metric: mean}`` of the test split."""
-    from segloss.config import config_from_dict
+    from segloss.config import config_from_values
     from segloss.evaluation import EvalConfig, evaluate
 
     preset = config.preset
@@ -287,7 +287,7 @@ def evaluate_base(config: DemoConfig, base: Path) -> dict[str, Any]:
         "seed": config.seed,
         "output_dir": str(Path(config.output_dir) / "base_eval"),
     }
-    result = evaluate(config_from_dict(EvalConfig, values, "demo base evaluation"))
+    result = evaluate(config_from_values(EvalConfig, values, "demo base evaluation"))
     return {k: v["mean"] for k, v in result["metrics"].items() if isinstance(v, dict)}
 
 

@@ -278,13 +278,13 @@ def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]
 # -- running ----------------------------------------------------------------------------------------------------------
 def train_and_evaluate(cell: Cell) -> dict[str, Any]:
     """The default runner: train the cell, evaluate it, return ``{metric: mean}`` plus train/eval seconds."""
-    from segloss.config import config_from_dict
+    from segloss.config import config_from_values
     from segloss.evaluation import EvalConfig, evaluate
 
     train_seconds = _train_cell(cell)
     start = time.perf_counter()
     eval_values = {**cell.eval, "run": str(cell.run_dir), "output_dir": str(cell.eval_dir)}
-    result = evaluate(config_from_dict(EvalConfig, eval_values, f"cell {cell.index} eval"))
+    result = evaluate(config_from_values(EvalConfig, eval_values, f"cell {cell.index} eval"))
     summary = result.get("metrics", result)  # evaluate() returns metrics.json: {"metrics": {name: {"mean", ...}}}
     metrics = {k: (v["mean"] if isinstance(v, dict) else v) for k, v in summary.items()}
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
