@@ -1,4 +1,7 @@
-"""Run by test_train.py under torchrun (2 processes): a few steps, then each rank saves its trainable weights."""
+"""Run by test_train.py under torchrun (2 processes): a few steps, then each rank saves its trainable weights.
+
+torchrun --nproc_per_node 2 ddp_worker.py MODEL_DIR OUTPUT_DIR [fused|materialised]
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from training.helpers_train import tiny_config  # noqa: E402
 from segloss.training import train  # noqa: E402
 
 
-def main(model_dir: str, output_dir: str) -> None:
+def main(model_dir: str, output_dir: str, head: str = "materialised") -> None:
     torch.set_num_threads(1)
     config = tiny_config(
         Path(model_dir),
@@ -27,6 +30,7 @@ def main(model_dir: str, output_dir: str) -> None:
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
         save_steps=2,
+        fused_loss=head == "fused",
     )
     result = train(config)
     trainable = {n: p.detach().cpu() for n, p in result.model.named_parameters() if p.requires_grad}
@@ -35,4 +39,4 @@ def main(model_dir: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])
