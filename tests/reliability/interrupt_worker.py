@@ -24,8 +24,10 @@ ARITH = "{n_train: 4, n_validation: 2, n_test: 6, max_steps: 2}"
 
 
 def _deliver(sig: signal.Signals) -> None:
-    os.kill(os.getpid(), sig)
-    time.sleep(5)  # the handler runs before this returns; reaching the end means the signal was lost
+    # raise_signal targets this (main) thread and runs the handler before it returns; os.kill(getpid()) may hand the
+    # signal to a torch/tokenizers thread under load, and the main thread then sees it only after the sleep below.
+    signal.raise_signal(sig)
+    time.sleep(5)  # reaching the end means the signal was lost
 
 
 def install(mode: str) -> None:
@@ -44,6 +46,9 @@ def install(mode: str) -> None:
 
 
 if __name__ == "__main__":
+    # A job started in the background of a non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler; Ctrl-C at a terminal has one, so this worker restores it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mode, model_dir, output_dir = sys.argv[1:4]
     install(mode)
     argv = ["eval", "--model", model_dir, "--dataset", "arith", "--dataset-options", ARITH, "--limit", "2"]
