@@ -7,23 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
+from training.helpers_train import StopAt
 
 from segloss.training import train
 
 # 6 steps with a checkpoint every 2: a run stopped after step 4 holds checkpoint-2 and checkpoint-4.
 RUN = {"max_steps": 6, "save_steps": 2, "save_total_limit": 3, "per_device_train_batch_size": 2, "lora_dropout": 0.0}
-
-
-class StopAt(TrainerCallback):
-    """An interruption after ``step`` optimizer steps (after that step's checkpoint)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability.conftest import RUN, StopAt
+from reliability.conftest import RUN
 from safetensors.torch import load_file
-from training.helpers_train import tiny_config
+from training.helpers_train import StopAt, tiny_config
 
 from segloss.training import train
 from segloss.training.checkpoints import choose_checkpoint, inspect_checkpoint

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from segloss.training import TrainConfig
 
@@ -43,3 +44,14 @@ def batch_components(model: Any, batch: dict[str, torch.Tensor], weights: dict[s
     labels, answer_labels = causal_shift(batch["labels"], batch["answer_labels"])
     terms = CombinedLoss(weights).components(logits, labels, answer_labels)
     return {k: float(v) for k, v in terms.items()}
+
+
+class StopAt(TrainerCallback):
+    """An interruption after ``step`` optimizer steps (after that step's checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True

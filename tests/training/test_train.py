@@ -12,24 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training.helpers_train import tiny_config
-from transformers import TrainerCallback
+from training.helpers_train import StopAt, tiny_config
 
 from segloss import __version__
 from segloss.training import TrainConfig, load_trained, train
 
 HERE = Path(__file__).resolve().parent
-
-
-class StopAt(TrainerCallback):
-    """Simulates an interrupted run: stop after ``step`` optimizer steps (after that step's checkpoint)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
