@@ -143,16 +143,21 @@ class StepAccumulator:
         ``device``: where the reductions run (the device of the process group's backend; default the labels')."""
         device = batches[0][0].device if device is None else torch.device(device)
         batches = [(labels.to(device), answer.to(device)) for labels, answer in batches]
-        valid = [(labels != IGNORE_INDEX, answer != IGNORE_INDEX) for labels, answer in batches]
-        self._n_answer = [float(a.sum()) for _, a in valid]
-        local = [sum(float(lab.sum()) for lab, _ in valid), sum(self._n_answer)]
-        local += [sum(float(a.any(1).sum()) for _, a in valid), float(len(batches))]
+        per_batch = [self.count_local(labels, answer) for labels, answer in batches]
+        self._n_answer = [answer for _, answer, _ in per_batch]
+        local = [sum(column) for column in zip(*per_batch, strict=True)] + [float(len(batches))]
         totals = _all_reduce(torch.tensor(local, dtype=torch.float64, device=device)).tolist()
         self.counts = StepCounts(totals[0], totals[1], totals[2], int(totals[3]))
         self.needs_statistics = bool(self.combined.batch_losses) and self.counts.micro_batches > 1
         self.classes = self._step_classes([answer for _, answer in batches]) if self.needs_statistics else None
         self._stats, self._terms = [], {}
         return self.counts
+
+    @staticmethod
+    def count_local(labels: torch.Tensor, answer_labels: torch.Tensor) -> tuple[float, float, float]:
+        """(valid CE targets, valid answer targets, sequences with an answer target) of one aligned micro-batch."""
+        answer = answer_labels != IGNORE_INDEX
+        return float((labels != IGNORE_INDEX).sum()), float(answer.sum()), float(answer.any(1).sum())
 
     def _step_classes(self, answers: list[torch.Tensor]) -> torch.Tensor:
         targets = torch.cat([a[a != IGNORE_INDEX].reshape(-1) for a in answers]).long()

@@ -83,9 +83,14 @@ def evaluate_loss(
 
 
 def _function(definition: LossDef) -> LossFn:
+    # Built once: a call with the default options builds no options object (torch.compile traces it as a constant;
+    # non-default options are validated per call, in eager code — compile a module such as FocalLoss(gamma=1.0)).
+    defaults = definition.make()
+
     def loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX, **options: Any):
         check_ignore_index(definition.name, ignore_index)
-        return evaluate_loss(definition, definition.make(**options), logits, labels, ignore_index)
+        config = definition.make(**options) if options else defaults
+        return evaluate_loss(definition, config, logits, labels, ignore_index)
 
     tensor = inspect.Parameter.POSITIONAL_OR_KEYWORD
     keyword = inspect.Parameter.KEYWORD_ONLY
