@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.accumulation import CASES, TinyLM, case_id, collate, combined_of, sequences, step_gradients  # noqa: E402
+from helpers.accumulation import CASES, TinyLM, case_id, collate, combined_of, sequences, step_gradients
 
 
 def main(output: str) -> None:

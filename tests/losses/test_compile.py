@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segloss.losses import LOSS_CLASSES, LOSSES, LOSS_TABLE, CombinedLoss, FusedLinearCombinedLoss
+from segloss.losses import LOSS_CLASSES, LOSS_TABLE, LOSSES, CombinedLoss, FusedLinearCombinedLoss
 
 REGION = [name for name in LOSSES if LOSS_TABLE[name].kind == "region"]
 # The defaults (Lovász per batch, the others per sequence), then every region loss with the other grouping and,
