@@ -105,3 +105,14 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_model_dir, tmp_path, l
         assert entry["loss"] == pytest.approx(entry["total"], rel=1e-4)
         assert (entry["task"] > 0) == (loss != "ce")
     assert result.summary["final_losses"]["total"] == pytest.approx(step_logs[-1]["total"])
+
+
+def test_a_combination_that_is_not_exact_is_named() -> None:
+    from segloss.losses import CombinedLoss
+    from segloss.training import exactness_problems
+
+    per_sequence = CombinedLoss({"ce": 0.6, "dice": 0.2, "lovasz": 0.2}, {"lovasz": {"group": "sequence"}})
+    assert exactness_problems(per_sequence) == []  # padded batches: every loss and grouping is exact
+    (problem,) = exactness_problems(per_sequence, padding_free=True)
+    assert problem.startswith("dice, lovasz with group: sequence on padding-free batches")
+    assert exactness_problems(CombinedLoss({"ce": 0.6, "lovasz": 0.4}), padding_free=True) == []  # batch: exact

@@ -53,7 +53,8 @@ class GridConfig:
     losses: list[Any] = config_field(
         ["ce", "lovasz"],
         help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
-        "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.",
+        "(the baseline, required), a mapping of weights such as {ce: 0.5, focal: 0.5}, or a mapping "
+        "{loss: ..., loss_options: {lovasz: {group: sequence}}} (the TrainConfig fields) for a loss with options.",
     )
     seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
     train: dict[str, Any] = config_field(
@@ -151,17 +152,38 @@ class GridSummary:
 
 
 # -- config helpers ---------------------------------------------------------------------------------------------------
-def loss_label(spec: Any) -> str:
-    """Canonical text of a loss setting: ``"lovasz"``, ``"ce"``, or ``"ce=0.5,focal=0.5"`` for a weight mapping.
+# The keys of a loss setting written as TrainConfig fields (a loss with options): {loss: lovasz, loss_options: {...}}.
+LOSS_SETTING_KEYS = ("loss", "loss_options", "ce_weight")
 
-    It is also the ``loss`` value handed to TrainConfig (a task name is combined with CE by ``train.ce_weight``).
+
+def loss_setting(entry: Any) -> tuple[str, dict[str, Any]]:
+    """A grid ``losses`` entry as (cell label, the TrainConfig values it sets).
+
+    A name or a weights mapping sets ``loss`` (its canonical text: ``"lovasz"``, ``"ce"``, ``"ce=0.5,focal=0.5"``;
+    a task name is combined with CE by ``train.ce_weight``). A mapping with a ``loss`` key also sets its
+    ``loss_options`` (and ``ce_weight``); its label names the options, e.g. ``"lovasz[group=sequence]"``.
     """
     from segloss.losses import LossSpec
 
+    fields = isinstance(entry, dict) and "loss" in entry
     try:
-        return LossSpec.parse(spec).label
+        if not fields:
+            return LossSpec.parse(entry).label, {"loss": LossSpec.parse(entry).label}
+        unknown = sorted(set(entry) - set(LOSS_SETTING_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {unknown} in {entry}; a loss with options takes {list(LOSS_SETTING_KEYS)}"
+            )
+        spec = LossSpec.parse(entry["loss"], ce_weight=entry.get("ce_weight"), options=entry.get("loss_options") or {})
     except ValueError as err:
         raise ValueError(f"losses: {err}") from None
+    values = {key: entry[key] for key in LOSS_SETTING_KEYS if key in entry}
+    return spec.tag, {**values, "loss": spec.label if isinstance(entry["loss"], str) else entry["loss"]}
+
+
+def loss_label(spec: Any) -> str:
+    """The cell label of a loss setting (see :func:`loss_setting`)."""
+    return loss_setting(spec)[0]
 
 
 def _check_unique(field: str, values: list[Any]) -> None:
@@ -218,13 +240,13 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
     """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
-    label = loss_label(loss)
+    label, loss_values = loss_setting(loss)
     train = {
         **config.train,
         **dataset["train"],
         "model": model,
         "dataset": dataset["name"],
-        "loss": label,
+        **loss_values,
         "seed": seed,
     }
     if dataset["data_path"] is not None:
