@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from segloss.losses import LOSSES, LOSS_TABLE, CombinedLoss, FusedLinearCombinedLoss, StepAccumulator, causal_shift
+from segloss.losses import LOSS_TABLE, LOSSES, CombinedLoss, FusedLinearCombinedLoss, StepAccumulator, causal_shift
 
 VOCAB, WIDTH = 13, 6
 REGION = [name for name in LOSSES if LOSS_TABLE[name].kind == "region"]

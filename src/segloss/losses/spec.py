@@ -92,7 +92,7 @@ class LossSpec:
         """:attr:`label` plus the options that differ from their defaults, e.g. ``"lovasz[group=sequence]"`` (one task
         loss) or ``"ce=0.5,lovasz=0.5[lovasz.classes=all]"``: a name that tells settings of one loss apart (grid cells,
         reports). Equal to :attr:`label` without options."""
-        single = self.ce_weight is not None or len(self.options) == 1 and len(self.task_losses) == 1
+        single = self.ce_weight is not None or (len(self.options) == 1 and len(self.task_losses) == 1)
         parts = [
             f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
             for name, values in self.options.items()
