@@ -124,3 +124,26 @@ def test_the_table_is_the_one_source(generator) -> None:
         assert (definition.kind == "region") == hasattr(defaults, "group")
     with pytest.raises(ValueError, match="already registered"):
         register_loss(LOSS_TABLE["focal"])
+
+
+def test_the_docs_table_is_the_loss_table() -> None:
+    # docs/losses.md "Properties": every loss, its kind and defaults as the table has them, and only claims the
+    # tests make (test_accumulate.py's cases hold each region loss with both groupings; test_compile.py all nine).
+    from pathlib import Path
+
+    from helpers.accumulation import CASES
+
+    text = (Path(__file__).parents[2] / "docs" / "losses.md").read_text()
+    section = text[text.index("## Properties") : text.index("## Grouping and classes")]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    assert [r[0].strip(" `") for r in rows] == list(LOSS_TABLE)
+    for name, kind, default, *claims in (map(str.strip, r) for r in rows):
+        definition, options = LOSS_TABLE[name.strip("`")], LOSS_TABLE[name.strip("`")].options()
+        if definition.kind == "token":
+            assert (kind, default, claims) == ("token-local", "—", ["yes"] * 3)
+            assert (definition.name, {}) in CASES
+        else:
+            assert kind == "per-sequence / batch"
+            assert default == f"group: {options.group}, classes: {options.classes}"
+            assert claims == ["yes, both groupings"] * 3
+            assert {(definition.name, g) for g in ("sequence", "batch")} <= {(n, o.get("group")) for n, o in CASES}

@@ -39,6 +39,8 @@ from segloss.losses.table import IGNORE_INDEX, LOSS_TABLE, LossDef
 if TYPE_CHECKING:
     from segloss.losses.accumulate import StepShare
 
+# Benchmarks switch this off to time the two-pass path on a token-local objective (what the one pass saves).
+_ONE_PASS = True
 # Default rows per chunk: a [C, V] float32 chunk of about this many elements (64 MiB).
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -389,7 +391,8 @@ class FusedLinearCombinedLoss(nn.Module):
     def one_pass(self) -> bool:
         """Whether the objective is token-local (every loss has a derivative in log p_t): then the gradient is
         computed in the forward pass (3 head matmuls); region losses need their statistics first (two passes)."""
-        return all(d.kind == "token" and d.derivative is not None for d, _ in self.combined.definitions().values())
+        token_local = (d.kind == "token" and d.derivative is not None for d, _ in self.combined.definitions().values())
+        return _ONE_PASS and all(token_local)
 
     def _plan(
         self,
