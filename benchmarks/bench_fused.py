@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["ce", *TASK_LOSSES])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
-        "--two-pass", action="store_true", help="for ce/focal/sadl, also time the fused head with its one-pass path off"
+        "--two-pass", action="store_true", help="ce/focal/sadl: also time the fused head with one pass off"
     )
     parser.add_argument("--no-torch-ce", action="store_true", help="skip the F.cross_entropy reference")
     args = parser.parse_args()

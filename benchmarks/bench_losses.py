@@ -63,13 +63,19 @@ def _loss_fn(name: str):
     return get_loss(name)
 
 
-def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
-    """Runs inside the subprocess: one warm-up (which sets the memory peak), then timed repeats."""
+def _inputs(vocab: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[1, M, V]`` (requiring gradients) and labels with N = ``tokens`` valid of M = N / 0.75 positions."""
     torch.manual_seed(0)
     positions = round(tokens / 0.75)
     logits = torch.empty(1, positions, vocab).normal_().requires_grad_()
     labels = torch.randint(0, vocab, (1, positions))
     labels[0, torch.randperm(positions)[: positions - tokens]] = -100
+    return logits, labels
+
+
+def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
+    """Runs inside the subprocess: one warm-up (which sets the memory peak), then timed repeats."""
+    logits, labels = _inputs(vocab, tokens)
     fn = _loss_fn(name)
     base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn(logits, labels).backward()
@@ -90,11 +96,7 @@ def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
 def measure_compiled(name: str, vocab: int, tokens: int, repeats: int) -> dict:
     """Runs inside the subprocess: eager and ``torch.compile(fullgraph=True, dynamic=True)`` of the same loss on the
     same logits, timed alternately (eager, compiled, eager, …) after one warm-up each (the compile is not timed)."""
-    torch.manual_seed(0)
-    positions = round(tokens / 0.75)
-    logits = torch.empty(1, positions, vocab).normal_().requires_grad_()
-    labels = torch.randint(0, vocab, (1, positions))
-    labels[0, torch.randperm(positions)[: positions - tokens]] = -100
+    logits, labels = _inputs(vocab, tokens)
     eager = _loss_fn(name)
     compiled = torch.compile(eager, fullgraph=True, dynamic=True)
     start = time.perf_counter()
@@ -151,7 +153,7 @@ def main() -> None:
 
 def compiled_table(names: list[str], args: argparse.Namespace) -> None:
     machine = platform.processor() or platform.machine()
-    print(f"# {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; compile: fullgraph, dynamic")
+    print(f"# {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; fullgraph, dynamic")
     print("| V | N | loss | eager (ms) | compiled (ms) | compiled / eager | compile (s) |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for vocab in args.vocab:
