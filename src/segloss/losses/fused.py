@@ -310,7 +310,11 @@ def _setup_token(ctx, inputs, output) -> None:
 
 
 def _backward_token(ctx, grad_total, _grad_terms, *_unused):
-    grads = [grad_total * g if wanted else None for g, wanted in zip(ctx.saved_tensors, ctx.needs, strict=True)]
+    saved = ctx.saved_tensors
+    # The usual upstream gradient is exactly 1 (total is the loss): then the saved gradients are the answer, and not
+    # copying them keeps a second [V, H] weight gradient out of the peak memory.
+    unit = not torch.compiler.is_compiling() and grad_total.numel() == 1 and bool(grad_total == 1)
+    grads = [(g if unit else grad_total * g) if wanted else None for g, wanted in zip(saved, ctx.needs, strict=True)]
     return (*grads, None, None, None, None, None, None, None, None)
 
 
