@@ -1,9 +1,10 @@
 """Every loss and the fused head run under torch.compile(fullgraph=True) — no graph break — and equal eager.
 
-Compiling is slow on a CPU, so few graphs are built: one objective holding all nine losses per grouping (and the
-public functions and modules in one graph), traced forward and backward with the ``aot_eager`` backend (dynamo +
-AOTAutograd: every graph break is an error with ``fullgraph=True``), and one objective through Inductor, which
-generates the kernels. Values and gradients must match eager to 1e-5 relative (float32).
+Compiling is slow on a CPU, so few graphs are built: one objective holding all nine losses with their defaults and
+the fused head (one and two passes) traced forward and backward with the ``aot_eager`` backend (dynamo +
+AOTAutograd: with ``fullgraph=True`` any graph break is an error); the nine with the other grouping and the public
+functions and modules traced by dynamo (``eager`` backend); and one objective through Inductor, which generates the
+kernels. Values and gradients must match eager to 1e-5 relative (float32).
 """
 
 from __future__ import annotations
@@ -57,10 +58,14 @@ def _assert_terms_equal(compiled: dict[str, torch.Tensor], eager: dict[str, torc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [None, OTHER_GROUPING], ids=["defaults", "other-grouping"])
-def test_all_nine_losses_compile_without_graph_break(options) -> None:
+@pytest.mark.parametrize(
+    ("options", "backend"),
+    [(None, "aot_eager"), (OTHER_GROUPING, "eager")],  # the backward graph is traced once, for the defaults
+    ids=["defaults", "other-grouping"],
+)
+def test_all_nine_losses_compile_without_graph_break(options, backend) -> None:
     combined = CombinedLoss(dict.fromkeys(LOSSES, 0.1), options)
-    compiled = torch.compile(combined.components, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(combined.components, fullgraph=True, backend=backend)
     logits, labels, answer = _batch()
     _assert_terms_equal(compiled(logits, labels, answer), combined.components(logits, labels, answer), (logits,))
 
@@ -74,7 +79,7 @@ def test_public_functions_and_modules_compile_without_graph_break() -> None:
         return torch.stack([LOSSES["lovasz"](logits, labels), LOSSES["gdice"](logits, labels), focal(logits, labels)])
 
     logits, _, answer = _batch()
-    compiled = torch.compile(every_loss, fullgraph=True, backend="aot_eager")(logits, answer)
+    compiled = torch.compile(every_loss, fullgraph=True, backend="eager")(logits, answer)
     eager = every_loss(logits, answer)
     assert _relative(compiled.detach(), eager.detach()) <= 1e-5
     weights = torch.linspace(1, 2, eager.numel())
@@ -83,22 +88,26 @@ def test_public_functions_and_modules_compile_without_graph_break() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "weights",
-    [{"ce": 0.5, "focal": 0.3, "sadl": 0.2}, {"ce": 0.6, "lovasz": 0.2, "gdice": 0.2}],
-    ids=["one-pass", "two-pass"],
-)
-def test_the_fused_head_compiles_without_graph_break(weights) -> None:
+def test_the_fused_head_compiles_without_graph_break() -> None:
     gen = torch.Generator().manual_seed(2)
     hidden = torch.randn(3, 7, 5, generator=gen).requires_grad_()
     weight = (torch.randn(11, 5, generator=gen) / 5**0.5).requires_grad_()
     _, labels, answer = _batch()
-    fused = FusedLinearCombinedLoss(weights, chunk_size=4)
-    compiled = torch.compile(fused.components, fullgraph=True, backend="aot_eager")
-    inputs = (hidden, weight)
-    _assert_terms_equal(
-        compiled(hidden, weight, labels, answer), fused.components(hidden, weight, labels, answer), inputs
-    )
+    one_pass = FusedLinearCombinedLoss({"ce": 0.5, "focal": 0.3, "sadl": 0.2}, chunk_size=4)
+    two_pass = FusedLinearCombinedLoss({"ce": 0.6, "lovasz": 0.2, "gdice": 0.2}, chunk_size=4)
+    assert one_pass.one_pass and not two_pass.one_pass
+
+    def both(hidden: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        first = one_pass.components(hidden, weight, labels, answer)
+        second = two_pass.components(hidden, weight, labels, answer)
+        return (
+            {f"one_{k}": v for k, v in first.items()}
+            | {f"two_{k}": v for k, v in second.items()}
+            | {"total": first["total"] + second["total"]}
+        )
+
+    compiled = torch.compile(both, fullgraph=True, backend="aot_eager")
+    _assert_terms_equal(compiled(hidden, weight), both(hidden, weight), (hidden, weight))
 
 
 @pytest.mark.slow

@@ -305,15 +305,24 @@ def _(hidden2d, weight, bias, rows, cols, valid, scales, term_sets, spec, chunk,
 
 def _setup_token(ctx, inputs, output) -> None:
     ctx.needs = inputs[-1]
-    ctx.save_for_backward(*output[2:])
-    ctx.mark_non_differentiable(output[1])
+    ctx.mark_non_differentiable(*output[1:])
+    if torch.compiler.is_compiling():
+        ctx.save_for_backward(*output[2:])
+        ctx.grads = None
+    else:  # held by ctx alone, so backward can hand them over without a copy (see below)
+        ctx.grads = list(output[2:])
 
 
 def _backward_token(ctx, grad_total, _grad_terms, *_unused):
-    saved = ctx.saved_tensors
-    # The usual upstream gradient is exactly 1 (total is the loss): then the saved gradients are the answer, and not
-    # copying them keeps a second [V, H] weight gradient out of the peak memory.
-    unit = not torch.compiler.is_compiling() and grad_total.numel() == 1 and bool(grad_total == 1)
+    saved = ctx.saved_tensors if ctx.grads is None else ctx.grads
+    if len(saved) != 3:
+        raise RuntimeError("the fused one-pass loss handed its gradients to the first backward; no second backward")
+    # The usual upstream gradient is exactly 1 (total is the loss): then the gradients computed in forward are the
+    # answer, and handing them over uncopied (nothing else holds them) keeps a second [V, H] weight gradient out of
+    # the peak memory. Another gradient (a scaled loss) multiplies a copy.
+    unit = ctx.grads is not None and bool(grad_total == 1)
+    if unit:
+        ctx.grads = ()
     grads = [(g if unit else grad_total * g) if wanted else None for g, wanted in zip(saved, ctx.needs, strict=True)]
     return (*grads, None, None, None, None, None, None, None, None)
 
