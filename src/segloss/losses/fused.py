@@ -136,6 +136,7 @@ def _linear_forward_op(
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # hidden2d [M, H]; weight [V, H]; rows [U] sorted distinct; cols [U, S]; shared [K] → [U, S], [U, K], lse [U, 1].
+    chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
     dtype = _compute_dtype(weight.dtype)
     buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=dtype)  # [C, V]
     per_row, per_shared, lse = [], [], []
@@ -180,6 +181,7 @@ def _linear_backward_op(
     chunk: int,
     needs: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
     grads = _new_grads(hidden2d, weight, needs)
     buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=_compute_dtype(weight.dtype))
     for start in _chunks(rows, chunk):
@@ -240,7 +242,16 @@ def linear_log_probs_at(
 
 
 def _chunk(chunk_size: int | None, weight: torch.Tensor) -> int:
-    return chunk_size if chunk_size is not None else max(1, _CHUNK_ELEMENTS // weight.shape[0])
+    return chunk_size if chunk_size is not None else 0  # 0: the operators choose (they know the row count)
+
+
+def _rows_per_chunk(chunk: int, n_rows: int, vocab: int) -> int:
+    """``chunk`` rows, or by default an eighth of the rows, within ``[_CHUNK_ELEMENTS, 4 · _CHUNK_ELEMENTS] / V``:
+    the ``[C, V]`` buffer stays ≤ 1/8 of the logits (or 64 MiB), and few chunks mean few passes of ∂L/∂W += …
+    over the ``[V, H]`` weight gradient, which with 131-row chunks at V = 128k cost more than the logits saved."""
+    if chunk > 0:
+        return chunk
+    return max(1, _CHUNK_ELEMENTS // vocab, min(n_rows // 8, 4 * _CHUNK_ELEMENTS // vocab))
 
 
 # -- one pass: token-local objectives, the gradient computed while each chunk's z is at hand (3 matmuls) ----------
@@ -267,6 +278,7 @@ def _linear_token_op(
     """Σ_k scales_k Σ_{i valid in set k} ℓ_k(log p_ik) (``total``, and each term) with its gradients w.r.t. hidden,
     weight and bias, computed in the same pass: z, then log p and dℓ/dlog p (the loss's ``derivative``), then
     ∂L/∂z = scatter(g) − softmax(z) Σ g in place, then ∂L/∂h and ∂L/∂W. Three head matmuls, like Liger's fused CE."""
+    chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
     dtype = _compute_dtype(weight.dtype)
     terms = _token_terms(spec)
     grads = _new_grads(hidden2d, weight, needs)
