@@ -139,7 +139,8 @@ def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> 
     bools = set().union(*(_bool_fields(cls) for cls in classes))
     argv = [_old_flag_spelling(a, bools) for a in argv]
     files = _config_files(argv)
-    source = ", ".join(files) if files else "command line"
+    # A value may come from a file or a flag: name both, never blame the file for a flag.
+    source = f"from {' or '.join([*files, 'the command line'])}" if files else "command line"
     try:
         namespace = parser.parse_args(argv)
     except argparse.ArgumentError as err:

@@ -32,9 +32,15 @@ class SeglossArguments:
 
     # What to train on.
     model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
-    dataset: str = config_field("arith", help="Dataset name (see `segloss data`); arith needs no path.")
-    data_path: str | None = config_field(None, help="Directory of the raw dataset files (unused by arith).")
-    dataset_options: dict[str, Any] = config_field({}, help="Extra options of the dataset builder, as a mapping.")
+    dataset: str = config_field(
+        "arith",
+        help="A built-in dataset (arith, gsm8k, mathqa, openbookqa, hellaswag) or your own data: a .jsonl/.json/.csv/"
+        ".parquet file or folder, or a hub id, with prompt/completion or messages columns (docs/data.md).",
+    )
+    data_path: str | None = config_field(None, help="Directory of a built-in dataset's raw files (unused by arith).")
+    dataset_options: dict[str, Any] = config_field(
+        {}, help="Options of the dataset builder, e.g. {prompt_field: question, completion_field: answer}."
+    )
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
@@ -189,10 +195,10 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 def _check_dataset(name: str) -> None:
-    from segloss.data import DATASETS
+    """A built-in name, or the user's own file, folder or hub id (a missing file is a FileNotFoundError)."""
+    from segloss.data import builder_class
 
-    if name not in DATASETS:
-        raise ValueError(f"dataset: unknown name {name!r}; valid names: {sorted(DATASETS)}")
+    builder_class(name)
 
 
 def _check_model_options(config: SeglossArguments) -> None:
