@@ -5,6 +5,7 @@ A run directory holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA; or the full model's weights with --full-finetune)
     tokenizer files, config.yaml (the resolved TrainConfig), segloss.json (segloss version), train_summary.json
+    README.md                                          (the model card, segloss.card; `segloss eval` adds metrics)
     checkpoint-<step>/                                 (same files + optimizer/scheduler/RNG state, for --resume)
 """
 
@@ -28,6 +29,7 @@ from transformers import (
 )
 
 from segloss import __version__
+from segloss.card import write_model_card
 from segloss.fileio import atomic_write
 from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
 from segloss.training.config import TrainConfig, train_config_from_values
@@ -203,6 +205,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         out = config.run_dir
         write_run_files(config, out)
         _write_json(out / SUMMARY_NAME, summary)
+        write_model_card(out)  # README.md: objective, base model, data (eval adds the metrics)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
 
