@@ -64,12 +64,11 @@ def _link(name: str, kind: str = "") -> str:
 
 def load_evals(run_dir: Path, extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The metrics.json of every ``eval/<split>/`` in the run folder, then ``extra`` (by split, newest wins)."""
-    found = {}
-    for path in sorted(run_dir.glob("eval/*/metrics.json")):
-        result = _read_json(path)
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for result in [_read_json(path) for path in sorted(run_dir.glob("eval/*/metrics.json"))] + [
+        dict(e) for e in extra
+    ]:
         found[(result.get("dataset"), result.get("split"), result.get("output_dir"))] = result
-    for result in extra:
-        found[(result.get("dataset"), result.get("split"), result.get("output_dir"))] = dict(result)
     return list(found.values())
 
 

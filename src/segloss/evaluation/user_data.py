@@ -54,12 +54,12 @@ class UserDataScorer:
     def for_examples(cls, examples: Sequence[Example], pattern: str | None) -> UserDataScorer:
         compiled = compile_answer_pattern(pattern) if pattern is not None else None
         if compiled is not None:
-            missing = [e.id for e in examples if extract_answer(e.answer, compiled) is None]
+            missing = [e for e in examples if extract_answer(e.answer, compiled) is None]
             if missing:
                 raise ValueError(
                     f"answer_pattern: {pattern!r} finds no answer in the completion of {len(missing)} of "
-                    f"{len(examples)} rows (first: {missing[0]}: {_reference_of(examples, missing[0])!r:.80}); fix the "
-                    "pattern so it matches every reference"
+                    f"{len(examples)} rows (first: {missing[0].id}: {missing[0].answer!r:.80}); fix the pattern so "
+                    "it matches every reference"
                 )
         return cls(compiled, bool(examples) and all(parse_formulas(e.answer) for e in examples))
 
@@ -78,7 +78,3 @@ class UserDataScorer:
             math_scores = score_math(generated, reference)
             scores.update({k: v for k, v in math_scores.items() if not k.startswith("exact_match")})
         return scores
-
-
-def _reference_of(examples: Sequence[Example], example_id: str) -> str:
-    return next(e.answer for e in examples if e.id == example_id)
