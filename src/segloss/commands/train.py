@@ -24,10 +24,28 @@ from typing import Any
 
 
 def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
-    """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser."""
-    from segloss.training.config import parse_train_config, train_parser
+    """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser.
 
-    return parse_train_config(argv, train_parser(prog=prog, description=__doc__))
+    ``--help`` is served from a cache (see `segloss.config.cached_help`) without importing torch or transformers.
+    """
+    from segloss.config import cached_help, wants_help
+
+    if wants_help(argv):
+        print(cached_help(prog, lambda: _parser(prog).format_help(), TRAIN_HELP_PACKAGES), end="")
+        raise SystemExit(0)
+    from segloss.training.config import parse_train_config
+
+    return parse_train_config(argv, _parser(prog))
+
+
+#: The packages whose versions change `segloss train --help` (the Trainer's fields, the parser's formatting).
+TRAIN_HELP_PACKAGES = ("transformers", "jsonargparse")
+
+
+def _parser(prog: str) -> Any:
+    from segloss.training.config import train_parser
+
+    return train_parser(prog=prog, description=__doc__)
 
 
 def run(config: Any) -> int:

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from segloss.config import config_field, config_from_values, parse_config, typed_parser
+from segloss.config import (
+    config_field,
+    config_from_values,
+    docstring_sections,
+    field_names,
+    parse_config,
+    typed_parser,
+)
 from segloss.losses.spec import LossSpec
 
 
@@ -240,8 +247,12 @@ def _check_trainer_values(config: TrainConfig) -> None:
 
 
 def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
-    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field)."""
-    return typed_parser(TrainConfig, prog=prog, description=description)
+    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field); ``--help`` lists
+    segloss's own settings (and ``output_dir``) first, then the Trainer's in the sections of its documentation."""
+    own = {f.name for f in dataclasses.fields(SeglossArguments)} | {"output_dir"}
+    sections = docstring_sections(TrainingArguments, prefix="Trainer: ")
+    groups = {name: sections.get(name, "Trainer: other") for name in field_names(TrainConfig) if name not in own}
+    return typed_parser(TrainConfig, prog=prog, description=description, groups=groups)
 
 
 def parse_train_config(argv: Sequence[str], parser: Any = None) -> TrainConfig:
