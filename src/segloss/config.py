@@ -145,6 +145,14 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(arg in ("-h", "--help") for arg in argv)
 
 
+def exit_with_cached_help(argv: Sequence[str], prog: str, build: Callable[[], Any], packages: Sequence[str]) -> None:
+    """With ``-h``/``--help`` in ``argv``: print :func:`cached_help` of the parser ``build()`` makes and exit 0
+    (as argparse does); otherwise return. For commands whose parser imports torch/transformers."""
+    if wants_help(argv):
+        print(cached_help(prog, lambda: str(build().format_help()), packages), end="")
+        raise SystemExit(0)
+
+
 def cached_help(name: str, build: Callable[[], str], packages: Sequence[str] = ()) -> str:
     """The ``--help`` text of command ``name`` (its ``prog``): ``build()`` once, then read from the cache.
 

@@ -80,3 +80,11 @@ def test_docstring_sections_read_the_titles_at_parameter_depth() -> None:
 
     Args.__doc__ = (Args.__doc__ or "").replace("\n        ", "\n    ")  # the layout of TrainingArguments: 8 spaces
     assert docstring_sections(Args, prefix="T: ") == {"fast": "T: Speed", "slow": "T: Speed"}
+
+
+def test_eval_help_is_cached_too(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "--answer_pattern" in capsys.readouterr().out
+    assert _imports_after("from segloss.cli import main; main(['eval', '--help'])", tmp_path) == set()

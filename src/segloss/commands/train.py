@@ -28,18 +28,12 @@ def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
 
     ``--help`` is served from a cache (see `segloss.config.cached_help`) without importing torch or transformers.
     """
-    from segloss.config import cached_help, wants_help
+    from segloss.config import exit_with_cached_help
 
-    if wants_help(argv):
-        print(cached_help(prog, lambda: _parser(prog).format_help(), TRAIN_HELP_PACKAGES), end="")
-        raise SystemExit(0)
+    exit_with_cached_help(argv, prog, lambda: _parser(prog), ("transformers", "jsonargparse"))
     from segloss.training.config import parse_train_config
 
     return parse_train_config(argv, _parser(prog))
-
-
-#: The packages whose versions change `segloss train --help` (the Trainer's fields, the parser's formatting).
-TRAIN_HELP_PACKAGES = ("transformers", "jsonargparse")
 
 
 def _parser(prog: str) -> Any:
