@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 
 from segloss.cli import main
@@ -17,12 +16,7 @@ ROWS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model on a shared machine: threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny model on a shared machine
 
 
 def test_train_and_eval_on_a_jsonl_file_with_the_model_card(tiny_model_dir, tmp_path, capsys) -> None:
