@@ -4,6 +4,7 @@ run folder's model card with the objective, the data and the metrics."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from huggingface_hub import ModelCard
@@ -40,6 +41,11 @@ def test_train_and_eval_on_a_jsonl_file_with_the_model_card(tiny_model_dir, tmp_
     evaluate = ["eval", "--run", str(out), "--dataset", str(test_file), "--max_new_tokens", "4"]
     assert main([*evaluate, "--answer_pattern", r"#### (\S+)"]) == 0
     metrics = json.loads((out / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["config"]["answer_pattern"] == r"#### (\S+)"  # a `#` value is not read as a YAML comment
+    predictions = [json.loads(line) for line in (out / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
+    for row in predictions:  # the parsed answer is what the pattern extracts (None without a match)
+        found = re.search(r"#### (\S+)", row["generated"])
+        assert row["parsed_answer"] == (found[1] if found else None)
     assert metrics["dataset"] == str(test_file) and metrics["n_examples"] == 2
     # exact match of the extracted answer, plus the formula metrics (the rows use <<a+b=c>>), not GSM8K's variants
     assert {"exact_match", "iou", "dice", "well_formed", "missing_steps"} <= set(metrics["metrics"])
@@ -51,3 +57,24 @@ def test_train_and_eval_on_a_jsonl_file_with_the_model_card(tiny_model_dir, tmp_
     assert len(card.data.tags) == len(set(card.data.tags))
     assert "| exact_match |" in card.text and "Not evaluated yet" not in card.text
     capsys.readouterr()
+
+
+def test_a_missing_data_file_stops_train_before_the_model_loads(tmp_path, capsys) -> None:
+    from segloss.training.config import train_config_from_values
+
+    argv = [
+        "train",
+        "--model",
+        str(tmp_path / "no-model"),
+        "--dataset",
+        "gone/my.jsonl",
+        "--output_dir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "segloss train: error: dataset: data file not found: gone/my.jsonl" in err  # not the missing model
+    # A finished run's config.yaml still loads after its data file moved (evaluation does not need it).
+    assert train_config_from_values({"model": "m", "dataset": "gone/my.jsonl"}).dataset == "gone/my.jsonl"
+    assert main(["train", "--model", "m", "--dataset", "gsm9k"]) == 2
+    assert "valid datasets: arith, gsm8k" in capsys.readouterr().err

@@ -41,8 +41,12 @@ _SPLIT_PREFIXES = {"train": ("train",), "validation": ("validation", "valid", "d
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
-def user_source_kind(name: str) -> str:
-    """``"file"``, ``"folder"`` or ``"hub"`` for a valid source of the user's own data; else a clear error."""
+def user_source_kind(name: str, *, must_exist: bool = True) -> str:
+    """``"file"``, ``"folder"`` or ``"hub"`` for a valid source of the user's own data; else a clear error.
+
+    ``must_exist=False`` checks only the form (a missing ``.jsonl`` path is a ``"file"``): a run's config.yaml must
+    load although its data file has moved since; `train` checks the file before it loads the model.
+    """
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() not in DATA_SUFFIXES:
@@ -54,6 +58,8 @@ def user_source_kind(name: str) -> str:
     if path.is_dir():
         return "folder"
     if path.suffix.lower() in DATA_SUFFIXES or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not must_exist:
+            return "file"
         raise FileNotFoundError(f"dataset: data file not found: {name}; check the path (relative to {Path.cwd()})")
     if _HUB_ID.match(name):
         return "hub"
@@ -63,9 +69,9 @@ def user_source_kind(name: str) -> str:
     )
 
 
-def check_user_source(name: str) -> None:
+def check_user_source(name: str, *, must_exist: bool = True) -> None:
     """Raise the error of :func:`user_source_kind` when ``name`` is not a file, folder or hub id."""
-    user_source_kind(name)
+    user_source_kind(name, must_exist=must_exist)
 
 
 def is_user_data(name: str) -> bool:

@@ -45,10 +45,11 @@ class EvalConfig:
         False,
         help="Math sets: also score teacher-forced argmax accuracy (the authors' training metric; an upper bound).",
     )
-    answer_pattern: str | None = config_field(
-        None,
+    # `str`, not `str | None`: jsonargparse reads an optional string as YAML, where `#### (.+)` is a comment (None).
+    answer_pattern: str = config_field(
+        "",
         help="Your own data: a regex that extracts the answer (its first group, else the match) from the generation "
-        "and the reference; exact_match compares those (default: the whole completion).",
+        "and the reference; exact_match compares those (empty: the whole completion).",
     )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
     torch_dtype: str = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
@@ -67,7 +68,7 @@ class EvalConfig:
             from segloss.data import builder_class
 
             builder_class(self.dataset)  # an unknown name, a missing file: before any model loads
-        if self.answer_pattern is not None:
+        if self.answer_pattern:
             from segloss.evaluation.user_data import compile_answer_pattern
 
             compile_answer_pattern(self.answer_pattern)

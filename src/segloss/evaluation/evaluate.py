@@ -303,7 +303,7 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
 def _user_data_scorer(config: EvalConfig, setup: Setup, examples: Sequence[Example]) -> UserDataScorer | None:
     """The scorer of the user's own data (None for a built-in dataset, which has its own metrics)."""
     if not is_user_data(setup.dataset):
-        if config.answer_pattern is not None:
+        if config.answer_pattern:
             raise ValueError(
                 f"answer_pattern: only for your own data; {setup.dataset} is scored by its own metrics (drop it)"
             )
@@ -313,7 +313,7 @@ def _user_data_scorer(config: EvalConfig, setup: Setup, examples: Sequence[Examp
             f"[eval] note: evaluating on the run's training file {setup.dataset} (one file is every split); "
             "pass --dataset FILE with held-out rows to measure generalisation"
         )
-    return UserDataScorer.for_examples(examples, config.answer_pattern)
+    return UserDataScorer.for_examples(examples, config.answer_pattern or None)
 
 
 def _load_split(config: EvalConfig, setup: Setup) -> tuple[list[Example], list[Example]]:

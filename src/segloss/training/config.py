@@ -202,10 +202,13 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 def _check_dataset(name: str) -> None:
-    """A built-in name, or the user's own file, folder or hub id (a missing file is a FileNotFoundError)."""
-    from segloss.data import builder_class
+    """A built-in name, or the form of the user's own file, folder or hub id; `train` checks that the data exists
+    (a finished run's config.yaml must load although its data file has moved since)."""
+    from segloss.data import DATASETS
+    from segloss.data.custom import check_user_source
 
-    builder_class(name)
+    if name not in DATASETS:
+        check_user_source(name, must_exist=False)
 
 
 def _check_model_options(config: SeglossArguments) -> None:

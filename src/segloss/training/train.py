@@ -158,13 +158,14 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
-    from segloss.data import DataCollator
+    from segloss.data import DataCollator, get_builder
 
     args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
     plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
     if plan is not None and plan.finished is not None:
         return _finished_result(config, plan.finished)
+    get_builder(config.dataset, **config.dataset_options)  # a missing data file or a bad option: before the model
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, stats = build_training_data(config, tokenizer)
     tokens = config.per_device_train_batch_size * config.max_length
