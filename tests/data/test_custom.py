@@ -55,6 +55,7 @@ def test_messages_rows_and_trl_conversational_prompt_completion(tmp_path) -> Non
     path = _jsonl(tmp_path / "chat.jsonl", [{"messages": CHAT}])
     (example,) = load_examples(str(path), "train")
     assert example.answer == "7" and example.messages == tuple(CHAT[:2])
+    assert example.prompt == "system: Be brief.\nuser: What is 3+4?\nassistant: "  # a plain view, for display
     conversational = _jsonl(tmp_path / "pc.jsonl", [{"prompt": CHAT[:2], "completion": CHAT[2:]}])
     assert load_examples(str(conversational), "train") == [example]
 

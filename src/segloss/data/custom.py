@@ -220,7 +220,7 @@ class UserDataBuilder(DatasetBuilder):
             )
         if messages is not None:
             turns = _conversation(messages, o["messages_field"], where)
-            text = "\n".join(f"{m['role']}: {m['content']}" for m in turns[:-1])
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in turns[:-1]) + "assistant: "  # display only
             return Example(id=example_id, prompt=text, answer=turns[-1]["content"], messages=tuple(turns[:-1]))
         return Example(
             id=example_id,
