@@ -15,11 +15,12 @@ type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,7 +81,12 @@ def save_yaml(config: Any, path: str | Path, command: str | None = None) -> None
 
 # -- typed parsing (jsonargparse) -----------------------------------------------------------------------------------
 def typed_parser(
-    cls: type, *, prog: str | None = None, description: str | None = None, extra: Sequence[type] = ()
+    cls: type,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+    extra: Sequence[type] = (),
+    groups: Mapping[str, str] | None = None,
 ) -> Any:
     """A jsonargparse parser of ``cls`` (and the ``extra`` dataclasses): ``--config FILE`` (YAML, repeatable) then
     one flag per field, flags win.
@@ -88,6 +94,8 @@ def typed_parser(
     Flags are the field names (``--max_steps``, as in `transformers`; ``--max-steps`` is accepted too); a bare bool
     flag means true (``--resume``, or ``--resume false``). Parse errors raise ``ValueError`` (no ``SystemExit``).
     A command may add positionals of its own with ``parser.add_argument``; :func:`parse_configs` hands them back.
+    ``groups`` (field name → section title) moves those flags into titled sections of ``--help``, in the order the
+    titles first appear, after the ungrouped flags (a command's own settings); the usage line then stays short.
     """
     import jsonargparse
 
@@ -110,7 +118,91 @@ def typed_parser(
         action.help = field.metadata.get("help") or action.help
         if field.name in bools and action.nargs is None:
             action.nargs, action.const = "?", True  # `--resume` alone means true, as with store_true flags
+    if groups:
+        _group_help(parser, groups)
     return parser
+
+
+def _group_help(parser: Any, groups: Mapping[str, str]) -> None:
+    """Move the flags named in ``groups`` from the main options section into titled sections (help output only:
+    parsing does not depend on sections). argparse has no public API to regroup actions."""
+    sections: dict[str, Any] = {}
+    main = parser._optionals
+    for action in list(main._group_actions):
+        title = groups.get(action.dest.split(".")[0])  # `--x.help` of a class-typed field goes with `--x`
+        if title is None:
+            continue
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        main._group_actions.remove(action)
+        sections[title]._group_actions.append(action)
+    main.title = f"{parser.prog} options"
+    parser.usage = "%(prog)s [-h] [--config FILE] [--print_config] [--FIELD VALUE ...]"
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """``-h``/``--help`` among the arguments (argparse prints the help for it wherever it stands)."""
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def exit_with_cached_help(argv: Sequence[str], prog: str, build: Callable[[], Any], packages: Sequence[str]) -> None:
+    """With ``-h``/``--help`` in ``argv``: print :func:`cached_help` of the parser ``build()`` makes and exit 0
+    (as argparse does); otherwise return. For commands whose parser imports torch/transformers."""
+    if wants_help(argv):
+        print(cached_help(prog, lambda: str(build().format_help()), packages), end="")
+        raise SystemExit(0)
+
+
+def cached_help(name: str, build: Callable[[], str], packages: Sequence[str] = ()) -> str:
+    """The ``--help`` text of command ``name`` (its ``prog``): ``build()`` once, then read from the cache.
+
+    A parser over a big dataclass (`segloss train`: every `TrainingArguments` field) costs seconds of imports (torch,
+    transformers and the PEFT import transformers makes) to print text that changes only with the code. The cache
+    file is keyed by every segloss source file's size and modification time, the versions of ``packages`` and of
+    Python, and the terminal width, so any of those changing builds the text again. It lives in
+    ``$XDG_CACHE_HOME/segloss/help`` (else ``~/.cache/segloss/help``); a cache that cannot be written is skipped.
+    """
+    import hashlib
+    import importlib.metadata
+    import shutil
+    import sys
+
+    from segloss.experiments.pretrain import cache_root
+
+    root = Path(__file__).resolve().parent
+    stamp = [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*.py"))]
+    stamp += [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in packages]
+    stamp += [name, sys.version, str(shutil.get_terminal_size().columns)]
+    path = (
+        cache_root()
+        / "help"
+        / f"{name.replace(' ', '-')}-{hashlib.sha256(chr(10).join(stamp).encode()).hexdigest()[:16]}.txt"
+    )
+    if path.is_file():
+        return path.read_text()
+    text = build()
+    with contextlib.suppress(OSError):  # a read-only home: the help is still printed, only slower next time
+        atomic_write(path, text)
+    return text
+
+
+def docstring_sections(cls: type, prefix: str = "") -> dict[str, str]:
+    """Field name → section title, from the ``> Title`` lines that group the parameters of ``cls``'s docstring (the
+    layout of `transformers.TrainingArguments`); fields before the first title, or not documented, are left out."""
+    sections: dict[str, str] = {}
+    title = None
+    fields = set(field_names(cls))
+    for line in (cls.__doc__ or "").splitlines():
+        if line[:8].strip() or line[8:9] in ("", " "):  # titles and parameters sit at 8 spaces; notes deeper
+            continue
+        text = line.strip()
+        if text.startswith("> "):
+            title = prefix + text[2:].strip()
+            continue
+        name = re.match(r"(\w+)\s*\(", text)
+        if title is not None and name and name[1] in fields:
+            sections.setdefault(name[1], title)
+    return sections
 
 
 def _bool_fields(cls: type) -> set[str]:
@@ -139,7 +231,8 @@ def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> 
     bools = set().union(*(_bool_fields(cls) for cls in classes))
     argv = [_old_flag_spelling(a, bools) for a in argv]
     files = _config_files(argv)
-    source = ", ".join(files) if files else "command line"
+    # A value may come from a file or a flag: name both, never blame the file for a flag.
+    source = f"from {' or '.join([*files, 'the command line'])}" if files else "command line"
     try:
         namespace = parser.parse_args(argv)
     except argparse.ArgumentError as err:

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from segloss.config import config_field, config_from_values, parse_config, typed_parser
+from segloss.config import (
+    config_field,
+    config_from_values,
+    docstring_sections,
+    field_names,
+    parse_config,
+    typed_parser,
+)
 from segloss.losses.spec import LossSpec
 
 
@@ -32,9 +39,15 @@ class SeglossArguments:
 
     # What to train on.
     model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
-    dataset: str = config_field("arith", help="Dataset name (see `segloss data`); arith needs no path.")
-    data_path: str | None = config_field(None, help="Directory of the raw dataset files (unused by arith).")
-    dataset_options: dict[str, Any] = config_field({}, help="Extra options of the dataset builder, as a mapping.")
+    dataset: str = config_field(
+        "arith",
+        help="A built-in dataset (arith, gsm8k, mathqa, openbookqa, hellaswag) or your own data: a .jsonl/.json/.csv/"
+        ".parquet file or folder, or a hub id, with prompt/completion or messages columns (docs/data.md).",
+    )
+    data_path: str | None = config_field(None, help="Directory of a built-in dataset's raw files (unused by arith).")
+    dataset_options: dict[str, Any] = config_field(
+        {}, help="Options of the dataset builder, e.g. {prompt_field: question, completion_field: answer}."
+    )
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
@@ -189,10 +202,13 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 def _check_dataset(name: str) -> None:
+    """A built-in name, or the form of the user's own file, folder or hub id; `train` checks that the data exists
+    (a finished run's config.yaml must load although its data file has moved since)."""
     from segloss.data import DATASETS
+    from segloss.data.custom import check_user_source
 
     if name not in DATASETS:
-        raise ValueError(f"dataset: unknown name {name!r}; valid names: {sorted(DATASETS)}")
+        check_user_source(name, must_exist=False)
 
 
 def _check_model_options(config: SeglossArguments) -> None:
@@ -234,8 +250,12 @@ def _check_trainer_values(config: TrainConfig) -> None:
 
 
 def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
-    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field)."""
-    return typed_parser(TrainConfig, prog=prog, description=description)
+    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field); ``--help`` lists
+    segloss's own settings (and ``output_dir``) first, then the Trainer's in the sections of its documentation."""
+    own = {f.name for f in dataclasses.fields(SeglossArguments)} | {"output_dir"}
+    sections = docstring_sections(TrainingArguments, prefix="Trainer: ")
+    groups = {name: sections.get(name, "Trainer: other") for name in field_names(TrainConfig) if name not in own}
+    return typed_parser(TrainConfig, prog=prog, description=description, groups=groups)
 
 
 def parse_train_config(argv: Sequence[str], parser: Any = None) -> TrainConfig:

@@ -5,6 +5,7 @@ A run directory holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA; or the full model's weights with --full-finetune)
     tokenizer files, config.yaml (the resolved TrainConfig), segloss.json (segloss version), train_summary.json
+    README.md                                          (the model card, segloss.card; `segloss eval` adds metrics)
     checkpoint-<step>/                                 (same files + optimizer/scheduler/RNG state, for --resume)
 """
 
@@ -28,6 +29,7 @@ from transformers import (
 )
 
 from segloss import __version__
+from segloss.card import write_model_card
 from segloss.fileio import atomic_write
 from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
 from segloss.training.config import TrainConfig, train_config_from_values
@@ -156,13 +158,14 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
-    from segloss.data import DataCollator
+    from segloss.data import DataCollator, get_builder
 
     args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
     plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
     if plan is not None and plan.finished is not None:
         return _finished_result(config, plan.finished)
+    get_builder(config.dataset, **config.dataset_options)  # a missing data file or a bad option: before the model
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, stats = build_training_data(config, tokenizer)
     tokens = config.per_device_train_batch_size * config.max_length
@@ -203,6 +206,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         out = config.run_dir
         write_run_files(config, out)
         _write_json(out / SUMMARY_NAME, summary)
+        write_model_card(out)  # README.md: objective, base model, data (eval adds the metrics)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
 
