@@ -133,25 +133,25 @@ def _read_head(path: Path) -> bytes:
     """The first bytes of the store; what keeps it from being read is said plainly (``ValueError``), a missing file
     is a ``FileNotFoundError``."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except FileNotFoundError:
         raise FileNotFoundError(f"result store not found: {path}; run `segloss grid` first or fix --store") from None
-    except PermissionError as err:
+    except PermissionError:
         raise ValueError(
-            f"result store {path} cannot be reached: permission denied on a folder above it ({err.strerror}); give "
-            "this user access to the folder (chmod a+x) or run as its owner"
+            f"result store {path} cannot be reached: permission denied on a folder above it; give this user access "
+            "to the folder (chmod a+x) or run as its owner"
         ) from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise ValueError(
             f"result store {path} is not a file; point --store at the results.sqlite that `segloss grid` wrote"
         )
     try:
         with path.open("rb") as handle:
             return handle.read(len(SQLITE_MAGIC))
-    except PermissionError as err:
+    except PermissionError:
         raise ValueError(
-            f"result store {path} cannot be read: permission denied ({err.strerror}; mode {stat.filemode(mode)}); "
-            "make it readable (chmod a+r) or run as its owner"
+            f"result store {path} cannot be read: permission denied (mode {stat.filemode(info.st_mode)}, owner uid "
+            f"{info.st_uid}); make it readable (chmod a+r) or run as its owner"
         ) from None
 
 
