@@ -149,4 +149,6 @@ def test_resume_with_the_model_spelled_from_another_directory_trains_to_the_same
     assert main(["train", "--config", config, "--output_dir", str(interrupted), "--resume", "--model", relative]) == 0
     summary = json.loads((interrupted / "train_summary.json").read_text())
     assert summary["steps"] == RUN["max_steps"] and summary["resumes"][0]["config_changes"] == {}
+    inputs = json.loads((interrupted / "segloss.json").read_text())["inputs"]  # still there after the last write
+    assert inputs["model"]["given"] == relative and inputs["model"]["path"] == str(tiny_model_dir.resolve())
     _assert_same_adapter(interrupted, reference_run)

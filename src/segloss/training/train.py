@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +183,8 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     inputs = input_record(config) if args.process_index == 0 else {}
     if args.process_index == 0:
         _write_start_files(config, plan, inputs)
-    while True:
-        ledger = RunLedger.for_plan(plan)
+
+    def make_trainer(model: Any, ledger: RunLedger) -> SeglossTrainer:
         trainer = SeglossTrainer(
             model=model,
             args=args,
@@ -195,18 +196,9 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
             callbacks=[_RunFilesCallback(config, inputs), ledger, *(callbacks or [])],
         )
         ledger.loss_source = trainer.run_loss_sum
-        checkpoint = plan.checkpoint if plan is not None else None
-        try:
-            if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
-                finish_at_checkpoint(trainer, checkpoint)
-            else:
-                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-            break
-        except CheckpointLoadError as err:  # only raised while a checkpoint loads: nothing was trained yet
-            if plan is None:  # no checkpoint was handed over, so none failed: not ours to handle
-                raise
-            plan = fall_back(plan, err, config, world_size=args.world_size)
-            model, _ = build_model(config)  # the failed load may have changed some weights already
+        return trainer
+
+    trainer, ledger, checkpoint = _train_from(plan, config, model, make_trainer)
     trainer.pop_components()  # terms of the steps after the last logging step
     summary = {
         **_summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None),
@@ -221,10 +213,36 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
         out = config.run_dir
-        write_run_files(config, out)
+        write_run_files(config, out, inputs)
         _write_json(out / SUMMARY_NAME, summary)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _train_from(
+    plan: ResumePlan | None,
+    config: TrainConfig,
+    model: Any,
+    make_trainer: Callable[[Any, RunLedger], SeglossTrainer],
+) -> tuple[SeglossTrainer, RunLedger, Path | None]:
+    """Train from ``plan``'s checkpoint (or finish at it, or start at step 0); the trainer, its ledger and the
+    checkpoint used. A checkpoint that fails to load is skipped for the previous one (`fall_back`) and the model
+    rebuilt."""
+    while True:
+        ledger = RunLedger.for_plan(plan)
+        trainer = make_trainer(model, ledger)
+        checkpoint = plan.checkpoint if plan is not None else None
+        try:
+            if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
+                finish_at_checkpoint(trainer, checkpoint)
+            else:
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            return trainer, ledger, checkpoint
+        except CheckpointLoadError as err:  # only raised while a checkpoint loads: nothing was trained yet
+            if plan is None:  # no checkpoint was handed over, so none failed: not ours to handle
+                raise
+            plan = fall_back(plan, err, config, world_size=config.world_size)
+            model, _ = build_model(config)  # the failed load may have changed some weights already
 
 
 def _summary(trainer: SeglossTrainer, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:
