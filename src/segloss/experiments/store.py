@@ -60,6 +60,7 @@ from typing import Any, TypeVar
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
+CHECKPOINT_WAIT_S = 2.0  # how long a WAL checkpoint waits for readers of an older snapshot
 DEFAULT_LEASE_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -367,9 +368,15 @@ class ResultStore:
 
     def checkpoint(self) -> None:
         """Copy the WAL's committed writes into the main file and empty the WAL (see the module docstring). Best
-        effort: what a busy reader still needs stays in the WAL for the next checkpoint."""
-        with self._lock, contextlib.suppress(sqlite3.OperationalError):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        effort: a reader that holds an old snapshot for more than ``CHECKPOINT_WAIT_S`` keeps the rest in the WAL
+        until the next checkpoint, rather than holding up the grid."""
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT_S * 1000)}")
+            try:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     def close(self) -> None:
         if self._reader is not None:
