@@ -67,6 +67,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def resolve_input_path(value: str | None, *, local_only: bool = False) -> str | None:
+    """One spelling of an input path: ``~`` expanded, made absolute against the working directory, ``..``, symlinks
+    and a trailing slash resolved away. ``local_only`` (a model, which may also be a hub id): a path that does not
+    exist here is returned as given."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if local_only and not path.exists():
+        return value
+    return str(path.resolve())
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "config_values"):  # configs holding more than plain fields (TrainConfig) say what to write
         return dict(config.config_values())
@@ -111,6 +123,7 @@ def typed_parser(
         parser.add_class_arguments(each, nested_key=None, as_group=False)
     fields = {f.name: f for each in (cls, *extra) for f in dataclasses.fields(each) if f.init}
     bools = set().union(*(_bool_fields(each) for each in (cls, *extra)))
+    bools |= set().union(*(_names_fields(each) for each in (cls, *extra)))
     for action in parser._actions:  # argparse has no public accessor for its actions
         field = fields.get(action.dest)
         if field is None:
@@ -210,6 +223,40 @@ def _bool_fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init and _base_type(hints[f.name]) is bool}
 
 
+def _names_fields(cls: type) -> set[str]:
+    """Fields typed ``bool | list[str]``: the flag alone means true, ``--flag a b`` or ``--flag a,b`` names items."""
+    hints = typing.get_type_hints(cls)
+    return {f.name for f in dataclasses.fields(cls) if f.init and hints[f.name] == (bool | list[str])}
+
+
+def _gather_names(argv: Sequence[str], names: set[str]) -> list[str]:
+    """``--flag a b`` and ``--flag a,b`` → ``--flag=[a, b]`` for the ``bool | list[str]`` fields ``names``;
+    ``--flag``, ``--flag true`` and ``--flag '[a, b]'`` are left as they are."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        flag, sep, value = argv[i].partition("=")
+        i += 1
+        if not (flag.startswith("--") and flag[2:] in names):
+            out.append(argv[i - 1])
+            continue
+        values = [value] if sep else []
+        while not sep and i < len(argv) and not argv[i].startswith("-"):
+            values.append(argv[i])
+            i += 1
+        if not values:
+            out.append(flag)
+        elif len(values) == 1 and (values[0].strip().lower() in _YAML_BOOLS or values[0].lstrip().startswith("[")):
+            out.append(f"{flag}={values[0]}")
+        else:
+            items = [item.strip() for text in values for item in text.split(",") if item.strip()]
+            out.append(f"{flag}=[{', '.join(items)}]")
+    return out
+
+
+_YAML_BOOLS = {"true", "false", "yes", "no", "on", "off"}
+
+
 def _help_formatter() -> Any:
     import jsonargparse
 
@@ -228,8 +275,9 @@ def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
 def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
     """One instance per dataclass of ``classes`` (those ``parser`` was built from), and the parser's other values
     (a command's positionals) as a dict."""
-    bools = set().union(*(_bool_fields(cls) for cls in classes))
-    argv = [_old_flag_spelling(a, bools) for a in argv]
+    names = set().union(*(_names_fields(cls) for cls in classes))
+    bools = set().union(*(_bool_fields(cls) for cls in classes)) | names
+    argv = _gather_names([_old_flag_spelling(a, bools) for a in argv], names)
     files = _config_files(argv)
     # A value may come from a file or a flag: name both, never blame the file for a flag.
     source = f"from {' or '.join([*files, 'the command line'])}" if files else "command line"
@@ -285,7 +333,26 @@ def _config_files(argv: Sequence[str]) -> list[str]:
     for name in files:
         if not Path(name).is_file():
             raise FileNotFoundError(f"config file not found: {name}; check the path given to --config")
+        _check_config_text(name)
     return files
+
+
+def _check_config_text(name: str) -> None:
+    """An empty file or one that is not a mapping, named; YAML syntax errors are left to the parser (it names the
+    line)."""
+    try:
+        values = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return
+    if values is None:
+        raise ValueError(
+            f"{name}: the config file is empty (no settings); write one `field: value` per line (e.g. `model: PATH`) "
+            "or leave out --config"
+        )
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{name}: a config file must be a mapping of `field: value` lines, got a {type(values).__name__}"
+        )
 
 
 def _parse_error(err: Exception, files: Sequence[str]) -> str:

@@ -6,11 +6,14 @@
   process is gone.
 * :func:`write_pair` writes two files that only make sense together (predictions and their metrics): the second is
   removed first and written last, so whenever it exists it belongs to the first.
+* :func:`content_fingerprint` identifies a file or folder by its content, so that a resumed run can tell a moved
+  copy of its data from other data.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -73,3 +76,44 @@ def write_pair(first: str | Path, first_data: str | bytes, second: str | Path, s
     Path(second).unlink(missing_ok=True)
     atomic_write(first, first_data)
     atomic_write(second, second_data)
+
+
+# Files above this size are fingerprinted by their size and evenly spaced samples, so that fingerprinting a model
+# folder of several GB at every training start costs milliseconds; smaller files (datasets, configs) are read whole.
+FINGERPRINT_FULL_BYTES = 64 << 20
+_SAMPLES, _SAMPLE_BYTES = 64, 64 << 10
+
+
+def _file_digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= FINGERPRINT_FULL_BYTES:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            for i in range(_SAMPLES):
+                handle.seek((size - _SAMPLE_BYTES) * i // (_SAMPLES - 1))
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def content_fingerprint(path: str | Path) -> str | None:
+    """``sha256:<hex>`` of a file or folder's content: every file's path (relative to the folder), size and bytes, in
+    sorted order; hidden files and folders (``.cache``, ``.git``) are left out. The same data at another path gives
+    the same fingerprint. None when ``path`` does not exist."""
+    path = Path(path)
+    if path.is_file():
+        files = [("", path)]  # a single file: its name is not content (a renamed copy is the same data)
+    elif path.is_dir():
+        files = sorted(
+            (p.relative_to(path).as_posix(), p)
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    else:
+        return None
+    digest = hashlib.sha256()
+    for name, file in files:
+        size = file.stat().st_size
+        digest.update(f"{name}\0{size}\0{_file_digest(file, size)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"

@@ -95,6 +95,16 @@ def _not_utf8(path: Path, data: bytes, offset: int, first_line: int = 1) -> Valu
     )
 
 
+def _json_error(err: json.JSONDecodeError) -> str:
+    """json's message with its column, which ``err.msg`` leaves out (``Invalid control character at``), and the
+    character itself when it is a raw control character (a tab or newline inside a string must be escaped)."""
+    message = f"{err.msg.removesuffix(' at')} at column {err.colno}"
+    char = err.doc[err.pos] if err.pos < len(err.doc) else ""
+    if char and ord(char) < 0x20:
+        message += f": raw control character {char!r} inside a string; write it escaped ({json.dumps(char)[1:-1]})"
+    return message
+
+
 def read_jsonl_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Records of a jsonl file and, for each, where it is (``path:line``) for error messages."""
     records, where = [], []
@@ -109,7 +119,9 @@ def read_jsonl_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg}); fix or remove that line") from err
+                raise ValueError(
+                    f"{path}:{lineno}: malformed JSON line ({_json_error(err)}); fix or remove that line"
+                ) from err
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
             records.append(record)
@@ -173,7 +185,9 @@ def read_records_located(path: str | Path) -> tuple[list[dict[str, Any]], list[s
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); the file must be one JSON array") from err
+        raise ValueError(
+            f"{path}:{err.lineno}: malformed JSON ({_json_error(err)}); the file must be one JSON array"
+        ) from err
     bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if bad:
         raise ValueError(f"{path}: element {bad[0]} of the JSON array is not an object")

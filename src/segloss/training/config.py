@@ -28,6 +28,7 @@ from segloss.config import (
     docstring_sections,
     field_names,
     parse_config,
+    resolve_input_path,
     typed_parser,
 )
 from segloss.losses.spec import LossSpec
@@ -70,8 +71,10 @@ class SeglossArguments:
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")
     overwrite: bool = config_field(False, help="Delete a non-empty output_dir and start over.")
     # Resume overrides: each is recorded in train_summary.json (`resumes`), never stored in config.yaml.
-    resume_allow_changes: bool = config_field(
-        False, help="With --resume: continue although training settings differ from the run's config.yaml."
+    resume_allow_changes: bool | list[str] = config_field(
+        False,
+        help="With --resume: continue although training settings differ from the run's config.yaml. Alone (or "
+        "true): any field may differ; FIELD [FIELD...] (or FIELD,FIELD): only the named fields may.",
     )
     resume_allow_missing_state: bool = config_field(
         False, help="With --resume: accept a checkpoint without optimizer/scheduler/RNG state (the schedule restarts)."
@@ -106,11 +109,55 @@ class SeglossArguments:
             raise ValueError("dataset_options: must be a mapping of builder options (e.g. `{n_train: 200}`)")
         _check_dataset(self.dataset)
         _check_model_options(self)
+        _check_allowed_changes(self)
         try:  # unknown names, bad weights and unknown options fail here, before any model is loaded
             self.loss_spec = LossSpec.parse(self.loss, ce_weight=self.ce_weight, options=self.loss_options)
         except ValueError as err:
             message = str(err)
             raise ValueError(message if message.startswith(("loss", "ce_weight")) else f"loss: {message}") from None
+        _check_task_weight(self)
+        self.given_paths = _resolve_paths(self)
+
+
+# Input paths stored resolved (config.yaml, the resume comparison); the spelling given is kept in `given_paths`.
+# A model that is no local path is a hub id and stays as given.
+PATH_FIELDS = {"model": True, "data_path": False}  # field → local_only
+
+
+def _resolve_paths(config: SeglossArguments) -> dict[str, str]:
+    """Replace the input paths of ``config`` by their resolved spelling; returns ``{field: as given}`` of those that
+    changed (config.yaml shows them)."""
+    given = {}
+    for name, local_only in PATH_FIELDS.items():
+        value = getattr(config, name)
+        resolved = resolve_input_path(value, local_only=local_only)
+        if resolved != value:
+            given[name] = value
+            setattr(config, name, resolved)
+    return given
+
+
+def _check_task_weight(config: SeglossArguments) -> None:
+    # `loss: lovasz` with ce_weight 1 gives lovasz the weight 1 - 1 = 0: a run labelled lovasz that trains CE alone.
+    spec = config.loss_spec
+    if spec.ce_weight == 1.0:
+        raise ValueError(
+            f"ce_weight: 1.0 gives {spec.label} the weight 0 (it gets 1 - ce_weight), so only CE would train; write "
+            "`loss: ce` for CE alone, or a ce_weight below 1 (the paper's 0.6) to train with the task loss"
+        )
+
+
+def _check_allowed_changes(config: SeglossArguments) -> None:
+    allowed = config.resume_allow_changes
+    if isinstance(allowed, bool):
+        return
+    valid = [f.name for f in dataclasses.fields(config) if f.init]  # a TrainConfig: the Trainer's fields too
+    unknown = [name for name in allowed if name not in valid]
+    if unknown:
+        raise ValueError(
+            f"resume_allow_changes: unknown field(s) {unknown}; name the fields that may differ from config.yaml "
+            "(e.g. --resume_allow_changes seed data_path), or give the flag alone to allow every change"
+        )
 
 
 @dataclasses.dataclass
