@@ -25,11 +25,15 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segloss.config import config_field
+from segloss.experiments.cells import Cell
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
+
+if TYPE_CHECKING:
+    from segloss.losses import LossSpec
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -95,36 +99,6 @@ class GridConfig:
         return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One train+eval run of the grid. ``train``/``eval`` are the resolved settings passed to the configs."""
-
-    index: int
-    model: str
-    dataset: str
-    loss: str
-    seed: int
-    train: dict[str, Any]
-    eval: dict[str, Any]
-    run_dir: Path
-    eval_dir: Path
-    config_hash: str
-
-    def as_row(self) -> dict[str, Any]:
-        """The store row of this cell (see :meth:`ResultStore.register`)."""
-        return {
-            "config_hash": self.config_hash,
-            "cell_index": self.index,
-            "model": self.model,
-            "dataset": self.dataset,
-            "loss": self.loss,
-            "seed": self.seed,
-            "settings": {"train": self.train, "eval": self.eval},
-            "run_dir": self.run_dir,
-            "eval_dir": self.eval_dir,
-        }
-
-
 @dataclasses.dataclass
 class GridSummary:
     """What one ``run_grid`` call did: cells it ran (done/failed), cells it skipped, and the store's final counts."""
@@ -160,6 +134,16 @@ def loss_label(spec: Any) -> str:
 
     try:
         return LossSpec.parse(spec).label
+    except ValueError as err:
+        raise ValueError(f"losses: {err}") from None
+
+
+def cell_loss_spec(loss: Any, train: dict[str, Any]) -> LossSpec:
+    """The `LossSpec` of one loss setting under a cell's train settings (its ``ce_weight`` and ``loss_options``)."""
+    from segloss.losses import LossSpec
+
+    try:
+        return LossSpec.parse(loss, ce_weight=train.get("ce_weight"), options=train.get("loss_options"))
     except ValueError as err:
         raise ValueError(f"losses: {err}") from None
 
@@ -217,16 +201,14 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 
 
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
-    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
-    label = loss_label(loss)
-    train = {
-        **config.train,
-        **dataset["train"],
-        "model": model,
-        "dataset": dataset["name"],
-        "loss": label,
-        "seed": seed,
-    }
+    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed.
+
+    The loss setting is parsed here, once, with the cell's ``ce_weight`` and ``loss_options``, into the cell's
+    `LossSpec`; its label is the ``loss`` value of the train settings (and so of the config hash, as before)."""
+    shared = {**config.train, **dataset["train"]}
+    spec = cell_loss_spec(loss, shared)
+    label = spec.label
+    train = {**shared, "model": model, "dataset": dataset["name"], "loss": label, "seed": seed}
     if dataset["data_path"] is not None:
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
@@ -241,6 +223,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
         model=model,
         dataset=dataset["label"],
         loss=label,
+        loss_spec=spec,
         seed=seed,
         train=train,
         eval=eval_settings,
