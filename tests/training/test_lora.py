@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig
 
 from segloss.training import apply_lora, find_lora_targets, linear_layer_names
 from segloss.training.config import parse_train_config
-from segloss.training.lora import AUTHORS_LORA_TARGETS, lora_targets_label, parse_lora_targets, resolve_lora_targets
+from segloss.training.lora import AUTHORS_LORA_TARGETS, parse_lora_targets, resolve_lora_targets
 
 
 @pytest.fixture(scope="module")
@@ -124,4 +124,3 @@ def test_lora_targets_config_is_parsed_once_and_the_old_spelling_still_works() -
         parse_train_config(["--model", "m", "--lora_targets", "mlp"])
     with pytest.raises(ValueError, match="lora_targets: 'mlp' is not one of"):
         parse_lora_targets("mlp")
-    assert lora_targets_label(["q_proj", "v_proj"]) == "q_proj+v_proj" and lora_targets_label(None) == "attention"

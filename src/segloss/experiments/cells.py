@@ -11,6 +11,7 @@ the store's ``loss`` column, the report's row names and the ``loss`` value hande
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,8 @@ def spec_to_values(spec: LossSpec) -> dict[str, Any]:
 def spec_from_values(values: dict[str, Any]) -> LossSpec:
     """The `LossSpec` that :func:`spec_to_values` wrote (validated again by the spec itself; no string is parsed)."""
     return LossSpec(values["weights"], values.get("options") or {}, ce_weight=values.get("ce_weight"))
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of other characters than letters, digits and ``._=-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segloss.config import config_field
-from segloss.experiments.cells import Cell
+from segloss.experiments.cells import Cell, slug
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
 
@@ -190,10 +190,6 @@ def _normalize_dataset(entry: Any) -> dict[str, Any]:
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
-
-
 def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
     """Stable 16-hex hash of a cell's settings (JSON with sorted keys; output paths are excluded by the caller)."""
     blob = json.dumps({"train": train, "eval": eval}, sort_keys=True, default=str, separators=(",", ":"))
@@ -213,7 +209,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
     digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
-    name = f"{_slug(model)}__{_slug(dataset['label'])}__{_slug(label)}__seed{seed}-{digest[:8]}"
+    name = f"{slug(model)}__{slug(dataset['label'])}__{slug(label)}__seed{seed}-{digest[:8]}"
     run_dir = Path(config.output_dir) / "runs" / name
     eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
     if "output_dir" in eval_settings:

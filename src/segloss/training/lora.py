@@ -24,11 +24,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from transformers import PreTrainedModel
 
 LoraTargetName = Literal["attention", "authors", "all-linear"]
 LORA_TARGET_NAMES: tuple[str, ...] = get_args(LoraTargetName)
@@ -95,14 +94,10 @@ def parse_lora_targets(value: Any, alias: Any = None) -> LoraTargets:
     raise ValueError(f"lora_targets: one of {list(LORA_TARGET_NAMES)} or a non-empty list of names, got {value!r}")
 
 
-def lora_targets_label(targets: LoraTargets | list[str] | None) -> str:
-    """Short text of a ``lora_targets`` value for tables and cell names: the name, or the module names joined."""
-    parsed = parse_lora_targets(targets)
-    return parsed if isinstance(parsed, str) else "+".join(parsed)
-
-
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Full names of the model's linear layers (``nn.Linear`` and GPT-2's ``Conv1D``), in module order."""
+    from transformers.pytorch_utils import Conv1D  # here: the report reads lora_targets without transformers
+
     return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))]
 
 
