@@ -20,6 +20,7 @@ from segloss.experiments.analysis import (
     mde_points,
     relative_change,
     seed_level_test,
+    simulate_crossed,
     study,
 )
 from segloss.experiments.results import CellResult
@@ -223,29 +224,14 @@ def test_plan_files_load_and_bad_plans_are_refused(tmp_path):
 
 
 # -- the seed-level test on simulated crossed studies --------------------------------------------------------------
-def simulate_crossed(rng, n_studies: int, n_seeds: int, n_items: int, effect: float):
-    """Per-seed mean scores ``[R, S]`` of two arms on shared binary problems: problem difficulty (U-shaped, about 25 %
-    discordant pairs as the plan assumes), a seed effect shared by both arms and a seed × arm effect, on the logit
-    scale; the treatment adds ``effect`` (a fraction) spread in proportion to the room each problem has."""
-    from scipy.special import expit, logit
-
-    difficulty = logit(np.clip(rng.beta(0.5, 0.5, size=(n_studies, 1, n_items)), 1e-4, 1 - 1e-4))
-    seed = rng.normal(0.0, 0.3, size=(n_studies, n_seeds, 1))
-    seed_by_arm = rng.normal(0.0, 0.1, size=(2, n_studies, n_seeds, 1))
-    control = expit(difficulty + seed + seed_by_arm[0])  # [R, S, N]
-    treated = expit(difficulty + seed + seed_by_arm[1])
-    treated = treated + effect * (1 - treated) / (1 - treated).mean()
-    return (rng.random(treated.shape) < treated).mean(-1), (rng.random(control.shape) < control).mean(-1)
-
-
 def test_seed_level_test_has_its_nominal_type_one_error_and_the_stated_power():
     rng = np.random.default_rng(0)
     n_studies, n_seeds, n_items = 800, 10, 200  # the plan's primary design
-    a, b = simulate_crossed(rng, n_studies, n_seeds, n_items, 0.0)
+    a, b = (m.mean(-1) for m in simulate_crossed(rng, n_studies, n_seeds, n_items, 0.0))  # per-seed EM [R, S]
     p = seed_level_test(a, b)[3]
     assert 0.03 <= np.mean(p < 0.05) <= 0.07  # 800 null studies
     sd_points = 100 * float((a - b).std(ddof=1))  # the design's σ_d, from 8000 simulated seeds
     assert 3.0 < sd_points < 4.5  # near the plan's planning value, 3.5
     effect = mde_points(n_seeds, sd_points)
-    a, b = simulate_crossed(rng, n_studies, n_seeds, n_items, effect / 100)
+    a, b = (m.mean(-1) for m in simulate_crossed(rng, n_studies, n_seeds, n_items, effect / 100))
     assert np.mean(seed_level_test(a, b)[3] < 0.05) == pytest.approx(0.8, abs=0.05)

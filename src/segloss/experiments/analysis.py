@@ -491,31 +491,39 @@ def study(
     Items: ``{"model", "dataset", "metric", "n_problems", "losses": {arm: entry}, "comparisons": [...]}``; only
     (model, dataset) pairs with a CE arm (or with a plan's comparison) appear. ``metrics`` maps a dataset to the
     metric compared (default: its primary metric)."""
+    from threadpoolctl import threadpool_limits
+
     plan = plan or StudyPlan()
-    items = []
-    for (model, dataset), arms in group_arms(results).items():
-        metric = (metrics or {}).get(dataset) or primary_metric(arms)
-        has_baseline = any(cell.loss == BASELINE for cells in arms.values() for cell in cells.values())
-        if not (has_baseline or plan.comparisons):
-            continue
-        comparisons = list(plan.comparisons) or default_comparisons(arms)
-        entries = {arm: arm_entry(cells, metric) for arm, cells in arms.items()}
-        records = [compare(arms, c, metric, plan, seed=seed) for c in comparisons]
-        decide(records, plan)
-        for arm, entry in entries.items():
-            _attach(entry, arm, next((r for r in records if r["treatment"] == arm and r["metric"] == metric), None))
-        n_problems = max((e["n_problems"] for e in entries.values()), default=0)
-        items.append(
-            {
-                "model": model,
-                "dataset": dataset,
-                "metric": metric,
-                "n_problems": n_problems,
-                "losses": entries,
-                "comparisons": records,
-            }
-        )
-    return items
+    with threadpool_limits(limits=1):  # small fits: BLAS threads on busy cores make them 10-40× slower, not faster
+        return [
+            item for key, arms in group_arms(results).items() if (item := _study_item(key, arms, plan, seed, metrics))
+        ]
+
+
+def _study_item(
+    key: tuple[str, str], arms: Arms, plan: StudyPlan, seed: int, metrics: dict[str, str] | None
+) -> dict[str, Any] | None:
+    """One (model, dataset) study; None without a CE arm and without a plan's comparisons."""
+    model, dataset = key
+    metric = (metrics or {}).get(dataset) or primary_metric(arms)
+    has_baseline = any(cell.loss == BASELINE for cells in arms.values() for cell in cells.values())
+    if not (has_baseline or plan.comparisons):
+        return None
+    comparisons = list(plan.comparisons) or default_comparisons(arms)
+    entries = {arm: arm_entry(cells, metric) for arm, cells in arms.items()}
+    records = [compare(arms, c, metric, plan, seed=seed) for c in comparisons]
+    decide(records, plan)
+    for arm, entry in entries.items():
+        _attach(entry, arm, next((r for r in records if r["treatment"] == arm and r["metric"] == metric), None))
+    n_problems = max((e["n_problems"] for e in entries.values()), default=0)
+    return {
+        "model": model,
+        "dataset": dataset,
+        "metric": metric,
+        "n_problems": n_problems,
+        "losses": entries,
+        "comparisons": records,
+    }
 
 
 def _attach(entry: dict[str, Any], arm: str, record: dict[str, Any] | None) -> None:
@@ -593,3 +601,34 @@ def headline(items: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     gain = sum(b["rel_change_vs_ce"] for b in best) / len(best)
     return {"mean_relative_gain": gain, "pairs": len(best), "best": best}
+
+
+# -- simulation (tests and benchmarks/bench_analysis.py) -------------------------------------------------------------
+def simulate_crossed(
+    rng: np.random.Generator,
+    n_studies: int,
+    n_seeds: int,
+    n_items: int,
+    effect: float = 0.0,
+    *,
+    seed_sd: float = 0.3,
+    seed_by_arm_sd: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_studies`` simulated crossed studies: 0/1 scores ``[R, S, N]`` of a treatment and a control arm.
+
+    On the logit scale a problem's difficulty is drawn U-shaped (a Beta(0.5, 0.5) success probability: about 25 %
+    of the paired outcomes discordant, as docs/study-plan.md assumes), a seed effect (SD ``seed_sd``) is shared by
+    both arms, and a seed × arm effect (SD ``seed_by_arm_sd``) is not. The treatment adds ``effect`` (a fraction:
+    0.035 is 3.5 points) spread over the problems in proportion to the room each has, so no probability leaves
+    [0, 1] and the expected difference is ``effect``."""
+    from scipy.special import expit, logit
+
+    difficulty = logit(np.clip(rng.beta(0.5, 0.5, size=(n_studies, 1, n_items)), 1e-4, 1 - 1e-4))  # [R, 1, N]
+    seed = rng.normal(0.0, seed_sd, size=(n_studies, n_seeds, 1))  # [R, S, 1]
+    seed_by_arm = rng.normal(0.0, seed_by_arm_sd, size=(2, n_studies, n_seeds, 1))
+    control = expit(difficulty + seed + seed_by_arm[0])  # [R, S, N]
+    treated = expit(difficulty + seed + seed_by_arm[1])
+    treated = treated + effect * (1 - treated) / (1 - treated).mean()
+    return (rng.random(treated.shape) < treated).astype(np.float64), (rng.random(control.shape) < control).astype(
+        np.float64
+    )
