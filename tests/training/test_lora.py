@@ -124,3 +124,31 @@ def test_lora_targets_config_is_parsed_once_and_the_old_spelling_still_works() -
         parse_train_config(["--model", "m", "--lora_targets", "mlp"])
     with pytest.raises(ValueError, match="lora_targets: 'mlp' is not one of"):
         parse_lora_targets("mlp")
+
+
+def test_the_paper_configs_and_grid_use_the_authors_settings() -> None:
+    """configs/{gsm8k,…}.yaml and configs/grid/paper-gsm8k.yaml: the authors' targets, LR, epochs, batch, warm-up,
+    weight decay and max length (their configs/trainer/*.yaml and parquet_creator.py)."""
+    from pathlib import Path
+
+    from segloss.config import load_yaml
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    authors = {  # dataset: (learning rate, epochs, batch, gradient accumulation, max_length)
+        "gsm8k": (1e-5, 10, 2, 1, 128),
+        "mathqa": (1e-4, 2, 2, 1, 1024),
+        "openbookqa": (1e-4, 10, 2, 1, 128),
+        "hellaswag": (1e-4, 1, 1, 2, 256),
+    }
+    for name, expected in authors.items():
+        c = parse_train_config(["--config", str(root / f"{name}.yaml")])
+        got = (c.learning_rate, c.num_train_epochs, c.per_device_train_batch_size, c.gradient_accumulation_steps)
+        assert (*got, c.max_length) == expected, name
+        assert (c.lora_target_choice, c.warmup_steps, c.weight_decay, c.seed) == ("authors", 500, 0.01, 42), name
+        assert c.model == "meta-llama/Llama-2-7b-hf"
+    grid = load_yaml(root / "grid" / "paper-gsm8k.yaml")
+    assert "meta-llama/Llama-2-7b-hf" in grid["models"] and not any("mistral" in m.lower() for m in grid["models"])
+    train = grid["train"]
+    assert (train["learning_rate"], train["num_train_epochs"], train["per_device_train_batch_size"]) == (1e-5, 10, 2)
+    assert (train["warmup_steps"], train["weight_decay"], train["max_length"]) == (500, 0.01, 128)
+    assert train["lora_targets"] == "authors" and 42 in grid["seeds"]
