@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def design_rows(args: argparse.Namespace, n_seeds: int, seed_by_arm_sd: float, r
     sd_points = 100 * float((ma - mb).std(ddof=1))
     out["sigma_d"] = sd_points
     out["t_type1"] = float(np.mean(p < alpha))
-    out["t_coverage"] = float(np.mean((low <= 0) & (0 <= high)))
+    out["t_coverage"] = float(np.mean((low <= 0) & (high >= 0)))
     out["sd_estimate"] = 100 * float(diff.std(ddof=1))  # the true SD of the estimated difference, over studies
     mde = mde_points(n_seeds, sd_points, alpha=alpha)
     out["mde"] = mde
@@ -82,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
-    print(f"# {platform.node()}, {platform.processor() or platform.machine()}; load {open('/proc/loadavg').read()[:14]}")
+    load = Path("/proc/loadavg").read_text()[:14] if Path("/proc/loadavg").is_file() else "?"
+    print(f"# {platform.node()}, {platform.processor() or platform.machine()}; load {load}")
     header = (
         "| S | seed×arm SD | σ_d | t-test type I | t-interval coverage | MDE | power at MDE | model type I | "
         "TOST at ±m | TOST power at 0 | pooled sign-flip type I | crossed-bootstrap SE / true SD | s per model fit |"

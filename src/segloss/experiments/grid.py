@@ -25,15 +25,13 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segloss.config import config_field
 from segloss.experiments.cells import Cell, slug
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
-
-if TYPE_CHECKING:
-    from segloss.losses import LossSpec
+from segloss.losses.spec import LossSpec
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -80,12 +78,14 @@ class GridConfig:
         _check_unique("models", self.models)
         self.datasets = [_normalize_dataset(d) for d in self.datasets]
         _check_unique("datasets (labels)", [d["label"] for d in self.datasets])
-        labels = [loss_label(spec) for spec in self.losses]
+        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
+            _check_overrides(name, section, reserved)
+        # Each loss setting parsed once (with the shared ce_weight and loss_options); cells reuse these specs.
+        self.loss_specs = [cell_loss_spec(loss, self.train) for loss in self.losses]
+        labels = [spec.label for spec in self.loss_specs]
         _check_unique("losses", labels)
         if "ce" not in labels:
             raise ValueError(f"losses must include `ce` alone as the baseline, got {labels}; add `- ce`")
-        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
-            _check_overrides(name, section, reserved)
         if not isinstance(self.output_dir, (str, Path)) or not str(self.output_dir):
             raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
 
@@ -95,7 +95,7 @@ class GridConfig:
 
     def cells(self) -> list[Cell]:
         """Every cell in grid order (models × datasets × losses × seeds); the index is what ``--shard`` uses."""
-        combos = itertools.product(self.models, self.datasets, self.losses, self.seeds)
+        combos = itertools.product(self.models, self.datasets, self.loss_specs, self.seeds)
         return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
 
 
@@ -130,18 +130,11 @@ def loss_label(spec: Any) -> str:
 
     It is also the ``loss`` value handed to TrainConfig (a task name is combined with CE by ``train.ce_weight``).
     """
-    from segloss.losses import LossSpec
-
-    try:
-        return LossSpec.parse(spec).label
-    except ValueError as err:
-        raise ValueError(f"losses: {err}") from None
+    return cell_loss_spec(spec, {}).label
 
 
 def cell_loss_spec(loss: Any, train: dict[str, Any]) -> LossSpec:
     """The `LossSpec` of one loss setting under a cell's train settings (its ``ce_weight`` and ``loss_options``)."""
-    from segloss.losses import LossSpec
-
     try:
         return LossSpec.parse(loss, ce_weight=train.get("ce_weight"), options=train.get("loss_options"))
     except ValueError as err:
@@ -199,10 +192,13 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
     """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed.
 
-    The loss setting is parsed here, once, with the cell's ``ce_weight`` and ``loss_options``, into the cell's
-    `LossSpec`; its label is the ``loss`` value of the train settings (and so of the config hash, as before)."""
+    ``loss`` is the grid's parsed spec of the setting (or a raw setting); a dataset that sets its own ``ce_weight``
+    or ``loss_options`` gets it re-derived under those. The spec's label is the ``loss`` value of the train settings
+    (and so of the config hash, as before)."""
     shared = {**config.train, **dataset["train"]}
-    spec = cell_loss_spec(loss, shared)
+    spec = loss if isinstance(loss, LossSpec) else cell_loss_spec(loss, shared)
+    if {"ce_weight", "loss_options"} & set(dataset["train"]):
+        spec = cell_loss_spec(spec.label if spec.ce_weight is not None else dict(spec.weights), shared)
     label = spec.label
     train = {**shared, "model": model, "dataset": dataset["name"], "loss": label, "seed": seed}
     if dataset["data_path"] is not None:
