@@ -164,7 +164,7 @@ def test_plan_families_verdicts_and_a_missing_arm():
     cells = []
     for s in range(8):
         base = 40 + int(rng.integers(-3, 4))
-        cells.append(_cell("ce", s, _correct(base, 100), missing=0.30))
+        cells.append(_cell("ce", s, _correct(base, 100), missing=0.30 + 0.01 * (s % 3)))
         cells.append(_cell("lovasz", s, _correct(base + 15 + s % 2, 100), missing=0.40))  # +15-16 points: better
         cells.append(_cell("focal", s, _correct(base + (s % 3) - 1, 100), missing=0.30))  # within ±1 point
         cells.append(_cell("sadl", s, _correct(base + (8 if s % 2 else -8), 100)))  # noisy: ±8 points
@@ -235,3 +235,12 @@ def test_seed_level_test_has_its_nominal_type_one_error_and_the_stated_power():
     effect = mde_points(n_seeds, sd_points)
     a, b = (m.mean(-1) for m in simulate_crossed(rng, n_studies, n_seeds, n_items, effect / 100))
     assert np.mean(seed_level_test(a, b)[3] < 0.05) == pytest.approx(0.8, abs=0.05)
+
+
+def test_a_difference_without_seed_to_seed_variation_is_inconclusive_not_significant():
+    # Both arms at 0 % on every seed (a model that never answers): t = 0/0, TOST t = ±∞; neither says anything.
+    cells = [_cell(loss, s, _correct(0)) for loss in ("ce", "lovasz") for s in range(3)]
+    [record] = study(cells)[0]["comparisons"]
+    assert record["diff_points"] == 0.0 and record["seeds_vary"] is False
+    assert record["p_value"] is None and record["equivalence"]["p_value"] is None and record["mde_points"] is None
+    assert record["verdict"] == "inconclusive"

@@ -25,6 +25,9 @@ def test_reads_the_study_scripts_cells(tmp_path):
     assert lovasz.arm == "lovasz-authors" and dict(lovasz.loss_spec.weights) == {"ce": 0.6, "lovasz": 0.4}
     assert lovasz.metrics["exact_match"] == 0.75 and lovasz.train["tokens"] == 1042
     assert lovasz.scores["arith-test-3"] == {"exact_match": 0.0, "missing_steps": 1.0}
+    from segloss.experiments.analysis import side_means
+
+    assert side_means({42: lovasz})["train_seconds"] == 642.0  # a train run's wall time, from its summary
 
 
 def test_bad_results_folders_say_what_to_fix(tmp_path):

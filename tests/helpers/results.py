@@ -24,7 +24,9 @@ def write_cell(root: Path, loss: str, seed: int, correct: list[int], *, authors:
     (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
     em = sum(correct) / len(correct)
     (folder / "metrics.json").write_text(json.dumps({"metrics": {"exact_match": {"mean": em, "n": len(correct)}}}))
-    (folder / "train_summary.json").write_text(json.dumps({"tokens": 1000 + seed, "steps": 125}))
+    (folder / "train_summary.json").write_text(
+        json.dumps({"tokens": 1000 + seed, "steps": 125, "wall_time_s": 600.0 + seed})
+    )
     ce_weight = 1.0 if loss == "ce" else 0.6
     targets = "lora_target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head]\n"
     config = f"model: {GGUF}\ndataset: arith\nloss: {loss}\nce_weight: {ce_weight}\nloss_options: {{}}\nseed: {seed}\n"

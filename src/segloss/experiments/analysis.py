@@ -248,7 +248,7 @@ def relative_change(
 def mde_points(n_seeds: int, sd_points: float | None, *, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """Minimum detectable effect (points) of the two-sided paired t-test over ``n_seeds`` at ``alpha`` and ``power``
     for per-seed differences with SD ``sd_points``: ``TTestPower().solve_power(...) · sd``; None below 2 seeds."""
-    if n_seeds < 2 or sd_points is None or not math.isfinite(sd_points):
+    if n_seeds < 2 or sd_points is None or not math.isfinite(sd_points) or sd_points <= 0:
         return None
     from statsmodels.stats.power import TTestPower
 
@@ -356,8 +356,11 @@ def arm_entry(cells: dict[int, CellResult], metric: str) -> dict[str, Any]:
 def side_means(cells: dict[int, CellResult]) -> dict[str, float | None]:
     """Means over seeds of the other metrics and of the training cost (seconds; tokens from train_summary.json)."""
     out: dict[str, float | None] = {}
-    for name in (*SIDE_METRICS, "train_seconds"):
+    for name in SIDE_METRICS:
         out[name] = _mean(c.metrics[name] for c in cells.values() if finite(c.metrics.get(name)))
+    # A grid's cells time their training in the metrics; a train run's summary has its wall time.
+    seconds = [c.metrics.get("train_seconds", c.train.get("wall_time_s")) for c in cells.values()]
+    out["train_seconds"] = _mean(float(t) for t in seconds if finite(t))
     out["train_tokens"] = _mean(float(c.train["tokens"]) for c in cells.values() if finite(c.train.get("tokens")))
     return out
 
@@ -397,6 +400,7 @@ def compare(arms: Arms, comparison: Comparison, metric: str, plan: StudyPlan, *,
         "rel_change_ci": None,
         "rel_change_dropped": None,
         "rel_change_resamples": None,
+        "seeds_vary": None,
     }
     if not seeds:
         return record
@@ -406,16 +410,20 @@ def compare(arms: Arms, comparison: Comparison, metric: str, plan: StudyPlan, *,
     a, b = matrix[: len(seeds)], matrix[len(seeds) :]  # [S, N] each
     per_a, per_b = a.mean(axis=1), b.mean(axis=1)  # [S]
     diff, low, high, p, sd = seed_level_test(per_a, per_b)
+    # Every seed with the same difference (e.g. both arms at 0 % everywhere): the t statistics are 0/0 or ±∞, so
+    # neither the test nor TOST says anything; the comparison stays inconclusive.
+    varies = _number(sd) is not None and float(sd) > 1e-12
     record.update(
         n_problems=len(ids) if ids != ["cell"] else 0,
         treatment_mean=float(per_a.mean()),
         control_mean=float(per_b.mean()),
         diff_points=100 * float(diff),
-        diff_ci_points=None if _number(low) is None else [100 * float(low), 100 * float(high)],
+        diff_ci_points=None if _number(low) is None or not varies else [100 * float(low), 100 * float(high)],
         sd_points=None if _number(sd) is None else 100 * float(sd),
-        p_value_raw=_number(p),
+        p_value_raw=_number(p) if varies else None,
+        seeds_vary=varies,
     )
-    record["equivalence"]["p_value"] = equivalence_p(per_a, per_b, margin / 100)
+    record["equivalence"]["p_value"] = equivalence_p(per_a, per_b, margin / 100) if varies else None
     model = clustered_difference(a, b) if ids != ["cell"] else None
     if model is not None:
         record["model"] = {

@@ -58,8 +58,10 @@ def comparison_sentence(record: dict[str, Any]) -> str:
         low, high = record["diff_ci_points"]
         change += f" [95 % CI {low:+.1f}, {high:+.1f}]"
     parts = [f"{change} over {record['n_seeds']} paired seed(s)"]
-    if record["p_value"] is None:
+    if record["p_value"] is None and record["n_seeds"] < 2:
         parts.append("no test with fewer than 2 paired seeds")
+    elif record["p_value"] is None:
+        parts.append("no test: the difference is the same on every seed (no seed-to-seed variation)")
     else:
         holm = "" if record.get("adjusted", "none") == "none" else f", {record['adjusted']}"
         parts.append(f"p = {record['p_value']:.3g}{holm}")
