@@ -360,7 +360,7 @@ def side_means(cells: dict[int, CellResult]) -> dict[str, float | None]:
         out[name] = _mean(c.metrics[name] for c in cells.values() if finite(c.metrics.get(name)))
     # A grid's cells time their training in the metrics; a train run's summary has its wall time.
     seconds = [c.metrics.get("train_seconds", c.train.get("wall_time_s")) for c in cells.values()]
-    out["train_seconds"] = _mean(float(t) for t in seconds if finite(t))
+    out["train_seconds"] = _mean(t for t in seconds if finite(t))
     out["train_tokens"] = _mean(float(c.train["tokens"]) for c in cells.values() if finite(c.train.get("tokens")))
     return out
 
