@@ -370,13 +370,26 @@ def _mean(values: Any) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def compare(arms: Arms, comparison: Comparison, metric: str, plan: StudyPlan, *, seed: int = 0) -> dict[str, Any]:
-    """The tests of one comparison on the seeds where both arms finished (see the module docstring)."""
-    metric = comparison.metric or metric
-    margin = comparison.margin_points or plan.margin_points
-    treated, controls = arms.get(comparison.treatment, {}), arms.get(comparison.control, {})
-    seeds = sorted(set(treated) & set(controls))
-    record: dict[str, Any] = {
+def _empty_record(comparison: Comparison, metric: str, margin: float, seeds: list[int]) -> dict[str, Any]:
+    """Every key of a comparison's record, before any test ran."""
+    untested = [
+        "treatment_mean",
+        "control_mean",
+        "diff_points",
+        "diff_ci_points",
+        "sd_points",
+        "p_value_raw",
+        "p_value",
+        "significant",
+        "model",
+        "rel_change",
+        "rel_change_ci",
+        "rel_change_dropped",
+        "rel_change_resamples",
+        "seeds_vary",
+    ]
+    nothing = dict.fromkeys(untested)
+    return {
         "name": comparison.label,
         "treatment": comparison.treatment,
         "control": comparison.control,
@@ -386,22 +399,18 @@ def compare(arms: Arms, comparison: Comparison, metric: str, plan: StudyPlan, *,
         "n_seeds": len(seeds),
         "seeds": seeds,
         "n_problems": 0,
-        "treatment_mean": None,
-        "control_mean": None,
-        "diff_points": None,
-        "diff_ci_points": None,
-        "sd_points": None,
-        "p_value_raw": None,
-        "p_value": None,
-        "significant": None,
+        **nothing,
         "equivalence": {"margin_points": margin, "p_value": None, "verdict": "inconclusive"},
-        "model": None,
-        "rel_change": None,
-        "rel_change_ci": None,
-        "rel_change_dropped": None,
-        "rel_change_resamples": None,
-        "seeds_vary": None,
     }
+
+
+def compare(arms: Arms, comparison: Comparison, metric: str, plan: StudyPlan, *, seed: int = 0) -> dict[str, Any]:
+    """The tests of one comparison on the seeds where both arms finished (see the module docstring)."""
+    metric = comparison.metric or metric
+    margin = comparison.margin_points or plan.margin_points
+    treated, controls = arms.get(comparison.treatment, {}), arms.get(comparison.control, {})
+    seeds = sorted(set(treated) & set(controls))
+    record = _empty_record(comparison, metric, margin, seeds)
     if not seeds:
         return record
     matrix, ids = unit_matrix([treated[s] for s in seeds] + [controls[s] for s in seeds], metric)
