@@ -487,7 +487,8 @@ def _verdict(record: dict[str, Any], plan: StudyPlan) -> None:
     elif eq["p_value"] is not None and eq["p_value"] < plan.alpha:
         record["verdict"], eq["verdict"] = f"shown equivalent within {margin}", f"equivalent within {margin}"
     else:
-        record["verdict"], eq["verdict"] = ("inconclusive" if record["n_seeds"] else "not compared"), "inconclusive"
+        compared = record["diff_points"] is not None
+        record["verdict"], eq["verdict"] = ("inconclusive" if compared else "not compared"), "inconclusive"
     model = record["model"]
     if model is not None and model["p_value"] is not None and record["p_value_raw"] is not None:
         model["agrees"] = (model["p_value"] < plan.alpha) == (record["p_value_raw"] < plan.alpha)

@@ -200,7 +200,7 @@ def format_comparisons_table(item: dict[str, Any]) -> str:
                 r["name"],
                 r["family"],
                 label(r["metric"]),
-                f"{r['n_seeds']} × {r['n_problems'] or 1}",
+                f"{r['n_seeds']} × {r['n_problems'] or 1}" if r["diff_points"] is not None else "–",
                 f"{num(r['diff_points'], sign=True)} {interval(r['diff_ci_points'], sign=True)}",
                 p_text(r["p_value_raw"]),
                 p_text(r["p_value"]) if r.get("adjusted", "none") != "none" else "—",
