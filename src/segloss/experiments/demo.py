@@ -374,11 +374,12 @@ def _finish(
     say: Any,
 ) -> dict[str, Any]:
     """Write the report, print its study table and verdicts, and save ``table.md`` and ``demo.json``."""
-    from segloss.experiments.report import format_study_table, write_report
+    from segloss.experiments.report import StudyPlan, format_study_table, write_report
 
     out = Path(config.output_dir)
     own = [cell.config_hash for cell in grid.cells()]  # a sweep or more seeds may share the store
-    report = write_report(grid.store_path, out / "report", seed=config.seed, cells=own)
+    plan = StudyPlan(margin_points=2.5, planning_sd_points=2.0)  # docs/study-plan.md, "The embedded study"
+    report = write_report(grid.store_path, out / "report", seed=config.seed, cells=own, plan=plan)
     summary = json.loads((report.parent / "summary.json").read_text())
     study = summary["studies"][0] if summary["studies"] else None
     table = format_study_table(study) if study else "(no CE baseline finished: nothing to compare)"

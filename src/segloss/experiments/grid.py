@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from segloss.config import config_field
+from segloss.experiments.cells import Cell, slug
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
+from segloss.losses.spec import LossSpec
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -76,12 +78,14 @@ class GridConfig:
         _check_unique("models", self.models)
         self.datasets = [_normalize_dataset(d) for d in self.datasets]
         _check_unique("datasets (labels)", [d["label"] for d in self.datasets])
-        labels = [loss_label(spec) for spec in self.losses]
+        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
+            _check_overrides(name, section, reserved)
+        # Each loss setting parsed once (with the shared ce_weight and loss_options); cells reuse these specs.
+        self.loss_specs = [cell_loss_spec(loss, self.train) for loss in self.losses]
+        labels = [spec.label for spec in self.loss_specs]
         _check_unique("losses", labels)
         if "ce" not in labels:
             raise ValueError(f"losses must include `ce` alone as the baseline, got {labels}; add `- ce`")
-        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
-            _check_overrides(name, section, reserved)
         if not isinstance(self.output_dir, (str, Path)) or not str(self.output_dir):
             raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
 
@@ -91,38 +95,8 @@ class GridConfig:
 
     def cells(self) -> list[Cell]:
         """Every cell in grid order (models × datasets × losses × seeds); the index is what ``--shard`` uses."""
-        combos = itertools.product(self.models, self.datasets, self.losses, self.seeds)
+        combos = itertools.product(self.models, self.datasets, self.loss_specs, self.seeds)
         return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One train+eval run of the grid. ``train``/``eval`` are the resolved settings passed to the configs."""
-
-    index: int
-    model: str
-    dataset: str
-    loss: str
-    seed: int
-    train: dict[str, Any]
-    eval: dict[str, Any]
-    run_dir: Path
-    eval_dir: Path
-    config_hash: str
-
-    def as_row(self) -> dict[str, Any]:
-        """The store row of this cell (see :meth:`ResultStore.register`)."""
-        return {
-            "config_hash": self.config_hash,
-            "cell_index": self.index,
-            "model": self.model,
-            "dataset": self.dataset,
-            "loss": self.loss,
-            "seed": self.seed,
-            "settings": {"train": self.train, "eval": self.eval},
-            "run_dir": self.run_dir,
-            "eval_dir": self.eval_dir,
-        }
 
 
 @dataclasses.dataclass
@@ -156,10 +130,13 @@ def loss_label(spec: Any) -> str:
 
     It is also the ``loss`` value handed to TrainConfig (a task name is combined with CE by ``train.ce_weight``).
     """
-    from segloss.losses import LossSpec
+    return cell_loss_spec(spec, {}).label
 
+
+def cell_loss_spec(loss: Any, train: dict[str, Any]) -> LossSpec:
+    """The `LossSpec` of one loss setting under a cell's train settings (its ``ce_weight`` and ``loss_options``)."""
     try:
-        return LossSpec.parse(spec).label
+        return LossSpec.parse(loss, ce_weight=train.get("ce_weight"), options=train.get("loss_options"))
     except ValueError as err:
         raise ValueError(f"losses: {err}") from None
 
@@ -206,10 +183,6 @@ def _normalize_dataset(entry: Any) -> dict[str, Any]:
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
-
-
 def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
     """Stable 16-hex hash of a cell's settings (JSON with sorted keys; output paths are excluded by the caller)."""
     blob = json.dumps({"train": train, "eval": eval}, sort_keys=True, default=str, separators=(",", ":"))
@@ -217,21 +190,22 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 
 
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
-    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
-    label = loss_label(loss)
-    train = {
-        **config.train,
-        **dataset["train"],
-        "model": model,
-        "dataset": dataset["name"],
-        "loss": label,
-        "seed": seed,
-    }
+    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed.
+
+    ``loss`` is the grid's parsed spec of the setting (or a raw setting); a dataset that sets its own ``ce_weight``
+    or ``loss_options`` gets it re-derived under those. The spec's label is the ``loss`` value of the train settings
+    (and so of the config hash, as before)."""
+    shared = {**config.train, **dataset["train"]}
+    spec = loss if isinstance(loss, LossSpec) else cell_loss_spec(loss, shared)
+    if {"ce_weight", "loss_options"} & set(dataset["train"]):
+        spec = cell_loss_spec(spec.label if spec.ce_weight is not None else dict(spec.weights), shared)
+    label = spec.label
+    train = {**shared, "model": model, "dataset": dataset["name"], "loss": label, "seed": seed}
     if dataset["data_path"] is not None:
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
     digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
-    name = f"{_slug(model)}__{_slug(dataset['label'])}__{_slug(label)}__seed{seed}-{digest[:8]}"
+    name = f"{slug(model)}__{slug(dataset['label'])}__{slug(label)}__seed{seed}-{digest[:8]}"
     run_dir = Path(config.output_dir) / "runs" / name
     eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
     if "output_dir" in eval_settings:
@@ -241,6 +215,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
         model=model,
         dataset=dataset["label"],
         loss=label,
+        loss_spec=spec,
         seed=seed,
         train=train,
         eval=eval_settings,

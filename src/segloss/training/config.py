@@ -32,6 +32,7 @@ from segloss.config import (
     typed_parser,
 )
 from segloss.losses.spec import LossSpec
+from segloss.training.lora import LoraTargetName, LoraTargets, parse_lora_targets
 
 
 @dataclasses.dataclass
@@ -84,8 +85,14 @@ class SeglossArguments:
     lora_r: int = config_field(8, help="LoRA rank.")
     lora_alpha: int = config_field(16, help="LoRA scaling alpha.")
     lora_dropout: float = config_field(0.05, help="Dropout on the LoRA input.")
+    lora_targets: LoraTargetName | list[str] = config_field(
+        "attention",
+        help="Modules LoRA adapts: attention (the attention projections), authors (the paper code's list per family: "
+        "Llama/StableLM q/k/v/o, gate/up/down and lm_head), all-linear (every linear layer but the head), or a list "
+        "of module names. See segloss.training.lora.",
+    )
     lora_target_modules: list[str] | None = config_field(
-        None, help="Module names to adapt (None: chosen from the architecture, see segloss.training.lora)."
+        None, help="Older spelling of lora_targets as a list of module names (wins over the default attention)."
     )
 
     def __post_init__(self) -> None:
@@ -101,10 +108,8 @@ class SeglossArguments:
             raise ValueError("resume and overwrite: --resume continues output_dir, --overwrite deletes it; pick one")
         if self.fused_loss is not None and not isinstance(self.fused_loss, bool):
             raise ValueError(f"fused_loss: true, false or null (automatic), got {self.fused_loss!r}")
-        if self.lora_target_modules is not None and (
-            not isinstance(self.lora_target_modules, list) or not self.lora_target_modules
-        ):
-            raise ValueError("lora_target_modules: a non-empty list of module names, or null for automatic")
+        # Parsed once: the run adapts `lora_target_choice`; the two fields stay as given, so config.yaml reads back.
+        self.lora_target_choice: LoraTargets = parse_lora_targets(self.lora_targets, self.lora_target_modules)
         if not isinstance(self.dataset_options, dict):
             raise ValueError("dataset_options: must be a mapping of builder options (e.g. `{n_train: 200}`)")
         _check_dataset(self.dataset)

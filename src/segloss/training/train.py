@@ -161,7 +161,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
             r=config.lora_r,
             alpha=config.lora_alpha,
             dropout=config.lora_dropout,
-            targets=config.lora_target_modules,
+            targets=config.lora_target_choice,
         )
         if config.activation_checkpointing:
             model.enable_input_require_grads()
