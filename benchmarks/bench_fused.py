@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fused.py                                  # V ∈ {32k, 128k}, N = 4096, H = 1024, all losses
     python benchmarks/bench_fused.py --vocab 128000 --losses ce lovasz --repeats 1
+    python benchmarks/bench_fused.py --vocab 128000 --width 1024 --losses ce focal --two-pass   # one pass vs two
 
 Inputs: ``hidden [4, N/4, H]`` and ``W [V, H]`` in float32, both requiring gradients (no bias, as in Llama-style
 heads). Every position is a CE target; the task losses see the last quarter of each sequence (the "answer", N/4
@@ -33,6 +34,7 @@ import time
 import torch
 
 TASK_LOSSES = ["focal", "sadl", "gdice", "lovasz", "dice", "jaccard", "tversky", "focal_tversky"]
+TOKEN_LOCAL = ("ce", "focal", "sadl")
 BATCH = 4
 
 
@@ -63,6 +65,10 @@ def step_fn(way: str, loss: str):
     if way == "materialised":
         combined = CombinedLoss(weights)
         return lambda h, w, y, a: combined(h @ w.t(), y, a)
+    if way == "fused_two_pass":  # the token-local one-pass path switched off: z recomputed in backward
+        from segloss.losses import fused as fused_module
+
+        fused_module._ONE_PASS = False
     fused = FusedLinearCombinedLoss(weights)
     return lambda h, w, y, a: fused(h, w, y, a)
 
@@ -119,6 +125,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024, help="H")
     parser.add_argument("--losses", nargs="+", default=["ce", *TASK_LOSSES])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--two-pass", action="store_true", help="ce/focal/sadl: also time the fused head with one pass off"
+    )
+    parser.add_argument("--no-torch-ce", action="store_true", help="skip the F.cross_entropy reference")
     args = parser.parse_args()
     print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"# N = {args.tokens}, H = {args.width}, float32; ratios: fused and torch_ce over materialised, and over")
@@ -129,15 +139,22 @@ def main() -> None:
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for vocab in args.vocab:
-        ce = run_isolated("torch_ce", "ce", vocab, args.tokens, args.width, args.repeats)
+        ce = (
+            {"seconds": float("nan")}
+            if args.no_torch_ce
+            else run_isolated("torch_ce", "ce", vocab, args.tokens, args.width, args.repeats)
+        )
         for loss in args.losses:
             # Interleaved, so a change in the machine's load hits both ways of the same loss alike.
             ref = run_isolated("materialised", loss, vocab, args.tokens, args.width, args.repeats)
             fused = run_isolated("fused", loss, vocab, args.tokens, args.width, args.repeats)
-            if loss == "ce":
+            if loss == "ce" and not args.no_torch_ce:
                 print(_row(vocab, loss, "torch_ce", ce, ref, ce), flush=True)
             print(_row(vocab, loss, "materialised", ref, ref, ce), flush=True)
             print(_row(vocab, loss, "fused", fused, ref, ce), flush=True)
+            if args.two_pass and loss in TOKEN_LOCAL:  # what the one-pass path saves, measured beside it
+                two = run_isolated("fused_two_pass", loss, vocab, args.tokens, args.width, args.repeats)
+                print(_row(vocab, loss, "fused_two_pass", two, ref, ce), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_losses.py                      # the full grid: V ∈ {32k, 128k} × N ∈ {1024, 4096}
     python benchmarks/bench_losses.py --vocab 32000 --tokens 1024 --research-lovasz   # adds the per-class loop
+    python benchmarks/bench_losses.py --compile ce lovasz   # eager against torch.compile(fullgraph=True), same sizes
 
 Logits are float32 ``[1, M, V]`` with 25 % of the M positions ignored, so N = 0.75·M tokens are valid; labels are
 uniform over the vocabulary, the worst case for the region losses (K present classes ≈ N). With random logits every
@@ -62,13 +63,19 @@ def _loss_fn(name: str):
     return get_loss(name)
 
 
-def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
-    """Runs inside the subprocess: one warm-up (which sets the memory peak), then timed repeats."""
+def _inputs(vocab: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[1, M, V]`` (requiring gradients) and labels with N = ``tokens`` valid of M = N / 0.75 positions."""
     torch.manual_seed(0)
     positions = round(tokens / 0.75)
     logits = torch.empty(1, positions, vocab).normal_().requires_grad_()
     labels = torch.randint(0, vocab, (1, positions))
     labels[0, torch.randperm(positions)[: positions - tokens]] = -100
+    return logits, labels
+
+
+def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
+    """Runs inside the subprocess: one warm-up (which sets the memory peak), then timed repeats."""
+    logits, labels = _inputs(vocab, tokens)
     fn = _loss_fn(name)
     base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn(logits, labels).backward()
@@ -86,8 +93,28 @@ def measure(name: str, vocab: int, tokens: int, repeats: int) -> dict:
     }
 
 
-def run_isolated(name: str, vocab: int, tokens: int, repeats: int) -> dict:
-    code = f"import json, bench_losses as b; print(json.dumps(b.measure({name!r}, {vocab}, {tokens}, {repeats})))"
+def measure_compiled(name: str, vocab: int, tokens: int, repeats: int) -> dict:
+    """Runs inside the subprocess: eager and ``torch.compile(fullgraph=True, dynamic=True)`` of the same loss on the
+    same logits, timed alternately (eager, compiled, eager, …) after one warm-up each (the compile is not timed)."""
+    logits, labels = _inputs(vocab, tokens)
+    eager = _loss_fn(name)
+    compiled = torch.compile(eager, fullgraph=True, dynamic=True)
+    start = time.perf_counter()
+    compiled(logits, labels).backward()
+    compile_seconds = time.perf_counter() - start
+    eager(logits, labels).backward()
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(repeats):
+        for way, fn in (("eager", eager), ("compiled", compiled)):
+            logits.grad = None
+            start = time.perf_counter()
+            fn(logits, labels).backward()
+            times[way].append(time.perf_counter() - start)
+    return {way: statistics.median(values) for way, values in times.items()} | {"compile": compile_seconds}
+
+
+def run_isolated(name: str, vocab: int, tokens: int, repeats: int, what: str = "measure") -> dict:
+    code = f"import json, bench_losses as b; print(json.dumps(b.{what}({name!r}, {vocab}, {tokens}, {repeats})))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=__file__.rsplit("/", 1)[0], capture_output=True, text=True, check=True
     )
@@ -100,7 +127,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096], help="valid tokens N")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--research-lovasz", action="store_true", help="also time the per-class Python loop")
+    parser.add_argument(
+        "--compile", nargs="*", metavar="LOSS", help="time eager against torch.compile for these losses (default: all)"
+    )
     args = parser.parse_args()
+    if args.compile is not None:
+        compiled_table(args.compile or [n for n in LOSS_NAMES if n != "lovasz_full_sort"], args)
+        return
     names = ["torch_ce", *LOSS_NAMES] + (["research_lovasz"] if args.research_lovasz else [])
     machine = platform.processor() or platform.machine()
     print(f"# {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
@@ -114,6 +147,22 @@ def main() -> None:
                 print(
                     f"| {vocab} | {tokens} | {name} | {1000 * r['seconds']:.0f} | {r['seconds'] / ref:.2f} | "
                     f"{r['extra_bytes'] / 2**20:.0f} | {r['extra_bytes'] / r['logits_bytes']:.2f} |",
+                    flush=True,
+                )
+
+
+def compiled_table(names: list[str], args: argparse.Namespace) -> None:
+    machine = platform.processor() or platform.machine()
+    print(f"# {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; fullgraph, dynamic")
+    print("| V | N | loss | eager (ms) | compiled (ms) | compiled / eager | compile (s) |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
+    for vocab in args.vocab:
+        for tokens in args.tokens:
+            for name in names:
+                r = run_isolated(name, vocab, tokens, args.repeats, what="measure_compiled")
+                print(
+                    f"| {vocab} | {tokens} | {name} | {1000 * r['eager']:.0f} | {1000 * r['compiled']:.0f} | "
+                    f"{r['compiled'] / r['eager']:.2f} | {r['compile']:.0f} |",
                     flush=True,
                 )
 

@@ -102,7 +102,10 @@ def test_region_losses_have_no_sum_reduction(cls):
         (lambda: FocalLoss(reduction="none"), "reduction must be one of 'mean', 'sum', got 'none'"),
         (lambda: GeneralizedDiceLoss(w_type="log"), "w_type must be one of 'square', 'simple', 'uniform'"),
         (lambda: TverskyLoss(beta=-0.1), "option beta must be ≥ 0"),
-        (lambda: get_loss("dice", alpha=0.5), "loss 'dice' has no option 'alpha'; valid options: smooth, reduction"),
+        (
+            lambda: get_loss("dice", alpha=0.5),
+            "loss 'dice' has no option 'alpha'; valid options: smooth, group, classes, reduction, ignore_index",
+        ),
         (lambda: FocalLoss(ignore_index=1.5), "ignore_index must be an int"),
     ],
 )

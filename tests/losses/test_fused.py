@@ -179,3 +179,26 @@ def test_bad_inputs(change, message, generator):
 def test_bad_chunk_size(chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         FusedLinearCombinedLoss({"ce": 1.0}, chunk_size=chunk_size)
+
+
+def test_token_local_objectives_take_one_pass(generator, monkeypatch):
+    # ce, focal, sadl: the gradient is computed while each chunk's z is at hand (3 head matmuls, like Liger's).
+    shapes: list[int] = []
+    original = fused_module._chunk_logits
+    monkeypatch.setattr(
+        fused_module, "_chunk_logits", lambda h, w, b, z: shapes.append(h.shape[0]) or original(h, w, b, z)
+    )
+    hidden, weight, bias, labels, answer_labels = _problem(generator, torch.float64)
+    weights = {"ce": 0.5, "focal": 0.3, "sadl": 0.2}
+    module = FusedLinearCombinedLoss(weights, chunk_size=4)
+    assert module.one_pass and not FusedLinearCombinedLoss({"ce": 0.5, "dice": 0.5}).one_pass
+    terms = module.components(hidden, weight, labels, answer_labels, bias)
+    grads = torch.autograd.grad(terms["total"], (hidden, weight, bias))
+    n_rows = int(((labels != -100) | (answer_labels != -100)).sum())
+    assert sum(shapes) == n_rows and max(shapes) <= 4  # each valid row once, in chunks
+    expected = CombinedLoss(weights).components(hidden @ weight.t() + bias, labels, answer_labels)
+    for name in expected:  # the terms (for logging) equal the materialised ones; only "total" carries a gradient
+        torch.testing.assert_close(terms[name].detach(), expected[name].detach(), rtol=1e-12, atol=0)
+    assert not terms["ce"].requires_grad and terms["total"].requires_grad
+    for got, want in zip(grads, torch.autograd.grad(expected["total"], (hidden, weight, bias)), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)

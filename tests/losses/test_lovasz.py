@@ -36,16 +36,16 @@ def test_only_present_classes_count():
 def test_pruned_top_k_path_matches_the_full_sort(generator):
     from helpers.loss_reference import ref_lovasz
 
-    from segloss.losses.functional import _sorted_relevant_errors
+    from segloss.losses.core import _lovasz_order_op
 
     labels = torch.randint(0, 6, (3, 10), generator=generator)
     # V = 400 ≫ 6 classes: a foreground error sums 399 probabilities, a background error is one of them.
     noise = 0.5 * torch.randn(3, 10, 400, generator=generator)
     logits = (8.0 * torch.nn.functional.one_hot(labels, 400) + noise).double()
     logits.requires_grad_()
-    probs = torch.softmax(logits.detach().reshape(-1, 400), -1)[:, labels.unique()]
-    fg = labels.reshape(1, -1) == labels.unique()[:, None]
-    kept, _ = _sorted_relevant_errors(torch.where(fg, 1 - probs.t(), probs.t()), fg)
+    classes, target = labels.unique(return_inverse=True)
+    probs = torch.softmax(logits.detach().reshape(-1, 400), -1)[:, classes]
+    kept, _, _ = _lovasz_order_op(probs, target.reshape(-1), torch.zeros(30, dtype=torch.long), True)
     assert kept.shape[1] < 15  # the top-k path, not the full sort over 30 tokens
     value = lovasz_softmax_loss(logits, labels)
     expected = ref_lovasz(logits, labels)

@@ -46,7 +46,7 @@ def test_unknown_name_lists_valid_ones():
         ("focal", {"gamma": float("nan")}, "finite number"),
         ("sadl", {"alpha": float("inf")}, "finite number"),
         ("gdice", {"smooth": "a"}, "finite number"),
-        ("lovasz", {"gamma": 2.0}, "has no option 'gamma'; valid options: reduction, ignore_index"),
+        ("lovasz", {"gamma": 2.0}, "has no option 'gamma'; valid options: group, classes, reduction, ignore_index"),
         ("ce", {"ignore_index": 1.5}, "ignore_index must be an int"),
     ],
 )

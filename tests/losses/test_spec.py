@@ -89,3 +89,19 @@ def test_build_is_the_combined_loss_of_the_weights() -> None:
 def test_parse_loss_spec_is_the_weights_of_the_spec() -> None:
     assert parse_loss_spec("lovasz") == {"ce": 0.6, "lovasz": pytest.approx(0.4)}
     assert parse_loss_spec({"self_adj_dice": 1}) == {"sadl": 1.0}
+
+
+def test_group_and_classes_are_options_of_the_region_losses_only() -> None:
+    spec = LossSpec.parse("lovasz", options={"lovasz": {"group": "sequence", "classes": "all"}})
+    assert spec.options == {"lovasz": {"group": "sequence", "classes": "all"}}
+    assert spec.tag == "lovasz[group=sequence,classes=all]" and spec.label == "lovasz"
+    assert LossSpec.parse("lovasz", options={"lovasz": {"group": "batch"}}).options == {"lovasz": {}}  # the default
+    assert LossSpec.parse("gdice", options={"gdice": {"classes": "all"}}).options == {"gdice": {}}
+    combined = spec.build()
+    assert combined.losses["lovasz"].config.group == "sequence"
+    with pytest.raises(ValueError, match="loss 'lovasz': classes must be one of 'present', 'all', got 'some'"):
+        LossSpec.parse("lovasz", options={"lovasz": {"classes": "some"}})
+    with pytest.raises(ValueError, match="loss 'focal' has no option 'group'"):
+        LossSpec.parse("focal", options={"focal": {"group": "batch"}})
+    values = yaml.safe_load(yaml.safe_dump(spec.to_config()))
+    assert LossSpec.parse(values["loss"], ce_weight=values["ce_weight"], options=values["loss_options"]) == spec

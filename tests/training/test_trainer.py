@@ -7,28 +7,7 @@ import torch
 from training.helpers_train import batch_components, fixed_batch, tiny_config
 from transformers import TrainerCallback
 
-from segloss.training import load_model_and_tokenizer, term_scales, train
-
-
-def test_term_scales_hand_computed() -> None:
-    # micro-batch with 3 of 10 CE targets, 1 of 4 answer targets, 2 micro-batches per step, 1 process
-    scales = term_scales(
-        ["ce", "focal", "sadl", "lovasz", "gdice"],
-        n_labels=3,
-        n_answer=1,
-        total_labels=10,
-        total_answer=4,
-        micro_batches=2,
-    )
-    assert scales == pytest.approx({"ce": 0.3, "focal": 0.25, "sadl": 0.25, "lovasz": 0.5, "gdice": 0.5})
-    # 2 processes: DDP averages gradients, so each local weight is doubled
-    two = term_scales(
-        ["ce", "lovasz"], n_labels=3, n_answer=1, total_labels=10, total_answer=4, micro_batches=4, world_size=2
-    )
-    assert two == pytest.approx({"ce": 0.6, "lovasz": 0.5})
-    assert term_scales(["focal"], n_labels=0, n_answer=0, total_labels=0, total_answer=0, micro_batches=1) == {
-        "focal": 0.0
-    }
+from segloss.training import load_model_and_tokenizer, train
 
 
 class GradCapture(TrainerCallback):
@@ -42,12 +21,15 @@ class GradCapture(TrainerCallback):
             self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _first_step_grads(tiny_model_dir, out, loss: str, batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
+def _first_step_grads(
+    tiny_model_dir, out, loss: str, batch_size: int, accumulation: int, options: dict | None = None, **overrides
+) -> dict[str, torch.Tensor]:
     capture = GradCapture()
     config = tiny_config(
         tiny_model_dir,
         out,
         loss=loss,
+        loss_options={loss: options} if options else {},
         ce_weight=0.5,
         full_finetune=True,
         max_steps=1,
@@ -57,15 +39,28 @@ def _first_step_grads(tiny_model_dir, out, loss: str, batch_size: int, accumulat
         gradient_accumulation_steps=accumulation,
         max_grad_norm=0.0,
         save_steps=10,
+        **overrides,
     )
     train(config, callbacks=[capture])
     return capture.grads
 
 
-@pytest.mark.parametrize("loss", ["ce", "focal", "sadl"])
-def test_gradient_accumulation_is_exact_for_token_mean_losses(tiny_model_dir, tmp_path, loss) -> None:
-    one_batch = _first_step_grads(tiny_model_dir, tmp_path / "a", loss, batch_size=4, accumulation=1)
-    accumulated = _first_step_grads(tiny_model_dir, tmp_path / "b", loss, batch_size=1, accumulation=4)
+@pytest.mark.parametrize(
+    ("loss", "options"),
+    [
+        ("ce", None),
+        ("focal", None),
+        ("sadl", None),
+        ("lovasz", None),  # group: batch, the statistics pass
+        ("gdice", None),  # group: sequence, normalised by the step's sequences
+        ("dice", {"group": "batch"}),
+    ],
+)
+def test_gradient_accumulation_is_exact_through_the_trainer(tiny_model_dir, tmp_path, loss, options) -> None:
+    # The Trainer's own loop (get_batch_samples, the statistics pass, compute_loss), with micro-batches of uneven
+    # lengths; tests/losses/test_accumulate.py covers every loss and grouping without a Trainer.
+    one_batch = _first_step_grads(tiny_model_dir, tmp_path / "a", loss, 4, 1, options)
+    accumulated = _first_step_grads(tiny_model_dir, tmp_path / "b", loss, 1, 4, options)
     assert one_batch.keys() == accumulated.keys() and len(one_batch) > 10
     for name, grad in one_batch.items():
         assert torch.allclose(grad, accumulated[name], atol=1e-5, rtol=1e-4), name
@@ -110,3 +105,14 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tiny_model_dir, tmp_path, l
         assert entry["loss"] == pytest.approx(entry["total"], rel=1e-4)
         assert (entry["task"] > 0) == (loss != "ce")
     assert result.summary["final_losses"]["total"] == pytest.approx(step_logs[-1]["total"])
+
+
+def test_a_combination_that_is_not_exact_is_named() -> None:
+    from segloss.losses import CombinedLoss
+    from segloss.training import exactness_problems
+
+    per_sequence = CombinedLoss({"ce": 0.6, "dice": 0.2, "lovasz": 0.2}, {"lovasz": {"group": "sequence"}})
+    assert exactness_problems(per_sequence) == []  # padded batches: every loss and grouping is exact
+    (problem,) = exactness_problems(per_sequence, padding_free=True)
+    assert problem.startswith("dice, lovasz with group: sequence on padding-free batches")
+    assert exactness_problems(CombinedLoss({"ce": 0.6, "lovasz": 0.4}), padding_free=True) == []  # batch: exact

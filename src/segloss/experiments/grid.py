@@ -55,7 +55,8 @@ class GridConfig:
     losses: list[Any] = config_field(
         ["ce", "lovasz"],
         help="Loss settings: a name (`lovasz`, combined with CE by train.ce_weight), `ce` alone "
-        "(the baseline, required), or a mapping of weights such as {ce: 0.5, focal: 0.5}.",
+        "(the baseline, required), a mapping of weights such as {ce: 0.5, focal: 0.5}, or a mapping "
+        "{loss: ..., loss_options: {lovasz: {group: sequence}}} (the TrainConfig fields) for a loss with options.",
     )
     seeds: list[int] = config_field([0, 1, 2], help="Seeds; every (model, dataset, loss) runs once per seed.")
     train: dict[str, Any] = config_field(
@@ -80,9 +81,8 @@ class GridConfig:
         _check_unique("datasets (labels)", [d["label"] for d in self.datasets])
         for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
             _check_overrides(name, section, reserved)
-        # Each loss setting parsed once (with the shared ce_weight and loss_options); cells reuse these specs.
-        self.loss_specs = [cell_loss_spec(loss, self.train) for loss in self.losses]
-        labels = [spec.label for spec in self.loss_specs]
+        # Each loss setting checked up front (with the shared ce_weight and loss_options); cells parse their own.
+        labels = [cell_loss_spec(loss, self.train).tag for loss in self.losses]
         _check_unique("losses", labels)
         if "ce" not in labels:
             raise ValueError(f"losses must include `ce` alone as the baseline, got {labels}; add `- ce`")
@@ -95,7 +95,7 @@ class GridConfig:
 
     def cells(self) -> list[Cell]:
         """Every cell in grid order (models × datasets × losses × seeds); the index is what ``--shard`` uses."""
-        combos = itertools.product(self.models, self.datasets, self.loss_specs, self.seeds)
+        combos = itertools.product(self.models, self.datasets, self.losses, self.seeds)
         return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
 
 
@@ -125,20 +125,47 @@ class GridSummary:
 
 
 # -- config helpers ---------------------------------------------------------------------------------------------------
-def loss_label(spec: Any) -> str:
-    """Canonical text of a loss setting: ``"lovasz"``, ``"ce"``, or ``"ce=0.5,focal=0.5"`` for a weight mapping.
+# The keys of a loss setting written as TrainConfig fields (a loss with options): {loss: lovasz, loss_options: {...}}.
+LOSS_SETTING_KEYS = ("loss", "loss_options", "ce_weight")
 
-    It is also the ``loss`` value handed to TrainConfig (a task name is combined with CE by ``train.ce_weight``).
-    """
-    return cell_loss_spec(spec, {}).label
+
+def _setting_values(entry: Any) -> dict[str, Any]:
+    """The TrainConfig values a grid ``losses`` entry names: ``{loss}`` for a name or a weights mapping; a mapping
+    with a ``loss`` key (a loss with options) also its ``loss_options``/``ce_weight``."""
+    if not (isinstance(entry, dict) and "loss" in entry):
+        return {"loss": entry}
+    unknown = sorted(set(entry) - set(LOSS_SETTING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"losses: unknown key(s) {unknown} in {entry}; a loss with options takes {list(LOSS_SETTING_KEYS)}"
+        )
+    return {key: entry[key] for key in LOSS_SETTING_KEYS if key in entry}
 
 
 def cell_loss_spec(loss: Any, train: dict[str, Any]) -> LossSpec:
-    """The `LossSpec` of one loss setting under a cell's train settings (its ``ce_weight`` and ``loss_options``)."""
+    """The `LossSpec` of one loss setting under a cell's train settings (the entry's own ``ce_weight`` and
+    ``loss_options`` win over the shared ones)."""
+    values = {**train, **_setting_values(loss)}
     try:
-        return LossSpec.parse(loss, ce_weight=train.get("ce_weight"), options=train.get("loss_options"))
+        return LossSpec.parse(values["loss"], ce_weight=values.get("ce_weight"), options=values.get("loss_options"))
     except ValueError as err:
         raise ValueError(f"losses: {err}") from None
+
+
+def loss_setting(entry: Any, train: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """A grid ``losses`` entry as (cell label, the TrainConfig values it sets).
+
+    The label is the spec's tag: ``"lovasz"``, ``"ce"``, ``"ce=0.5,focal=0.5"``, or with options that differ from
+    their defaults ``"lovasz[group=sequence]"``. ``loss`` is set to the spec's canonical text (a task name is
+    combined with CE by ``train.ce_weight``); an entry's own ``loss_options``/``ce_weight`` are set with it.
+    """
+    spec = cell_loss_spec(entry, train or {})
+    return spec.tag, {**_setting_values(entry), "loss": spec.label}
+
+
+def loss_label(spec: Any) -> str:
+    """The cell label of a loss setting (see :func:`loss_setting`)."""
+    return loss_setting(spec)[0]
 
 
 def _check_unique(field: str, values: list[Any]) -> None:
@@ -192,15 +219,13 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
     """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed.
 
-    ``loss`` is the grid's parsed spec of the setting (or a raw setting); a dataset that sets its own ``ce_weight``
-    or ``loss_options`` gets it re-derived under those. The spec's label is the ``loss`` value of the train settings
-    (and so of the config hash, as before)."""
+    ``loss`` is a grid ``losses`` entry; its `LossSpec` is parsed here, once, under the shared and dataset settings
+    (a dataset's own ``ce_weight``/``loss_options`` apply) and travels with the cell into the store and report."""
     shared = {**config.train, **dataset["train"]}
-    spec = loss if isinstance(loss, LossSpec) else cell_loss_spec(loss, shared)
-    if {"ce_weight", "loss_options"} & set(dataset["train"]):
-        spec = cell_loss_spec(spec.label if spec.ce_weight is not None else dict(spec.weights), shared)
-    label = spec.label
-    train = {**shared, "model": model, "dataset": dataset["name"], "loss": label, "seed": seed}
+    spec = cell_loss_spec(loss, shared)
+    label = spec.tag
+    loss_values = {**_setting_values(loss), "loss": spec.label}
+    train = {**shared, "model": model, "dataset": dataset["name"], **loss_values, "seed": seed}
     if dataset["data_path"] is not None:
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}

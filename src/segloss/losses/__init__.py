@@ -10,6 +10,7 @@ Without the ``[B, T, V]`` logits (the model's body gives ``hidden [B, T, H]``, t
 >>> loss = fused_linear_loss(hidden, lm_head.weight, labels, answer_labels, weights={"ce": 0.6, "lovasz": 0.4})
 """
 
+from segloss.losses.accumulate import StepAccumulator, StepShare
 from segloss.losses.functional import (
     IGNORE_INDEX,
     cross_entropy,
@@ -44,12 +45,23 @@ from segloss.losses.modules import (
     validate_weights,
 )
 from segloss.losses.spec import LossSpec, parse_loss_spec
+from segloss.losses.table import (
+    LOSS_TABLE,
+    LossDef,
+    LossOptions,
+    RegionOptions,
+    TokenOptions,
+    option,
+    register_loss,
+    unregister_loss,
+)
 
 __all__ = [
     "ALIASES",
     "IGNORE_INDEX",
     "LOSSES",
     "LOSS_CLASSES",
+    "LOSS_TABLE",
     "CombinedLoss",
     "CrossEntropyLoss",
     "DiceLoss",
@@ -58,10 +70,16 @@ __all__ = [
     "FusedLinearCombinedLoss",
     "GeneralizedDiceLoss",
     "JaccardLoss",
+    "LossDef",
+    "LossOptions",
     "LossSpec",
     "LovaszSoftmaxLoss",
+    "RegionOptions",
     "SelfAdjustingDiceLoss",
+    "StepAccumulator",
+    "StepShare",
     "TokenLoss",
+    "TokenOptions",
     "TverskyLoss",
     "canonical_name",
     "causal_shift",
@@ -74,8 +92,11 @@ __all__ = [
     "get_loss",
     "jaccard_loss",
     "lovasz_softmax_loss",
+    "option",
     "parse_loss_spec",
+    "register_loss",
     "self_adjusting_dice_loss",
     "tversky_loss",
+    "unregister_loss",
     "validate_weights",
 ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.autograd.function import once_differentiable
 
 # Rows per chunk are chosen so that a chunk's float32 temporaries stay near this many elements (16 MiB).
 _CHUNK_ELEMENTS = 1 << 22
@@ -49,74 +48,106 @@ def _flat_indices(
     return base + cols, base + shared[None, :]  # [R, K1], [R, K2]
 
 
-class _LogProbsAt(torch.autograd.Function):
+# The two passes are custom operators: torch.compile(fullgraph=True) sees each as one opaque call with known output
+# shapes (no graph break on the Python chunk loop or the data-dependent row count), and eager calls run them as is.
+@torch.library.custom_op("segloss::log_probs_at", mutates_args=())
+def _log_probs_at_op(
+    logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shared: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K1] per-row and shared [K2] class indices.
     # log_softmax / softmax are single fused kernels: per chunk they beat logsumexp and exp(z − lse) several times.
+    dtype = _compute_dtype(logits2d.dtype)
+    per_row, per_shared = [], []
+    for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
+        idx = rows[start:stop]
+        if _uses_span(start, stop, first, end):  # a view: no copy of the rows
+            source, local = logits2d[first:end], idx - first
+        else:
+            source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
+        source = source.contiguous()  # a strided view (e.g. transposed logits) cannot be flattened in place
+        log_p = torch.log_softmax(source.to(dtype), dim=-1).view(-1)  # [S·V] chunk temporary
+        row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
+        # index_select on flat positions: advanced indexing with 2-D indices is ~80× slower here on CPU.
+        per_row.append(log_p.index_select(0, row_idx.view(-1)).view(row_idx.shape))  # [R, K1]
+        per_shared.append(log_p.index_select(0, shared_idx.view(-1)).view(shared_idx.shape))  # [R, K2]
+    if not per_row:
+        return logits2d.new_zeros((0, cols.shape[-1]), dtype=dtype), logits2d.new_zeros(
+            (0, shared.numel()), dtype=dtype
+        )
+    return torch.cat(per_row), torch.cat(per_shared)  # [N, K1], [N, K2]
 
-    @staticmethod
-    def forward(ctx, logits2d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shared: torch.Tensor):
-        # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K1] per-row and shared [K2] class indices.
-        dtype = _compute_dtype(logits2d.dtype)
-        per_row, per_shared = [], []
-        for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
-            idx = rows[start:stop]
-            if _uses_span(start, stop, first, end):  # a view: no copy of the rows
-                source, local = logits2d[first:end], idx - first
-            else:
-                source, local = logits2d.index_select(0, idx), torch.arange(len(idx), device=idx.device)
-            source = source.contiguous()  # a strided view (e.g. transposed logits) cannot be flattened in place
-            log_p = torch.log_softmax(source.to(dtype), dim=-1).view(-1)  # [S·V] chunk temporary
-            row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
-            # index_select on flat positions: advanced indexing with 2-D indices is ~80× slower here on CPU.
-            per_row.append(log_p.index_select(0, row_idx.view(-1)).view(row_idx.shape))  # [R, K1]
-            per_shared.append(log_p.index_select(0, shared_idx.view(-1)).view(shared_idx.shape))  # [R, K2]
-        ctx.save_for_backward(logits2d, rows, cols, shared)
-        ctx.compute_dtype = dtype
-        if not per_row:
-            empty = logits2d.new_zeros((0,), dtype=dtype)
-            return empty.view(0, cols.shape[-1]), empty.view(0, shared.numel())
-        return torch.cat(per_row), torch.cat(per_shared)  # [N, K1], [N, K2]
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_rows: torch.Tensor, grad_shared: torch.Tensor):
-        logits2d, rows, cols, shared = ctx.saved_tensors
-        # [M, V]: the only full-size allocation; every row is written once. Contiguous whatever the logits' strides
-        # (empty_like would copy a transposed layout, and the flat views below need a dense row-major buffer).
-        grad = logits2d.new_empty(logits2d.shape)
-        written = torch.zeros(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)  # [M]
-        for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
-            idx = rows[start:stop]
-            g_rows, g_shared = grad_rows[start:stop], grad_shared[start:stop]  # [R, K1], [R, K2]
-            span = _uses_span(start, stop, first, end)
-            local = idx - first if span else torch.arange(len(idx), device=idx.device)  # [R]
-            height = end - first if span else len(idx)
-            source = (logits2d[first:end] if span else logits2d.index_select(0, idx)).contiguous()  # [S, V]
-            # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
-            row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
-            scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss
-            direct = span and grad.dtype == ctx.compute_dtype  # write straight into the gradient's rows
-            chunk = torch.mul(
-                torch.softmax(source.to(ctx.compute_dtype), dim=-1),
-                scale[:, None],
-                out=grad[first:end] if direct else None,
-            )  # [S, V]
-            if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
-                outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
-                chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)
-            # Flat index_add accumulates repeated classes (a row's CE and answer targets are often the same class).
-            row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
-            flat = chunk.view(-1)
-            flat.index_add_(0, row_idx.view(-1), g_rows.reshape(-1).to(flat.dtype))
-            flat.index_add_(0, shared_idx.view(-1), g_shared.reshape(-1).to(flat.dtype))
-            if span:
-                if not direct:
-                    grad[first:end] = chunk
-                written[first:end] = True
-            else:
-                grad.index_copy_(0, idx, chunk.to(grad.dtype))
-                written[idx] = True
-        grad[~written] = 0
-        return grad, None, None, None
+@_log_probs_at_op.register_fake
+def _(logits2d, rows, cols, shared):
+    dtype = _compute_dtype(logits2d.dtype)
+    return cols.new_empty(cols.shape, dtype=dtype), cols.new_empty((cols.shape[0], shared.shape[0]), dtype=dtype)
+
+
+@torch.library.custom_op("segloss::log_probs_at_backward", mutates_args=())
+def _log_probs_at_backward_op(
+    logits2d: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    shared: torch.Tensor,
+    grad_rows: torch.Tensor,
+    grad_shared: torch.Tensor,
+) -> torch.Tensor:
+    compute_dtype = _compute_dtype(logits2d.dtype)
+    # [M, V]: the only full-size allocation; every row is written once. Contiguous whatever the logits' strides
+    # (empty_like would copy a transposed layout, and the flat views below need a dense row-major buffer).
+    grad = logits2d.new_empty(logits2d.shape)
+    written = torch.zeros(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)  # [M]
+    for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
+        idx = rows[start:stop]
+        g_rows, g_shared = grad_rows[start:stop], grad_shared[start:stop]  # [R, K1], [R, K2]
+        span = _uses_span(start, stop, first, end)
+        local = idx - first if span else torch.arange(len(idx), device=idx.device)  # [R]
+        height = end - first if span else len(idx)
+        source = (logits2d[first:end] if span else logits2d.index_select(0, idx)).contiguous()  # [S, V]
+        # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
+        row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
+        scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss
+        direct = span and grad.dtype == compute_dtype  # write straight into the gradient's rows
+        chunk = torch.mul(
+            torch.softmax(source.to(compute_dtype), dim=-1), scale[:, None], out=grad[first:end] if direct else None
+        )  # [S, V]
+        if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
+            outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
+            chunk.index_fill_(0, outside.nonzero().squeeze(1), 0.0)
+        # Flat index_add accumulates repeated classes (a row's CE and answer targets are often the same class).
+        row_idx, shared_idx = _flat_indices(local, cols[start:stop], shared, logits2d.shape[-1])
+        flat = chunk.view(-1)
+        flat.index_add_(0, row_idx.view(-1), g_rows.reshape(-1).to(flat.dtype))
+        flat.index_add_(0, shared_idx.view(-1), g_shared.reshape(-1).to(flat.dtype))
+        if span:
+            if not direct:
+                grad[first:end] = chunk
+            written[first:end] = True
+        else:
+            grad.index_copy_(0, idx, chunk.to(grad.dtype))
+            written[idx] = True
+    grad[~written] = 0
+    return grad
+
+
+@_log_probs_at_backward_op.register_fake
+def _(logits2d, rows, cols, shared, grad_rows, grad_shared):
+    return logits2d.new_empty(logits2d.shape)  # contiguous, as the real one
+
+
+def _setup_log_probs_at(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_log_probs_at(ctx, grad_rows: torch.Tensor | None, grad_shared: torch.Tensor | None):
+    logits2d, rows, cols, shared = ctx.saved_tensors
+    dtype = _compute_dtype(logits2d.dtype)
+    grad_rows = cols.new_zeros(cols.shape, dtype=dtype) if grad_rows is None else grad_rows
+    grad_shared = cols.new_zeros((cols.shape[0], shared.shape[0]), dtype=dtype) if grad_shared is None else grad_shared
+    return _log_probs_at_backward_op(logits2d, rows, cols, shared, grad_rows, grad_shared), None, None, None
+
+
+_log_probs_at_op.register_autograd(_backward_log_probs_at, setup_context=_setup_log_probs_at)
 
 
 def log_probs_at(
@@ -135,4 +166,4 @@ def log_probs_at(
     """
     if shared is None:
         shared = cols.new_zeros(0)
-    return _LogProbsAt.apply(logits2d, rows, cols, shared)
+    return _log_probs_at_op(logits2d, rows, cols, shared)

@@ -7,212 +7,127 @@ losses with validated weights; nothing is re-derived.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segloss.losses import functional as LF
+from segloss.losses import core
+from segloss.losses.functional import LOSSES, LossFn, evaluate_loss, reduce_values
+from segloss.losses.table import (
+    ALIASES,
+    IGNORE_INDEX,
+    LossDef,
+    LossOptions,
+    TableView,
+    canonical_name,
+    check_ignore_index,
+    loss_def,
+)
 
-LossFn = Callable[..., torch.Tensor]
-Reduction = Literal["mean", "sum"]
-WType = Literal["square", "simple", "uniform"]
+if TYPE_CHECKING:
+    from segloss.losses.accumulate import StepShare
+
+__all__ = [
+    "ALIASES",
+    "LOSSES",
+    "LOSS_CLASSES",
+    "CombinedLoss",
+    "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "FocalTverskyLoss",
+    "GeneralizedDiceLoss",
+    "JaccardLoss",
+    "LossFn",
+    "LovaszSoftmaxLoss",
+    "SelfAdjustingDiceLoss",
+    "TokenLoss",
+    "TverskyLoss",
+    "canonical_name",
+    "causal_shift",
+    "get_loss",
+    "validate_weights",
+]
+
 logger = logging.getLogger(__name__)
-
-LOSSES: dict[str, LossFn] = {
-    "ce": LF.cross_entropy,
-    "focal": LF.focal_loss,
-    "gdice": LF.generalized_dice_loss,
-    "sadl": LF.self_adjusting_dice_loss,
-    "lovasz": LF.lovasz_softmax_loss,
-    "dice": LF.dice_loss,
-    "jaccard": LF.jaccard_loss,
-    "tversky": LF.tversky_loss,
-    "focal_tversky": LF.focal_tversky_loss,
-}
-# Names used by the original research code's configs.
-ALIASES: dict[str, str] = {"cross_entropy": "ce", "self_adj_dice": "sadl"}
-
-
-def canonical_name(name: str) -> str:
-    """The registry name for ``name`` or an alias of it; unknown names raise ``ValueError`` listing valid ones."""
-    key = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in LOSSES:
-        valid = sorted(LOSSES) + sorted(ALIASES)
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(valid)}")
-    return key
-
-
-def _keyword_options(fn: Callable[..., object]) -> list[str]:
-    params = inspect.signature(fn).parameters.items()
-    return [p for p, spec in params if spec.kind in (spec.KEYWORD_ONLY, spec.POSITIONAL_OR_KEYWORD) and p != "self"]
-
-
-def _validate_options(name: str, fn: LossFn, options: Mapping[str, object]) -> dict[str, object]:
-    allowed = [p for p, spec in inspect.signature(fn).parameters.items() if spec.kind is spec.KEYWORD_ONLY]
-    checked: dict[str, object] = {}
-    for key, value in options.items():
-        if key not in allowed:
-            raise ValueError(f"loss {name!r} has no option {key!r}; valid options: {', '.join(allowed)}")
-        checked[key] = LF.check_option(name, key, value)
-    return checked
 
 
 class TokenLoss(nn.Module):
     """A registered loss as a module: ``module(logits [B, T, V], labels [B, T]) -> scalar``.
 
-    ``TokenLoss(name, **options)`` works for every registered name; the typed subclasses below (``FocalLoss(gamma=…)``
-    …) are what :func:`get_loss` returns. ``options`` holds the loss's options that differ from their defaults
-    (``ignore_index`` is ``self.ignore_index``).
+    ``TokenLoss(name, **options)`` works for every registered name; the typed subclasses (``FocalLoss(gamma=…)`` …,
+    one per loss, derived from the loss table) are what :func:`get_loss` returns and take the loss's options
+    positionally or by keyword. ``config`` is the typed options dataclass; ``options`` holds those that differ
+    from their defaults (``ignore_index`` is ``self.ignore_index``).
     """
 
-    def __init__(self, name: str, **options: object) -> None:
+    definition: ClassVar[LossDef | None] = None
+
+    def __init__(self, *args: Any, ignore_index: int = IGNORE_INDEX, **options: Any) -> None:
         super().__init__()
-        self.name = canonical_name(name)
-        self.fn = LOSSES[self.name]
-        checked = _validate_options(self.name, self.fn, options)
-        self.ignore_index = int(checked.pop("ignore_index", LF.IGNORE_INDEX))  # type: ignore[call-overload]
-        # Only options that differ from the function's defaults: `FocalLoss()` and `get_loss("focal")` both have
-        # {}, so a LossSpec (and config.yaml) records what the user chose, not every default.
-        defaults = {p: spec.default for p, spec in inspect.signature(self.fn).parameters.items()}
-        self.options = {key: value for key, value in checked.items() if value != defaults.get(key)}
+        definition = type(self).definition
+        if definition is None:  # the generic form: TokenLoss(name, **options)
+            if not args or not isinstance(args[0], str):
+                raise ValueError("TokenLoss needs a loss name first, e.g. TokenLoss('focal', gamma=1.0)")
+            definition, args = loss_def(args[0]), args[1:]
+        self.loss = definition
+        self.name = definition.name
+        self.ignore_index = check_ignore_index(definition.name, ignore_index)
+        self.config: LossOptions = definition.make(*args, **options)
+        # Only options that differ from the defaults: `FocalLoss()` and `get_loss("focal")` both have {}, so a
+        # LossSpec (and config.yaml) records what the user chose, not every default.
+        self.options = self.config.non_defaults()
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.fn(logits, labels, ignore_index=self.ignore_index, **self.options)
+        return evaluate_loss(self.loss, self.config, logits, labels, self.ignore_index)
 
     def extra_repr(self) -> str:
-        ignore = [] if self.ignore_index == LF.IGNORE_INDEX else [f"ignore_index={self.ignore_index}"]
+        ignore = [] if self.ignore_index == IGNORE_INDEX else [f"ignore_index={self.ignore_index}"]
         return ", ".join([self.name] + [f"{k}={v!r}" for k, v in self.options.items()] + ignore)
 
 
-class CrossEntropyLoss(TokenLoss):
-    """Cross-entropy over the valid tokens (:func:`segloss.losses.cross_entropy`)."""
-
-    def __init__(self, *, reduction: Reduction = "mean", ignore_index: int = LF.IGNORE_INDEX) -> None:
-        super().__init__("ce", reduction=reduction, ignore_index=ignore_index)
-
-
-class FocalLoss(TokenLoss):
-    """Focal loss (:func:`segloss.losses.focal_loss`); ``gamma=0`` is cross-entropy."""
-
-    def __init__(self, gamma: float = 2.0, *, reduction: Reduction = "mean", ignore_index: int = LF.IGNORE_INDEX):
-        super().__init__("focal", gamma=gamma, reduction=reduction, ignore_index=ignore_index)
-
-
-class SelfAdjustingDiceLoss(TokenLoss):
-    """Self-adjusting Dice loss (:func:`segloss.losses.self_adjusting_dice_loss`)."""
-
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        gamma: float = 1.0,
-        *,
-        reduction: Reduction = "mean",
-        ignore_index: int = LF.IGNORE_INDEX,
-    ) -> None:
-        super().__init__("sadl", alpha=alpha, gamma=gamma, reduction=reduction, ignore_index=ignore_index)
+def _module_class(definition: LossDef) -> type[TokenLoss]:
+    """The typed module of a loss: its options as constructor arguments (defaults from the table)."""
+    name = definition.class_name or "".join(part.title() for part in definition.name.split("_")) + "Loss"
+    doc = f"{definition.title or name} (:func:`segloss.losses.{definition.function_name or definition.name}`)."
+    cls = type(name, (TokenLoss,), {"definition": definition, "__doc__": doc, "__module__": __name__})
+    fields = {f.name: f for f in dataclasses.fields(definition.options)}
+    own = [n for n in definition.option_names if not fields[n].kw_only]
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=fields[n].default) for n in own
+    ]
+    keyword = [n for n in definition.option_names if n not in own] + ["ignore_index"]
+    defaults = {**{n: f.default for n, f in fields.items()}, "ignore_index": IGNORE_INDEX}
+    parameters += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults[n]) for n in keyword]
+    cls.__signature__ = inspect.Signature(parameters[1:])  # type: ignore[attr-defined]
+    return cls
 
 
-class GeneralizedDiceLoss(TokenLoss):
-    """Generalized Dice loss per sequence (:func:`segloss.losses.generalized_dice_loss`)."""
+LOSS_CLASSES: TableView = TableView(_module_class)  # name → typed module class, for every registered loss
 
-    def __init__(
-        self,
-        smooth: float = 1e-5,
-        w_type: WType = "square",
-        *,
-        reduction: Literal["mean"] = "mean",
-        ignore_index: int = LF.IGNORE_INDEX,
-    ) -> None:
-        super().__init__("gdice", smooth=smooth, w_type=w_type, reduction=reduction, ignore_index=ignore_index)
-
-
-class LovaszSoftmaxLoss(TokenLoss):
-    """Lovász-Softmax over the valid tokens of the batch (:func:`segloss.losses.lovasz_softmax_loss`)."""
-
-    def __init__(self, *, reduction: Literal["mean"] = "mean", ignore_index: int = LF.IGNORE_INDEX) -> None:
-        super().__init__("lovasz", reduction=reduction, ignore_index=ignore_index)
-
-
-class DiceLoss(TokenLoss):
-    """Soft Dice per sequence and present class (:func:`segloss.losses.dice_loss`)."""
-
-    def __init__(
-        self, smooth: float = 1e-5, *, reduction: Literal["mean"] = "mean", ignore_index: int = LF.IGNORE_INDEX
-    ) -> None:
-        super().__init__("dice", smooth=smooth, reduction=reduction, ignore_index=ignore_index)
-
-
-class JaccardLoss(TokenLoss):
-    """Soft Jaccard (IoU) per sequence and present class (:func:`segloss.losses.jaccard_loss`)."""
-
-    def __init__(
-        self, smooth: float = 1e-5, *, reduction: Literal["mean"] = "mean", ignore_index: int = LF.IGNORE_INDEX
-    ) -> None:
-        super().__init__("jaccard", smooth=smooth, reduction=reduction, ignore_index=ignore_index)
-
-
-class TverskyLoss(TokenLoss):
-    """Tversky loss, α on false positives and β on false negatives (:func:`segloss.losses.tversky_loss`)."""
-
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        beta: float = 0.5,
-        smooth: float = 1e-5,
-        *,
-        reduction: Literal["mean"] = "mean",
-        ignore_index: int = LF.IGNORE_INDEX,
-    ) -> None:
-        options = {"alpha": alpha, "beta": beta, "smooth": smooth, "reduction": reduction}
-        super().__init__("tversky", ignore_index=ignore_index, **options)
-
-
-class FocalTverskyLoss(TokenLoss):
-    """Focal Tversky loss ``(1 − TI)^γ`` (:func:`segloss.losses.focal_tversky_loss`)."""
-
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        beta: float = 0.5,
-        gamma: float = 0.75,
-        smooth: float = 1e-5,
-        *,
-        reduction: Literal["mean"] = "mean",
-        ignore_index: int = LF.IGNORE_INDEX,
-    ) -> None:
-        options = {"alpha": alpha, "beta": beta, "gamma": gamma, "smooth": smooth, "reduction": reduction}
-        super().__init__("focal_tversky", ignore_index=ignore_index, **options)
-
-
-LOSS_CLASSES: dict[str, type[TokenLoss]] = {
-    "ce": CrossEntropyLoss,
-    "focal": FocalLoss,
-    "gdice": GeneralizedDiceLoss,
-    "sadl": SelfAdjustingDiceLoss,
-    "lovasz": LovaszSoftmaxLoss,
-    "dice": DiceLoss,
-    "jaccard": JaccardLoss,
-    "tversky": TverskyLoss,
-    "focal_tversky": FocalTverskyLoss,
-}
+CrossEntropyLoss: type[TokenLoss] = LOSS_CLASSES["ce"]
+FocalLoss: type[TokenLoss] = LOSS_CLASSES["focal"]
+SelfAdjustingDiceLoss: type[TokenLoss] = LOSS_CLASSES["sadl"]
+GeneralizedDiceLoss: type[TokenLoss] = LOSS_CLASSES["gdice"]
+LovaszSoftmaxLoss: type[TokenLoss] = LOSS_CLASSES["lovasz"]
+DiceLoss: type[TokenLoss] = LOSS_CLASSES["dice"]
+JaccardLoss: type[TokenLoss] = LOSS_CLASSES["jaccard"]
+TverskyLoss: type[TokenLoss] = LOSS_CLASSES["tversky"]
+FocalTverskyLoss: type[TokenLoss] = LOSS_CLASSES["focal_tversky"]
 
 
 def get_loss(name: str, **options: object) -> TokenLoss:
     """The typed loss module registered as ``name`` (see :data:`LOSSES`; aliases allowed), e.g.
     ``get_loss("focal", gamma=1.0)`` → ``FocalLoss(gamma=1.0)``. Unknown names or options raise ``ValueError``."""
-    key = canonical_name(name)
-    cls = LOSS_CLASSES[key]
-    allowed = _keyword_options(cls.__init__)
-    unknown = [k for k in options if k not in allowed]
-    if unknown:
-        raise ValueError(f"loss {key!r} has no option {unknown[0]!r}; valid options: {', '.join(allowed)}")
-    return cls(**options)  # type: ignore[arg-type]
+    return LOSS_CLASSES[canonical_name(name)](**options)
 
 
 def validate_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -234,7 +149,7 @@ def validate_weights(weights: Mapping[str, float]) -> dict[str, float]:
     return checked
 
 
-def causal_shift(*label_tensors: torch.Tensor, ignore_index: int = LF.IGNORE_INDEX) -> tuple[torch.Tensor, ...]:
+def causal_shift(*label_tensors: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, ...]:
     """Align labels with next-token logits: ``out[:, t] = labels[:, t + 1]``, last position ``ignore_index``.
 
     A causal LM's logits at position t predict token t + 1. Shifting the labels (not slicing the logits) keeps the
@@ -263,7 +178,7 @@ class CombinedLoss(nn.Module):
         weights: Mapping[str, float],
         options: Mapping[str, Mapping[str, object]] | None = None,
         *,
-        ignore_index: int = LF.IGNORE_INDEX,
+        ignore_index: int = IGNORE_INDEX,
     ):
         super().__init__()
         self.weights = validate_weights(weights)
@@ -279,35 +194,89 @@ class CombinedLoss(nn.Module):
         )
         _log_effective_weights(self.weights)
 
+    def definitions(self) -> dict[str, tuple[LossDef, Any]]:
+        """Each computed (weighted) loss: its table entry and its typed options."""
+        losses: dict[str, TokenLoss] = dict(self.losses.items())  # type: ignore[arg-type]
+        return {name: (loss.loss, loss.config) for name, loss in losses.items()}
+
+    @property
+    def batch_losses(self) -> list[str]:
+        """The region losses with ``group: batch`` (their statistics span the whole optimizer step)."""
+        return [n for n, (d, o) in self.definitions().items() if d.kind == "region" and o.group == "batch"]
+
+    def gather_classes(self, vocab: int, device: torch.device, step: StepShare | None = None) -> torch.Tensor | None:
+        """The classes the region losses read: every vocabulary entry when one counts them all (``classes: all``
+        where it needs them), the optimizer step's present classes under accumulation, else those present."""
+        if any(d.reads_all_classes(o) for d, o in self.definitions().values()):
+            return torch.arange(vocab, device=device)
+        return None if step is None else step.classes
+
     def label_sets(
         self, labels: torch.Tensor, answer_labels: torch.Tensor
     ) -> tuple[list[tuple[torch.Tensor, bool]], list[str]]:
-        """What to gather: ``(labels, False)`` for CE and ``(answer_labels, needs present classes)`` for the rest."""
-        task = [name for name in self.losses if name != "ce"]
+        """What to gather: ``(labels, False)`` for CE and ``(answer_labels, reads classes)`` for the rest."""
+        task = [d for name, (d, _) in self.definitions().items() if name != "ce"]
         sets, names = ([(labels, False)], ["labels"]) if "ce" in self.losses else ([], [])
         if task:
-            sets.append((answer_labels, any(LF.CORES[name][1] for name in task)))
+            sets.append((answer_labels, any(d.kind == "region" for d in task)))
             names.append("answer_labels")
         return sets, names
 
-    def terms(self, gathered: list[LF.TokenProbs | None], zero: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The weighted terms and ``"total"`` from :meth:`label_sets`' gathered tokens (``zero``: an empty loss)."""
+    def terms(
+        self, gathered: list[core.TokenProbs], zero: torch.Tensor, step: StepShare | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The weighted terms and ``"total"`` from :meth:`label_sets`' gathered tokens (``zero``: an empty loss).
+
+        ``step``: this micro-batch's place in an optimizer step (:class:`segloss.losses.accumulate.StepShare`);
+        each term is then the micro-batch's share of the step's loss, so that the shares add up exactly.
+        """
         terms = {}
-        for name, loss in self.losses.items():
+        for name, (definition, options) in self.definitions().items():
             tokens = gathered[0] if name == "ce" else gathered[-1]
-            options: dict[str, object] = loss.options  # type: ignore[assignment]
-            value = zero if tokens is None else LF.CORES[name][0](tokens, **options)
-            terms[name] = self.weights[name] * value
+            if step is None:
+                value = reduce_values(definition, options, *definition.values(tokens, options))
+            else:
+                value = step.term(name, definition, options, tokens)
+            terms[name] = self.weights[name] * (value + zero)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
     def components(
-        self, logits: torch.Tensor, labels: torch.Tensor, answer_labels: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        answer_labels: torch.Tensor,
+        *,
+        step: StepShare | None = None,
     ) -> dict[str, torch.Tensor]:
         """Each weighted term ``w_k · L_k`` keyed by loss name, plus ``"total"`` (their sum)."""
         sets, names = self.label_sets(labels, answer_labels)
-        gathered = LF.gather_token_probs(logits, sets, ignore_index=self.ignore_index, names=names)
-        return self.terms(gathered, LF._zero(logits))
+        classes = self.gather_classes(logits.shape[-1], labels.device, step)
+        gathered = core.gather_token_probs(logits, sets, ignore_index=self.ignore_index, names=names, classes=classes)
+        return self.terms(gathered, core.zero_like(logits), step)
+
+    @torch.no_grad()
+    def batch_statistics(
+        self, logits: torch.Tensor, answer_labels: torch.Tensor, step: StepShare
+    ) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The statistics of each ``group: batch`` loss on one micro-batch, over the step's classes (no gradient):
+        what :class:`segloss.losses.accumulate.StepAccumulator` adds up before any backward."""
+        classes = self.gather_classes(logits.shape[-1], answer_labels.device, step)
+        sets = [(answer_labels, True)]
+        (tokens,) = core.gather_token_probs(
+            logits, sets, ignore_index=self.ignore_index, names=["answer_labels"], classes=classes
+        )
+        return self.statistics_of(tokens)
+
+    def statistics_of(self, tokens: core.TokenProbs) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The batch-group losses' statistics of the gathered answer tokens (one group)."""
+        group = torch.zeros_like(tokens.seq)
+        out = {}
+        for name in self.batch_losses:
+            definition, options = self.definitions()[name]
+            stats = definition.statistics_of(tokens, group, 1, options)
+            out[name] = type(stats)(*(t.detach() for t in stats))
+        return out
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, answer_labels: torch.Tensor) -> torch.Tensor:
         return self.components(logits, labels, answer_labels)["total"]

@@ -87,6 +87,19 @@ class LossSpec:
             return "ce"
         return ",".join(f"{name}={weight:g}" for name, weight in self.weights.items())
 
+    @property
+    def tag(self) -> str:
+        """:attr:`label` plus the options that differ from their defaults, e.g. ``"lovasz[group=sequence]"`` (one task
+        loss) or ``"ce=0.5,lovasz=0.5[lovasz.classes=all]"``: a name that tells settings of one loss apart (grid cells,
+        reports). Equal to :attr:`label` without options."""
+        single = self.ce_weight is not None or (len(self.options) == 1 and len(self.task_losses) == 1)
+        parts = [
+            f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+            for name, values in self.options.items()
+            for key, value in ((k if single else f"{name}.{k}", v) for k, v in values.items())
+        ]
+        return f"{self.label}[{','.join(parts)}]" if parts else self.label
+
     def to_config(self) -> dict[str, Any]:
         """``loss``/``ce_weight``/``loss_options`` values that :meth:`parse` reads back (YAML-safe)."""
         options = {name: dict(values) for name, values in self.options.items()}

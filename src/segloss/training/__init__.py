@@ -3,7 +3,7 @@
 from segloss.training.config import TrainConfig
 from segloss.training.lora import LORA_TARGETS, apply_lora, check_lora_targets, find_lora_targets, linear_layer_names
 from segloss.training.train import TrainResult, load_model_and_tokenizer, load_trained, train
-from segloss.training.trainer import CombinedLossMixin, SeglossTrainer, term_scales
+from segloss.training.trainer import CombinedLossMixin, SeglossTrainer, exactness_problems
 
 __all__ = [
     "LORA_TARGETS",
@@ -13,10 +13,10 @@ __all__ = [
     "TrainResult",
     "apply_lora",
     "check_lora_targets",
+    "exactness_problems",
     "find_lora_targets",
     "linear_layer_names",
     "load_model_and_tokenizer",
     "load_trained",
-    "term_scales",
     "train",
 ]

@@ -62,7 +62,9 @@ class SeglossArguments:
         "ce", help="Task loss name (ce, focal, gdice, sadl, lovasz), a weights string `ce=0.5,focal=0.5` or a mapping."
     )
     ce_weight: float = config_field(0.6, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight).")
-    loss_options: dict[str, dict[str, Any]] = config_field({}, help="Options per loss name, e.g. {focal: {gamma: 2}}.")
+    loss_options: dict[str, dict[str, Any]] = config_field(
+        {}, help="Options per loss name, e.g. {focal: {gamma: 2}, lovasz: {group: sequence, classes: all}}."
+    )
     fused_loss: bool | None = config_field(
         None,
         help="Apply the output head inside the loss in row chunks (no [B, T, V] logits). None: on when the head is a "

@@ -1,65 +1,56 @@
-"""`SeglossTrainer`: a Hugging Face `Trainer` whose loss is a `CombinedLoss`, with exact gradient accumulation.
+"""`SeglossTrainer`: a Hugging Face `Trainer` whose loss is a `CombinedLoss`, exact under accumulation and DDP.
 
 The model runs **without** ``labels`` (so it computes no loss of its own); labels are aligned to next-token logits
 once, with `causal_shift`, and the combined objective sees ``logits [B, T, V]``, ``labels [B, T]`` (CE targets: every
 real token) and ``answer_labels [B, T]`` (task-loss targets: the answer tokens).
 
-Exact accumulation. A token-mean loss (ce, focal, sadl) over an accumulated batch of micro-batches m = 1..M is
-
-    L = Σ_m (n_m / N) · L_m,     L_m = mean over the n_m valid targets of micro-batch m,  N = Σ_m n_m,
-
-so each micro-batch's mean is weighted by its share of the valid targets, counted over **all** processes (DDP
-averages gradients over the P processes, so the local weight is multiplied by P). CE counts ``labels`` targets, the
-task losses count ``answer_labels`` targets. Region losses (gdice, lovasz) are set-level scores of one micro-batch;
-they are averaged over micro-batches (weight P / M_total), which equals the single-batch value only when M = 1.
+Exact accumulation (``segloss.losses.accumulate``). Every micro-batch returns its **share** of the optimizer step's
+loss, counted over all micro-batches and processes: a token-local loss (ce, focal, sadl) divides its sum over the
+micro-batch's tokens by the step's valid targets, a per-sequence region loss (``group: sequence``) its sum over
+sequences by the step's sequences, and a batch-level region loss (``group: batch``) takes part in a **statistics
+pass** — a forward pass without gradient over every micro-batch, whose statistics (class sums, or Lovász's
+per-token probabilities) are joined across micro-batches and processes before the loss and its gradient are
+evaluated once; the backward pass then gives each micro-batch exactly its part of that gradient. The random state
+of each micro-batch's statistics forward is replayed in its training forward (CPU and CUDA), so dropout masks agree.
+DDP averages gradients over the P processes, so the local loss is multiplied by P.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer
 
-from segloss.losses import IGNORE_INDEX, CombinedLoss, FusedLinearCombinedLoss, causal_shift
-from segloss.losses.functional import CORES
+from segloss.losses import CombinedLoss, FusedLinearCombinedLoss, StepAccumulator, StepShare, causal_shift
 from segloss.training.checkpoints import CheckpointLoadGuard
 from segloss.training.fused_head import body_only
 
-# Losses that are means over tokens (ce, focal, sadl); the others (gdice, lovasz) read the present classes.
-TOKEN_MEAN_LOSSES = frozenset(name for name, (_, needs_present) in CORES.items() if not needs_present)
+logger = logging.getLogger(__name__)
 
 
-def count_targets(labels: torch.Tensor) -> torch.Tensor:
-    """Valid next-token targets of unshifted ``labels [B, T]`` (position 0 is never a target)."""
-    return labels[..., 1:].ne(IGNORE_INDEX).sum()
+def exactness_problems(combined: CombinedLoss, *, padding_free: bool = False) -> list[str]:
+    """The parts of an objective that are not exact under accumulation and DDP in this setting (one phrase each)."""
+    problems = []
+    per_sequence = [n for n, (d, o) in combined.definitions().items() if d.kind == "region" and o.group == "sequence"]
+    if padding_free and per_sequence:
+        problems.append(
+            f"{', '.join(per_sequence)} with group: sequence on padding-free batches (each packed row counts as one "
+            "sequence; set padding_free=False, or group: batch)"
+        )
+    return problems
 
 
-def term_scales(
-    names: list[str],
-    *,
-    n_labels: float,
-    n_answer: float,
-    total_labels: float,
-    total_answer: float,
-    micro_batches: float,
-    world_size: int = 1,
-) -> dict[str, float]:
-    """Weight of each loss term of one micro-batch so that summing over the accumulated batch is exact.
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
 
-    ``n_*``: valid targets of this micro-batch; ``total_*``: over all micro-batches of the optimizer step and all
-    processes; ``micro_batches``: their count over all processes. A zero total gives weight 0 (that term has no
-    targets anywhere, and its loss is zero with zero gradient).
-    """
-    scales = {}
-    for name in names:
-        if name == "ce":
-            scales[name] = world_size * n_labels / total_labels if total_labels > 0 else 0.0
-        elif name in TOKEN_MEAN_LOSSES:
-            scales[name] = world_size * n_answer / total_answer if total_answer > 0 else 0.0
-        else:
-            scales[name] = world_size / micro_batches if micro_batches > 0 else 0.0
-    return scales
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
 
 
 if TYPE_CHECKING:  # the mixin reads the Trainer's attributes; only type checkers need to know them
@@ -94,7 +85,10 @@ class CombinedLossMixin(_TrainerBase):
         # With fused_loss the model runs its body only; the head is applied inside the loss, in row chunks.
         self.fused_loss = FusedLinearCombinedLoss.from_combined(combined_loss) if fused_loss else None
         self.model_accepts_loss_kwargs = False  # the model never sees labels, hence never num_items_in_batch
-        self._step_counts: torch.Tensor | None = None  # [labels targets, answer targets, micro-batches], global
+        self.step_accumulator = StepAccumulator(combined_loss)  # this optimizer step's counts and statistics
+        self._micro_batch = 0  # which micro-batch of the step compute_loss sees next
+        self._replay: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []  # RNG state per statistics forward
+        self.warn_if_not_exact(padding_free=bool(getattr(self.args, "padding_free", False)))
         self._sums: dict[str, torch.Tensor] = {}
         self._summed_steps_at = 0  # global_step when _sums started (the resumed step after a resume)
         self.last_components: dict[str, float] = {}
@@ -108,17 +102,55 @@ class CombinedLossMixin(_TrainerBase):
         """The model's keyword arguments: the batch without its targets (so the model computes no loss)."""
         return {k: v for k, v in inputs.items() if k not in ("labels", "answer_labels")}
 
+    def warn_if_not_exact(self, *, padding_free: bool = False) -> None:
+        """One warning line naming the parts of the objective that are not exact in this setting (if any)."""
+        problems = exactness_problems(self.combined_loss, padding_free=padding_free)
+        if problems:
+            logger.warning("loss not exact under accumulation/DDP: %s", "; ".join(problems))
+
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = torch.zeros(3, dtype=torch.int64)
-        for batch in batch_samples:
-            labels, answer_labels = self.loss_targets(batch)
-            counts += torch.stack([count_targets(labels), count_targets(answer_labels), torch.tensor(1)]).cpu()
-        counts = counts.to(self.args.device)
-        if self.accelerator.num_processes > 1:
-            counts = self.accelerator.reduce(counts, reduction="sum")
-        self._step_counts = counts.cpu()
+        self._micro_batch, self._replay = 0, []
+        if not batch_samples:
+            return batch_samples, num_items
+        targets = [causal_shift(*self.loss_targets(batch)) for batch in batch_samples]
+        accumulator = self.step_accumulator
+        accumulator.begin([(labels, answer) for labels, answer in targets], device=self.args.device)  # collective
+        if accumulator.needs_statistics:
+            self._statistics_pass(batch_samples, [answer for _, answer in targets])
         return batch_samples, num_items
+
+    @torch.no_grad()
+    def _statistics_pass(self, batch_samples: list[dict[str, Any]], answers: list[torch.Tensor]) -> None:
+        """The batch-level losses' statistics of every micro-batch (no gradient), joined before any backward."""
+        model: Any = self.model
+        for index, (batch, answer_labels) in enumerate(zip(batch_samples, answers, strict=True)):
+            inputs = self.model_inputs(self._prepare_inputs(batch))
+            step = self.step_accumulator.share(index)
+            answer_labels = answer_labels.to(self.args.device)
+            self._replay.append(_rng_state())
+            with self.compute_loss_context_manager():
+                if self.fused_loss is not None:
+                    with body_only(model) as head:
+                        hidden = model(**inputs).logits  # [B, T, H]
+                    weight = head.weight
+                    stats = self.fused_loss.batch_statistics(
+                        hidden.to(weight.dtype), weight, answer_labels, head.bias, step=step
+                    )
+                else:
+                    stats = self.combined_loss.batch_statistics(model(**inputs).logits, answer_labels, step)
+            self.step_accumulator.add_statistics(stats)
+        self.step_accumulator.finish_statistics()  # collective
+
+    def _step_share(self, model: torch.nn.Module) -> StepShare | None:
+        """This micro-batch's place in the optimizer step (None outside the training loop: plain values)."""
+        accumulator = self.step_accumulator
+        if not model.training or accumulator.counts is None or self._micro_batch >= accumulator.local_micro_batches:
+            return None
+        index, self._micro_batch = self._micro_batch, self._micro_batch + 1
+        if self._replay:
+            _set_rng_state(self._replay[index])  # the dropout masks of this micro-batch's statistics forward
+        return accumulator.share(index)
 
     def compute_loss(
         self,
@@ -127,36 +159,25 @@ class CombinedLossMixin(_TrainerBase):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
-        labels, answer_labels = self.loss_targets(inputs)
+        labels, answer_labels = causal_shift(*self.loss_targets(inputs))  # [B, T], aligned with position t
         model_inputs = self.model_inputs(inputs)  # no labels: the model computes no loss of its own
-        labels, answer_labels = causal_shift(labels, answer_labels)  # [B, T], aligned with position t's prediction
+        step = self._step_share(model)
         if self.fused_loss is not None and not return_outputs:  # evaluation wants logits: it takes the other path
             with body_only(model) as head:
                 hidden = model(**model_inputs).logits  # [B, T, H]: the head is inside the loss
             outputs = None
             weight = head.weight
-            terms = self.fused_loss.components(hidden.to(weight.dtype), weight, labels, answer_labels, head.bias)
+            terms = self.fused_loss.components(
+                hidden.to(weight.dtype), weight, labels, answer_labels, head.bias, step=step
+            )
         else:
             outputs = model(**model_inputs)
-            terms = self.combined_loss.components(outputs.logits, labels, answer_labels)  # logits [B, T, V]
-        names = [n for n in terms if n != "total"]
-        if self._step_counts is None or not model.training:
-            scales = dict.fromkeys(names, 1.0)  # outside the training loop: the plain micro-batch value
-        else:
-            total_labels, total_answer, micro_batches = (float(c) for c in self._step_counts)
-            scales = term_scales(
-                names,
-                n_labels=float(labels.ne(IGNORE_INDEX).sum()),
-                n_answer=float(answer_labels.ne(IGNORE_INDEX).sum()),
-                total_labels=total_labels,
-                total_answer=total_answer,
-                micro_batches=micro_batches,
-                world_size=self.accelerator.num_processes,
-            )
-        scaled = {n: terms[n] * scales[n] for n in names}
-        loss = torch.stack(list(scaled.values())).sum() if scaled else terms["total"] * 0.0
+            terms = self.combined_loss.components(outputs.logits, labels, answer_labels, step=step)  # [B, T, V]
+        # Each term is this micro-batch's share of the step's loss; DDP averages over processes, hence × P.
+        world = self.accelerator.num_processes if step is not None else 1
+        loss = terms["total"] * world
         if model.training:
-            self._accumulate(scaled)
+            self._accumulate({n: v.detach() * world for n, v in terms.items() if n != "total"})
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, scaled: dict[str, torch.Tensor]) -> None:
