@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+from helpers.real_model import smollm2, smollm2_cached, smollm2_path, smollm2_tokenizer  # noqa: F401  (fixtures)
 
 # Texts that cover the formats the datasets produce, so the tiny tokenizer knows every character it will meet.
 TOKENIZER_TEXTS = [
