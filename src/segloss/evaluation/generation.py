@@ -101,9 +101,15 @@ def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _forward_parameters(model: Any) -> Any:
+    """The parameters of the transformers model's ``forward`` (a peft wrapper's is ``**kwargs``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(base.forward).parameters
+
+
 def _cache_kwarg(model: Any) -> str:
     """The name under which this transformers version passes a KV cache (``cache`` since 5.2x, else the old one)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 class PrefixCache:
@@ -120,8 +126,8 @@ class PrefixCache:
         self.min_tokens = min_tokens
         self.ids: list[int] = []
         self.cache: Any = None
-        params = inspect.signature(model.forward).parameters
-        self._kwargs = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # only the cache is wanted
+        wanted = "logits_to_keep" in _forward_parameters(model)
+        self._kwargs = {"logits_to_keep": 1} if wanted else {}  # only the cache is wanted, not [1, P, V] logits
 
     def for_batch(self, rows: Sequence[Sequence[int]]) -> tuple[int, Any]:
         """``(P, cache)``: the first P tokens of every row are in ``cache`` (batched over the rows); ``(0, None)``
