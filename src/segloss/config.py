@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -180,7 +181,7 @@ def cached_help(name: str, build: Callable[[], str], packages: Sequence[str] = (
     import shutil
     import sys
 
-    from segloss.experiments.pretrain import cache_root
+    from segloss.fileio import cache_root
 
     root = Path(__file__).resolve().parent
     stamp = [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*.py"))]
@@ -297,12 +298,19 @@ def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> 
 
 def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
     """``cls`` from a mapping (a grid cell's settings, a run's config.yaml), typed exactly like a YAML file."""
-    parser = typed_parser(cls)
+    parser = _values_parser(typing.cast(type, cls))  # (mypy cannot tell that a type[C] is hashable)
     try:
         namespace = parser.parse_object(dict(values))
     except argparse.ArgumentError as err:
         raise ValueError(_parse_error(err, [source])) from None
     return _instantiate(cls, namespace.as_dict(), source)
+
+
+@functools.lru_cache(maxsize=32)
+def _values_parser(cls: type) -> Any:
+    """One parser per class for :func:`config_from_values`: building it takes about as long as parsing with it, and a
+    grid checks every cell's settings before it starts (``parse_object`` leaves the parser as it was)."""
+    return typed_parser(cls)
 
 
 def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:

@@ -8,14 +8,20 @@
   removed first and written last, so whenever it exists it belongs to the first.
 * :func:`content_fingerprint` identifies a file or folder by its content, so that a resumed run can tell a moved
   copy of its data from other data.
+* :func:`build_directory` builds a whole directory (a cached model) in a temporary sibling and renames it into place
+  once complete, under :func:`cache_root` (``$XDG_CACHE_HOME/segloss``, else ``~/.cache/segloss``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -117,3 +123,51 @@ def content_fingerprint(path: str | Path) -> str | None:
         size = file.stat().st_size
         digest.update(f"{name}\0{size}\0{_file_digest(file, size)}\n".encode())
     return f"sha256:{digest.hexdigest()}"
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir`` if given, else ``$XDG_CACHE_HOME/segloss``, else ``~/.cache/segloss``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "segloss"
+
+
+def build_directory(final: Path, build: Callable[[Path], None], is_complete: Callable[[Path], bool]) -> Path:
+    """Run ``build(tmp)`` in a fresh temporary sibling of ``final`` and rename it to ``final``; returns ``final``.
+
+    ``build`` must write its completion marker last, and ``is_complete`` check it: an interrupted build leaves no
+    ``final`` (its temporary directory is removed), and a ``final`` that is not complete (an older crash, a stale
+    entry) is replaced. When another process finished ``final`` first, its directory is kept and this one dropped.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        build(tmp)
+        if final.exists() and not is_complete(final):
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):  # another process finished first: keep theirs
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) for the block, so that processes of
+    one host take turns (``flock``; where it does not exist the block runs unlocked)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; a duplicate build is the only cost
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

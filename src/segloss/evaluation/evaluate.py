@@ -138,9 +138,9 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
 def generate_all(
     generate_fn: GenerateFn, prompts: Sequence[str], batch_size: int, max_new_tokens: int
 ) -> list[Generated | str]:
-    """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA)."""
+    """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA) on a terminal (none in a log)."""
     texts: list[Generated | str] = []
-    with tqdm(total=len(prompts), desc="generating", unit="ex") as bar:
+    with tqdm(total=len(prompts), desc="generating", unit="ex", disable=None) as bar:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             out = generate_fn(batch, max_new_tokens)
@@ -172,7 +172,7 @@ def loglikelihood_context(prompt: str) -> str:
 def loglikelihood_rows(model: Any, tokenizer: Any, examples: Sequence[Example], template: str) -> list[dict]:
     """acc/acc_norm per example: each choice scored as a continuation of the (templated) question."""
     rows = []
-    for ex in tqdm(examples, desc="log-likelihood", unit="ex"):
+    for ex in tqdm(examples, desc="log-likelihood", unit="ex", disable=None):  # no bar in a log
         if not ex.choices or ex.label is None:
             rows.append({"acc": math.nan, "acc_norm": math.nan})
             continue
