@@ -315,8 +315,14 @@ def check_default_runner(cells: list[Cell]) -> None:
     from segloss.evaluation import EvalConfig
     from segloss.training.config import train_config_from_values
 
+    checked: set[str] = set()
     for cell in cells:
-        train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
+        # Cells that differ only in their seed have the same settings to check (a TrainConfig takes ~1 s to build;
+        # a 10-seed grid would check each setting 10 times).
+        key = config_hash({k: v for k, v in cell.train.items() if k != "seed"}, {})
+        if key not in checked:
+            checked.add(key)
+            train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
         check_keys(EvalConfig, {**cell.eval, "run": "", "output_dir": ""}, "grid eval settings")
 
 
