@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
-# Lint first: a formatting or typing slip fails fast, before minutes of tests.
+# Lint first: a formatting or typing slip fails fast, before minutes of tests. The tests run on one pytest-xdist
+# worker per CPU (TEST_WORKERS=0: all in one process), each test file on one worker so its fixtures are built once.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: venv
 	$(VENV)/bin/segloss demo

@@ -1,15 +1,17 @@
 """SmolLM2-135M-Instruct (the GGUF fixture): LoRA training tokens/s per loss as a ratio to CE, and greedy eval
-examples/s on 4-shot GSM8K with and without stop strings.
+examples/s on 4-shot GSM8K with and without stop strings and the shared-prefix KV cache.
 
     python benchmarks/bench_real.py                                  # 3 timed steps per loss, 8 eval examples
     python benchmarks/bench_real.py --steps 5 --repeats 3 --eval-limit 20 --threads 1
+    python benchmarks/bench_real.py --skip-train --eval-limit 10 --eval-repeats 2   # generation only
 
 Training: real arith examples (whole-text tokenized, batch ``--batch``), one `SeglossTrainer.training_step` +
 optimizer step per timing unit on the dequantized GGUF model with a fresh LoRA r=8 per loss; every task loss is
 combined with CE as in the paper (0.6·CE + 0.4·task). Objectives are timed interleaved (round r times each once);
 the table shows the median and the step time ratio to CE alone. Eval: the same model and prompts through
-`make_generate_fn` with the dataset's stop strings and without them (budget ``--max-new-tokens``, default 256 as
-`segloss eval` uses for GSM8K); seconds per example and mean new tokens.
+`make_generate_fn` with the dataset's stop strings and without them, and with the shared prompt beginning (the
+demonstrations) reused from the KV cache or recomputed for every prompt (budget ``--max-new-tokens``, default 256 as
+`segloss eval` uses for GSM8K); seconds per example, generated tokens/s and mean new tokens.
 """
 
 from __future__ import annotations
@@ -82,19 +84,42 @@ def step(trainer: SeglossTrainer, batch: dict[str, torch.Tensor]) -> None:
     trainer.optimizer.zero_grad(set_to_none=True)
 
 
-def time_eval(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
-    """(seconds per example, mean new tokens) with and without the GSM8K stop strings, 4-shot."""
+#: (label, stop strings on, shared prefix reused) of the generation variants, timed interleaved.
+EVAL_VARIANTS = (
+    ("stop strings, shared prefix reused (default)", True, True),
+    ("stop strings, prefix recomputed per prompt", True, False),
+    ("no stop strings, shared prefix reused", False, True),
+)
+
+
+def time_eval(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, tuple[float, float, float, float]]:
+    """(seconds per example, CPU seconds per example, generated tokens/s, mean new tokens) per variant of
+    :data:`EVAL_VARIANTS`, 4-shot; median over ``--eval-repeats`` interleaved rounds (CPU seconds: this process, all
+    its threads; steadier than wall time on a shared machine). Also counts the generations reusing the prefix
+    changed."""
     examples = load_examples("gsm8k", "test", GSM8K, limit=args.eval_limit)
     shots = choose_shots(load_examples("gsm8k", "train", GSM8K), 4, seed=42)
     prompts = [build_prompt(ex, shots, "plain") for ex in examples]
+    variants = [v for v in EVAL_VARIANTS if v[1] or not args.skip_no_stop]
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in variants}
+    texts: dict[str, list[Generated]] = {}
+    for _ in range(args.eval_repeats):
+        for label, stops_on, reuse in variants:
+            stops = stop_strings("gsm8k") if stops_on else ()
+            generate = make_generate_fn(model, tokenizer, stop_strings=stops, reuse_prefix=reuse)
+            start, cpu, results = time.perf_counter(), time.process_time(), []
+            for i in range(0, len(prompts), args.eval_batch):
+                results += generate(prompts[i : i + args.eval_batch], args.max_new_tokens)
+            times[label].append((time.perf_counter() - start, time.process_time() - cpu))
+            texts[label] = [r for r in results if isinstance(r, Generated)]
+    same = sum(a == b for a, b in zip(texts[EVAL_VARIANTS[0][0]], texts[EVAL_VARIANTS[1][0]], strict=True))
+    print(f"# prefix reused vs recomputed: {same} of {len(prompts)} generations identical")
     out = {}
-    for label, stops in (("with stop strings", stop_strings("gsm8k")), ("without", ())):
-        generate = make_generate_fn(model, tokenizer, stop_strings=stops)
-        start, results = time.perf_counter(), []
-        for i in range(0, len(prompts), args.eval_batch):
-            results += generate(prompts[i : i + args.eval_batch], args.max_new_tokens)
-        seconds = (time.perf_counter() - start) / len(prompts)
-        out[label] = (seconds, statistics.mean(r.new_tokens for r in results if isinstance(r, Generated)))
+    for label, runs in times.items():
+        total = statistics.median(wall for wall, _ in runs)
+        cpu_total = statistics.median(cpu for _, cpu in runs)
+        new = [r.new_tokens for r in texts[label]]
+        out[label] = (total / len(prompts), cpu_total / len(prompts), sum(new) / total, statistics.mean(new))
     return out
 
 
@@ -105,9 +130,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
     parser.add_argument("--eval-limit", type=int, default=8, help="GSM8K test problems generated")
     parser.add_argument("--eval-batch", type=int, default=8)
+    parser.add_argument("--eval-repeats", type=int, default=1, help="interleaved eval rounds; the median is reported")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-no-stop", action="store_true", help="leave out the slow variant without stop strings")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,22 +149,23 @@ def main() -> None:
         f"# SmolLM2-135M-Instruct Q4_1 GGUF dequantized to float32 (load {load_s:.0f} s); torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     )
-    train = time_training(model, tokenizer, args)
-    tokens, base = train.pop("tokens_per_step"), train["ce"]
-    print(f"\n| objective (LoRA r=8, batch {args.batch}, {tokens} tokens) | s/step | tokens/s | step time vs CE |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in train.items():
-        print(f"| {name} | {seconds:.2f} | {tokens / seconds:.1f} | {seconds / base:.2f} |")
+    if not args.skip_train:
+        train = time_training(model, tokenizer, args)
+        tokens, base = train.pop("tokens_per_step"), train["ce"]
+        print(f"\n| objective (LoRA r=8, batch {args.batch}, {tokens} tokens) | s/step | tokens/s | step time vs CE |")
+        print("|---|---:|---:|---:|")
+        for name, seconds in train.items():
+            print(f"| {name} | {seconds:.2f} | {tokens / seconds:.1f} | {seconds / base:.2f} |")
     if args.skip_eval or not GSM8K.is_dir():
         return
     evals = time_eval(model, tokenizer, args)
     print(
-        f"\n| 4-shot GSM8K, {args.eval_limit} problems, batch {args.eval_batch} | s/example | examples/s | "
-        f"mean new tokens (budget {args.max_new_tokens}) |"
+        f"\n| 4-shot GSM8K, {args.eval_limit} problems, batch {args.eval_batch} | s/example | CPU s/example | "
+        f"generated tokens/s | mean new tokens (budget {args.max_new_tokens}) |"
     )
-    print("|---|---:|---:|---:|")
-    for label, (seconds, new) in evals.items():
-        print(f"| {label} | {seconds:.2f} | {1 / seconds:.3f} | {new:.1f} |")
+    print("|---|---:|---:|---:|---:|")
+    for label, (seconds, cpu, tokens_per_s, new) in evals.items():
+        print(f"| {label} | {seconds:.2f} | {cpu:.2f} | {tokens_per_s:.1f} | {new:.1f} |")
 
 
 if __name__ == "__main__":

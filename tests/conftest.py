@@ -11,6 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+from helpers.real_model import smollm2, smollm2_cached, smollm2_path, smollm2_tokenizer  # noqa: F401  (fixtures)
+
+# `make test` runs the suite on pytest-xdist workers (one per CPU): each worker's torch gets its share of the CPUs, so
+# that two workers on two cores do not run four busy threads.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, _CPUS // _WORKERS))
 
 # Texts that cover the formats the datasets produce, so the tiny tokenizer knows every character it will meet.
 TOKENIZER_TEXTS = [

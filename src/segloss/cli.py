@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "eval": "Generate answers and score them.",
     "grid": "Run a grid of train+eval cells into an SQLite store.",
     "report": "Write the paper-style report of a grid store.",
+    "store": "Back up a grid store into one self-contained file.",
     "demo": "The embedded default: the whole method on a laptop CPU in minutes.",
 }
 

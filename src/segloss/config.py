@@ -15,11 +15,13 @@ type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +68,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def resolve_input_path(value: str | None, *, local_only: bool = False) -> str | None:
+    """One spelling of an input path: ``~`` expanded, made absolute against the working directory, ``..``, symlinks
+    and a trailing slash resolved away. ``local_only`` (a model, which may also be a hub id): a path that does not
+    exist here is returned as given."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    if local_only and not path.exists():
+        return value
+    return str(path.resolve())
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     if hasattr(config, "config_values"):  # configs holding more than plain fields (TrainConfig) say what to write
         return dict(config.config_values())
@@ -80,7 +94,12 @@ def save_yaml(config: Any, path: str | Path, command: str | None = None) -> None
 
 # -- typed parsing (jsonargparse) -----------------------------------------------------------------------------------
 def typed_parser(
-    cls: type, *, prog: str | None = None, description: str | None = None, extra: Sequence[type] = ()
+    cls: type,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+    extra: Sequence[type] = (),
+    groups: Mapping[str, str] | None = None,
 ) -> Any:
     """A jsonargparse parser of ``cls`` (and the ``extra`` dataclasses): ``--config FILE`` (YAML, repeatable) then
     one flag per field, flags win.
@@ -88,6 +107,8 @@ def typed_parser(
     Flags are the field names (``--max_steps``, as in `transformers`; ``--max-steps`` is accepted too); a bare bool
     flag means true (``--resume``, or ``--resume false``). Parse errors raise ``ValueError`` (no ``SystemExit``).
     A command may add positionals of its own with ``parser.add_argument``; :func:`parse_configs` hands them back.
+    ``groups`` (field name → section title) moves those flags into titled sections of ``--help``, in the order the
+    titles first appear, after the ungrouped flags (a command's own settings); the usage line then stays short.
     """
     import jsonargparse
 
@@ -103,6 +124,7 @@ def typed_parser(
         parser.add_class_arguments(each, nested_key=None, as_group=False)
     fields = {f.name: f for each in (cls, *extra) for f in dataclasses.fields(each) if f.init}
     bools = set().union(*(_bool_fields(each) for each in (cls, *extra)))
+    bools |= set().union(*(_names_fields(each) for each in (cls, *extra)))
     for action in parser._actions:  # argparse has no public accessor for its actions
         field = fields.get(action.dest)
         if field is None:
@@ -110,12 +132,130 @@ def typed_parser(
         action.help = field.metadata.get("help") or action.help
         if field.name in bools and action.nargs is None:
             action.nargs, action.const = "?", True  # `--resume` alone means true, as with store_true flags
+    if groups:
+        _group_help(parser, groups)
     return parser
+
+
+def _group_help(parser: Any, groups: Mapping[str, str]) -> None:
+    """Move the flags named in ``groups`` from the main options section into titled sections (help output only:
+    parsing does not depend on sections). argparse has no public API to regroup actions."""
+    sections: dict[str, Any] = {}
+    main = parser._optionals
+    for action in list(main._group_actions):
+        title = groups.get(action.dest.split(".")[0])  # `--x.help` of a class-typed field goes with `--x`
+        if title is None:
+            continue
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        main._group_actions.remove(action)
+        sections[title]._group_actions.append(action)
+    main.title = f"{parser.prog} options"
+    parser.usage = "%(prog)s [-h] [--config FILE] [--print_config] [--FIELD VALUE ...]"
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """``-h``/``--help`` among the arguments (argparse prints the help for it wherever it stands)."""
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def exit_with_cached_help(argv: Sequence[str], prog: str, build: Callable[[], Any], packages: Sequence[str]) -> None:
+    """With ``-h``/``--help`` in ``argv``: print :func:`cached_help` of the parser ``build()`` makes and exit 0
+    (as argparse does); otherwise return. For commands whose parser imports torch/transformers."""
+    if wants_help(argv):
+        print(cached_help(prog, lambda: str(build().format_help()), packages), end="")
+        raise SystemExit(0)
+
+
+def cached_help(name: str, build: Callable[[], str], packages: Sequence[str] = ()) -> str:
+    """The ``--help`` text of command ``name`` (its ``prog``): ``build()`` once, then read from the cache.
+
+    A parser over a big dataclass (`segloss train`: every `TrainingArguments` field) costs seconds of imports (torch,
+    transformers and the PEFT import transformers makes) to print text that changes only with the code. The cache
+    file is keyed by every segloss source file's size and modification time, the versions of ``packages`` and of
+    Python, and the terminal width, so any of those changing builds the text again. It lives in
+    ``$XDG_CACHE_HOME/segloss/help`` (else ``~/.cache/segloss/help``); a cache that cannot be written is skipped.
+    """
+    import hashlib
+    import importlib.metadata
+    import shutil
+    import sys
+
+    from segloss.fileio import cache_root
+
+    root = Path(__file__).resolve().parent
+    stamp = [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*.py"))]
+    stamp += [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in packages]
+    stamp += [name, sys.version, str(shutil.get_terminal_size().columns)]
+    path = (
+        cache_root()
+        / "help"
+        / f"{name.replace(' ', '-')}-{hashlib.sha256(chr(10).join(stamp).encode()).hexdigest()[:16]}.txt"
+    )
+    if path.is_file():
+        return path.read_text()
+    text = build()
+    with contextlib.suppress(OSError):  # a read-only home: the help is still printed, only slower next time
+        atomic_write(path, text)
+    return text
+
+
+def docstring_sections(cls: type, prefix: str = "") -> dict[str, str]:
+    """Field name → section title, from the ``> Title`` lines that group the parameters of ``cls``'s docstring (the
+    layout of `transformers.TrainingArguments`); fields before the first title, or not documented, are left out."""
+    sections: dict[str, str] = {}
+    title = None
+    fields = set(field_names(cls))
+    for line in (cls.__doc__ or "").splitlines():
+        if line[:8].strip() or line[8:9] in ("", " "):  # titles and parameters sit at 8 spaces; notes deeper
+            continue
+        text = line.strip()
+        if text.startswith("> "):
+            title = prefix + text[2:].strip()
+            continue
+        name = re.match(r"(\w+)\s*\(", text)
+        if title is not None and name and name[1] in fields:
+            sections.setdefault(name[1], title)
+    return sections
 
 
 def _bool_fields(cls: type) -> set[str]:
     hints = typing.get_type_hints(cls)
     return {f.name for f in dataclasses.fields(cls) if f.init and _base_type(hints[f.name]) is bool}
+
+
+def _names_fields(cls: type) -> set[str]:
+    """Fields typed ``bool | list[str]``: the flag alone means true, ``--flag a b`` or ``--flag a,b`` names items."""
+    hints = typing.get_type_hints(cls)
+    return {f.name for f in dataclasses.fields(cls) if f.init and hints[f.name] == (bool | list[str])}
+
+
+def _gather_names(argv: Sequence[str], names: set[str]) -> list[str]:
+    """``--flag a b`` and ``--flag a,b`` → ``--flag=[a, b]`` for the ``bool | list[str]`` fields ``names``;
+    ``--flag``, ``--flag true`` and ``--flag '[a, b]'`` are left as they are."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        flag, sep, value = argv[i].partition("=")
+        i += 1
+        if not (flag.startswith("--") and flag[2:] in names):
+            out.append(argv[i - 1])
+            continue
+        values = [value] if sep else []
+        while not sep and i < len(argv) and not argv[i].startswith("-"):
+            values.append(argv[i])
+            i += 1
+        if not values:
+            out.append(flag)
+        elif len(values) == 1 and (values[0].strip().lower() in _YAML_BOOLS or values[0].lstrip().startswith("[")):
+            out.append(f"{flag}={values[0]}")
+        else:
+            items = [item.strip() for text in values for item in text.split(",") if item.strip()]
+            out.append(f"{flag}=[{', '.join(items)}]")
+    return out
+
+
+_YAML_BOOLS = {"true", "false", "yes", "no", "on", "off"}
 
 
 def _help_formatter() -> Any:
@@ -136,10 +276,12 @@ def parse_config(parser: Any, cls: type[C], argv: Sequence[str]) -> C:
 def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
     """One instance per dataclass of ``classes`` (those ``parser`` was built from), and the parser's other values
     (a command's positionals) as a dict."""
-    bools = set().union(*(_bool_fields(cls) for cls in classes))
-    argv = [_old_flag_spelling(a, bools) for a in argv]
+    names = set().union(*(_names_fields(cls) for cls in classes))
+    bools = set().union(*(_bool_fields(cls) for cls in classes)) | names
+    argv = _gather_names([_old_flag_spelling(a, bools) for a in argv], names)
     files = _config_files(argv)
-    source = ", ".join(files) if files else "command line"
+    # A value may come from a file or a flag: name both, never blame the file for a flag.
+    source = f"from {' or '.join([*files, 'the command line'])}" if files else "command line"
     try:
         namespace = parser.parse_args(argv)
     except argparse.ArgumentError as err:
@@ -156,12 +298,19 @@ def parse_configs(parser: Any, classes: Sequence[type], argv: Sequence[str]) -> 
 
 def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "config") -> C:
     """``cls`` from a mapping (a grid cell's settings, a run's config.yaml), typed exactly like a YAML file."""
-    parser = typed_parser(cls)
+    parser = _values_parser(typing.cast(type, cls))  # (mypy cannot tell that a type[C] is hashable)
     try:
         namespace = parser.parse_object(dict(values))
     except argparse.ArgumentError as err:
         raise ValueError(_parse_error(err, [source])) from None
     return _instantiate(cls, namespace.as_dict(), source)
+
+
+@functools.lru_cache(maxsize=32)
+def _values_parser(cls: type) -> Any:
+    """One parser per class for :func:`config_from_values`: building it takes about as long as parsing with it, and a
+    grid checks every cell's settings before it starts (``parse_object`` leaves the parser as it was)."""
+    return typed_parser(cls)
 
 
 def _instantiate(cls: type[C], values: dict[str, Any], source: str) -> C:
@@ -192,7 +341,26 @@ def _config_files(argv: Sequence[str]) -> list[str]:
     for name in files:
         if not Path(name).is_file():
             raise FileNotFoundError(f"config file not found: {name}; check the path given to --config")
+        _check_config_text(name)
     return files
+
+
+def _check_config_text(name: str) -> None:
+    """An empty file or one that is not a mapping, named; YAML syntax errors are left to the parser (it names the
+    line)."""
+    try:
+        values = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return
+    if values is None:
+        raise ValueError(
+            f"{name}: the config file is empty (no settings); write one `field: value` per line (e.g. `model: PATH`) "
+            "or leave out --config"
+        )
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{name}: a config file must be a mapping of `field: value` lines, got a {type(values).__name__}"
+        )
 
 
 def _parse_error(err: Exception, files: Sequence[str]) -> str:

@@ -55,7 +55,7 @@ def test_train_from_yaml_with_flag_overrides(tiny_model_dir, tmp_path, capsys) -
     ("flags", "message"),
     [
         (["--model", "./no/such/model"], "model: no model directory"),
-        (["--model", "m", "--dataset", "imagenet"], "dataset: unknown name"),
+        (["--model", "m", "--dataset", "imagenet"], "dataset: unknown dataset"),
         (["--model", "m", "--loss", "dicey"], "loss:"),
         (["--model", "m", "--loss", "ce=0,focal=0"], "loss:"),
         (["--model", "m", "--max-length", "0"], "max_length"),

@@ -74,3 +74,42 @@ def test_tiny_model_generation_stops_at_a_stop_string(tiny_model_dir, stops):
     stop = free.text.strip()[3]  # a character the greedy continuation is known to produce
     out = make_generate_fn(model, tokenizer, stop_strings=(stop,))(["Question: a\nAnswer:"], 12)[0]
     assert stop not in out.text and out.new_tokens < 12 and free.text.startswith(out.text)
+
+
+def test_shared_prefix_length_leaves_every_row_a_token_of_its_own():
+    from segloss.evaluation.generation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 6]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows keep their last token
+    assert shared_prefix_length([[1, 2, 3]]) == 2 and shared_prefix_length([[7], [7, 8]]) == 0
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+
+
+def test_reusing_the_shared_prefix_gives_the_same_generations_and_runs_it_once(tiny_model_dir):
+    """Few-shot prompts (a long shared beginning) in batches of 3, 1 and 1: the same tokens as generating from the
+    whole prompts, with the shared beginning run through the model once, and once more when a prompt shares less."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    shots = "".join(
+        f"Question: {a} plus {a + 1}?\nAnswer: <<{a}+{a + 1}={2 * a + 1}>> #### {2 * a + 1}\n\n" for a in range(5)
+    )
+    prompts = [
+        f"{shots}Question: {q}?\nAnswer:" for q in ("7 minus 2", "9 times 3", "10 over 5", "1 plus 1", "the sum")
+    ]
+    plain = make_generate_fn(model, tokenizer, reuse_prefix=False)
+    reused = make_generate_fn(model, tokenizer)
+    forwards = []
+    model.register_forward_hook(
+        lambda _m, args, kwargs, _out: forwards.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    expected = [g for batch in (prompts[:3], prompts[3:4], prompts[4:]) for g in plain(batch, 10)]
+    forwards.clear()
+    got = [g for batch in (prompts[:3], prompts[3:4], prompts[4:]) for g in reused(batch, 10)]
+    assert got == expected and all(g.new_tokens == 10 for g in got)
+    n_shared = len(tokenizer(shots + "Question:").input_ids)
+    long_inputs = [shape for shape in forwards if shape[1] >= n_shared]
+    # The first batch shares "Question: " (its space a token of its own); the 4th prompt reuses that; the 5th's space
+    # belongs to its word " the", so the prefix is computed once more without it, and would be reused from then on.
+    assert long_inputs == [(1, n_shared + 1), (1, n_shared)], forwards

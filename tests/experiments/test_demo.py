@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -22,21 +24,23 @@ SUMMARY_FIELDS = {"n_seeds", "em_mean", "em_ci", "rel_change_vs_ce", "rel_change
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """`segloss demo --smoke` (two losses to keep it fast) from the command line, then a second run that must reuse
-    the cached base."""
+    """`segloss demo --smoke` (two losses to keep it fast) from the command line with two fine-tuning workers, then a
+    second run in one process that must reuse the cached base; what the first run printed (stdout, stderr)."""
     root = tmp_path_factory.mktemp("demo")
     argv = ["demo", "--smoke", "--losses", "ce,lovasz", "--output-dir", str(root / "out")]
     argv += ["--cache-dir", str(root / "cache")]
-    first_code = main(argv)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        first_code = main([*argv, "--workers", "2"])
     first = json.loads((root / "out" / "demo.json").read_text())
-    second_code = main(argv)  # starts over (no --resume): fine-tunes and evaluates again, base from the cache
+    second_code = main([*argv, "--workers", "1"])  # starts over (no --resume): base from the cache
     second = json.loads((root / "out" / "demo.json").read_text())
-    return root, (first_code, first), (second_code, second)
+    return root, (first_code, first), (second_code, second), (stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.mark.slow
-def test_smoke_demo_prints_the_table_and_writes_the_report(smoke, capsys):
-    root, (code, result), _ = smoke
+def test_smoke_demo_prints_the_table_and_writes_the_report(smoke):
+    root, (code, result), _, _ = smoke
     assert code == 0
     out = root / "out"
     for name in (
@@ -77,7 +81,8 @@ def test_smoke_demo_prints_the_table_and_writes_the_report(smoke, capsys):
 
 @pytest.mark.slow
 def test_smoke_demo_is_deterministic_and_reuses_the_base(smoke):
-    _, (_, first), (code, second) = smoke
+    """Same numbers with two worker processes and with one: every cell runs on one torch thread wherever it runs."""
+    _, (_, first), (code, second), _ = smoke
     assert code == 0
     assert not first["base_cached"] and second["base_cached"]
     assert second["base_model"] == first["base_model"]
@@ -85,6 +90,21 @@ def test_smoke_demo_is_deterministic_and_reuses_the_base(smoke):
         a, b = first["summary"]["losses"][loss], second["summary"]["losses"][loss]
         assert a["em_per_seed"] == b["em_per_seed"] and a["iou"] == b["iou"]
     assert second["table"].splitlines()[:2] == first["table"].splitlines()[:2]
+
+
+@pytest.mark.slow
+def test_smoke_demo_prints_one_line_per_stage_and_no_library_output(smoke):
+    root, (code, result), _, (stdout, stderr) = smoke
+    assert code == 0 and stderr == ""  # warnings, notices and progress bars went to the log file
+    stages = [line for line in stdout.splitlines() if line.startswith("[demo]")]
+    assert [line.split()[1] for line in stages] == ["1/4", "2/4", "the", "3/4", "4/4", "report:"]
+    assert "2 worker(s): 4 done, 0 failed" in stages[3]
+    assert stages[-1].startswith("[demo] report: ") and str(root / "out" / "demo.log") in stages[-1]
+    table = result["table"].splitlines()
+    others = [line for line in stdout.splitlines() if line and not line.startswith("[demo]")]
+    assert others == table + result["verdicts"]  # nothing but the stages, the table and the verdicts
+    log = (root / "out" / "demo.log").read_text()
+    assert "exact_match" in log and "[grid] cell" in log  # the evaluations' and the grid's own output is kept
 
 
 def test_pretraining_never_shows_the_target_format():

@@ -380,3 +380,23 @@ def test_ctrl_c_in_a_local_cell_records_it_interrupted_and_stops(tmp_path):
         first, second = store.rows()
     assert (first["status"], first["error"]) == ("failed", "interrupted (KeyboardInterrupt)")
     assert first["lease_until"] is None and second["status"] == "pending"  # the grid stopped at once
+
+
+def test_cells_carry_their_loss_spec_into_the_store_and_the_report(tmp_path):
+    from segloss.experiments.results import store_results
+    from segloss.losses import LossSpec
+
+    datasets = ["d1", {"name": "d2", "train": {"ce_weight": 0.8}}]  # d2 sets its own λ
+    config = _config(tmp_path, datasets=datasets, losses=["ce", "lovasz", {"ce": 0.5, "focal": 0.5}])
+    specs = {(c.dataset, c.loss): c.loss_spec for c in config.cells()}
+    assert specs[("d1", "lovasz")] == LossSpec({"ce": 0.6, "lovasz": 0.4})
+    assert dict(specs[("d2", "lovasz")].weights) == pytest.approx({"ce": 0.8, "lovasz": 0.2})  # the cell's own λ
+    assert specs[("d2", "ce=0.5,focal=0.5")] == LossSpec({"ce": 0.5, "focal": 0.5})  # explicit weights: kept
+    run_grid(config, runner=Recorder(), log=None)
+    with ResultStore(config.store_path) as store:
+        rows = [r for r in store.rows("done") if (r["dataset"], r["loss"]) == ("d2", "lovasz")]
+    stored = rows[0]["settings"]["loss_spec"]
+    assert stored["weights"] == pytest.approx({"ce": 0.8, "lovasz": 0.2}) and stored["ce_weight"] == 0.8
+    # The report takes the stored spec, not the loss label: a label it could not read changes nothing.
+    [result] = store_results([{**rows[0], "loss": "not a loss"}])
+    assert result.loss_spec == specs[("d2", "lovasz")] and result.arm == "lovasz"

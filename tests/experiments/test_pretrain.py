@@ -84,8 +84,10 @@ def test_second_call_reuses_the_cache_without_training(built, monkeypatch):
 
 def test_same_settings_give_identical_weights(built, tmp_path):
     _config, path = built
-    again = pretrain_base_model(tiny(tmp_path))  # same settings, another cache root
-    assert again.name == path.name and again != path
+    steps = []
+    again = pretrain_base_model(tiny(tmp_path), progress=lambda step, total: steps.append((step, total)))
+    assert again.name == path.name and again != path  # same settings, another cache root
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # the progress hook (the demo's progress line) saw every step
     first, second = _weights(path), _weights(again)
     assert all(torch.equal(first[k], second[k]) for k in first)
 
@@ -103,7 +105,7 @@ def test_hash_covers_weight_settings_but_not_the_cache_location(tmp_path):
         assert base_model_dir(tiny(tmp_path, **change)).name != base_model_dir(base).name, change
 
 
-def _fake_training(config, out):
+def _fake_training(config, out, progress=None):
     (out / "weights.bin").write_text("done")
     return {"fake": True}
 
@@ -123,7 +125,7 @@ def test_a_partial_directory_is_replaced_not_reused(tmp_path, monkeypatch):
 def test_a_crash_leaves_no_directory_behind(tmp_path, monkeypatch):
     config = tiny(tmp_path)
 
-    def crash(config, out):
+    def crash(config, out, progress=None):
         (out / "model.safetensors").write_text("half-written")
         raise RuntimeError("killed mid-training")
 

@@ -37,6 +37,9 @@ def test_parse_formulas_normalises_and_keeps_order():
         ("#### 18", "18"),
         ("so #### $1,200.50 in total", "1200.50"),
         ("#### -3", "-3"),
+        ("#### - 5", "-5"),  # a spaced sign stays the sign (was read as 5: a false match for 5)
+        ("#### $ - 5", "-5"),
+        ("#### 10 - 5", "10"),  # the first number is the answer; a later minus is no sign of it
         ("#### 7.", "7"),
         ("#### 12\nQuestion: next one\n#### 99", "12"),  # the first #### counts
         ("#### C", "c"),  # non-numeric answers are kept as lower-cased text
@@ -58,6 +61,8 @@ def test_exact_match_numeric_and_text():
     assert exact_match("#### c", "#### C") == 1.0  # MathQA letter answers compare as text
     assert exact_match("", REF) == 0.0
     assert exact_match("#### 5\n#### 18", REF) == 0.0  # the second #### is ignored
+    assert exact_match("#### - 5", "#### 5") == 0.0  # -5, not 5 (lm-eval strict also scores it 0)
+    assert exact_match("#### - 5", "#### -5") == 1.0
 
 
 def test_equivalence_up_to_commutativity():
@@ -185,6 +190,7 @@ def test_well_formed_without_formulas_required():
         ("#### 18.", "#### 18", 1.0, 1.0, 1.0),  # lm-eval drops one final "."
         ("#### 1,000", "#### 1000", 1.0, 1.0, 0.0),  # the authors' float("1,000") fails
         ("#### -3", "#### -3", 1.0, 1.0, 0.0),  # the authors' pattern has no sign
+        ("#### - 5", "#### 5", 0.0, 1.0, 0.0),  # strict needs digits after "#### " or "#### -"; flexible reads 5
         ("The answer is 18", REF, 0.0, 1.0, 0.0),  # only flexible reads a number without ####
         ("#### 18 and then 19 more", "#### 18", 1.0, 0.0, 1.0),  # flexible takes the last number
         ("#### 18\nQuestion: 7 apples", "#### 18", 1.0, 1.0, 1.0),  # lm-eval stops at "Question:"

@@ -19,13 +19,6 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHORT_ARITH = {"n_train": 8, "n_test": 4, "max_steps": 1, "distractors": 0}
 
 
-@pytest.fixture(scope="module")
-def smollm2(smollm2_path):
-    from segloss.models.loading import load_model_and_tokenizer
-
-    return load_model_and_tokenizer(str(smollm2_path))
-
-
 def test_gguf_loads_as_a_dense_trainable_llama(smollm2):
     model, tokenizer = smollm2
     assert model.config.model_type == "llama" and model.config.vocab_size == 49152
@@ -33,6 +26,23 @@ def test_gguf_loads_as_a_dense_trainable_llama(smollm2):
     assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
     assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
     assert model.dtype == torch.float32 and tokenizer.eos_token == "<|im_end|>"
+
+
+def test_a_later_load_reads_the_cache_not_the_gguf(smollm2, smollm2_path, smollm2_cached, monkeypatch):
+    """The session's model came through the cache entry; loading again never dequantizes, and gives the same
+    weights and tokenizer."""
+    from segloss.models.loading import GGUF_MARKER, load_model_and_tokenizer
+
+    def no_gguf(*args, **kwargs):
+        raise AssertionError("the GGUF file was dequantized again")
+
+    monkeypatch.setattr("transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint", no_gguf)
+    assert json.loads((smollm2_cached / GGUF_MARKER).read_text())["gguf_file"] == str(smollm2_path)
+    model, tokenizer = load_model_and_tokenizer(str(smollm2_path))
+    reference = smollm2[0].state_dict()
+    assert all(torch.equal(reference[k], v) for k, v in model.state_dict().items())
+    text = "Question: 3+4?\nAnswer: <<3+4=7>> #### 7<|im_end|>"
+    assert tokenizer(text).input_ids == smollm2[1](text).input_ids and tokenizer.eos_token == "<|im_end|>"
 
 
 @pytest.mark.parametrize("loss", sorted(set(LOSSES) - {"ce"}))

@@ -150,3 +150,41 @@ def test_output_folder_flag_is_output_dir_everywhere(command) -> None:
     argv = {"grid": grid, "demo": [], "report": ["--store", "s.sqlite"]}.get(command, COMMAND_ARGS.get(command, []))
     args = _parsed(command, [*argv, "--output-dir", "/some/out"])
     assert str(getattr(args, "output_dir", getattr(args, "out", None))) == "/some/out"
+
+
+def test_ce_weight_1_with_a_task_loss_is_refused_not_trained_as_ce(tmp_path, capsys) -> None:
+    argv = ["train", "--model", "m", "--loss", "lovasz", "--ce_weight", "1.0", "--output-dir", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ce_weight: 1.0 gives lovasz the weight 0" in err and "write `loss: ce` for CE alone" in err
+    assert not (tmp_path / "o").exists()
+    from segloss.training.config import parse_train_config
+
+    assert parse_train_config(["--model", "m", "--loss", "ce", "--ce_weight", "1.0"]).loss_weights() == {"ce": 1.0}
+    assert parse_train_config(["--model", "m", "--loss", "lovasz", "--ce_weight", "0"]).loss_weights() == {
+        "ce": 0.0,
+        "lovasz": 1.0,
+    }
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comments-only"])
+def test_an_empty_config_file_is_named_as_empty(tmp_path, capsys, text) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"segloss train: error: {path}: the config file is empty (no settings); write one `field: value` per line "
+        "(e.g. `model: PATH`) or leave out --config\n"
+    )
+
+
+def test_a_json_line_with_a_raw_control_character_names_the_column_and_the_fix(tmp_path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(GSM8K) + "\n" + '{"question": "a\tb", "answer": "#### 1"}\n')
+    with pytest.raises(ValueError) as err:
+        read_records(path)
+    assert str(err.value) == (
+        f"{path}:2: malformed JSON line (Invalid control character at column 16: raw control character '\\t' inside "
+        "a string; write it escaped (\\t)); fix or remove that line"
+    )

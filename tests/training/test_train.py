@@ -125,12 +125,19 @@ def _run_ddp(model_dir: Path, out: Path, head: str, loss: str = "focal") -> tupl
     return rank0, rank1
 
 
+@pytest.fixture(scope="module")
+def ddp_materialised(tiny_model_dir, tmp_path_factory) -> tuple[Path, dict, dict]:
+    """One two-process run with the materialised head, shared by the two DDP tests (a torchrun costs seconds).
+
+    Lovász pools the optimizer step (group: batch): GA 2 on 2 processes runs the statistics pass through the Trainer,
+    its collectives included, with either head (tests/losses/test_accumulate.py checks its exactness under gloo)."""
+    out = tmp_path_factory.mktemp("ddp") / "plain"
+    return (out, *_run_ddp(tiny_model_dir, out, "materialised", "lovasz"))
+
+
 @pytest.mark.slow
-def test_two_processes_agree_on_the_final_adapter(tiny_model_dir, tmp_path) -> None:
-    out = tmp_path / "ddp"
-    # Lovász pools the optimizer step (group: batch): GA 2 on 2 processes runs the statistics pass through the
-    # Trainer, its collectives included (tests/losses/test_accumulate.py checks its exactness under gloo).
-    rank0, rank1 = _run_ddp(tiny_model_dir, out, "materialised", "lovasz")
+def test_two_processes_agree_on_the_final_adapter(ddp_materialised) -> None:
+    out, rank0, rank1 = ddp_materialised
     assert rank0["summary"]["world_size"] == 2 and rank0["summary"]["steps"] == 3
     assert rank0["summary"]["fused_loss"] is False
     assert rank0["weights"].keys() == rank1["weights"].keys()
@@ -142,15 +149,17 @@ def test_two_processes_agree_on_the_final_adapter(tiny_model_dir, tmp_path) -> N
 
 
 @pytest.mark.slow
-def test_fused_head_under_two_processes_trains_like_the_materialised_head(tiny_model_dir, tmp_path) -> None:
+def test_fused_head_under_two_processes_trains_like_the_materialised_head(
+    tiny_model_dir, tmp_path, ddp_materialised
+) -> None:
     # The fused loss computes the head inside the loss; under DDP its gradients must still be all-reduced and scaled
     # like the materialised path's: same grad norms (Adam would hide a scale error in the weights), same adapter.
-    fused0, fused1 = _run_ddp(tiny_model_dir, tmp_path / "fused", "fused")
-    plain0, _ = _run_ddp(tiny_model_dir, tmp_path / "plain", "materialised")
+    fused0, fused1 = _run_ddp(tiny_model_dir, tmp_path / "fused", "fused", "lovasz")
+    plain_dir, plain0, _ = ddp_materialised
     assert fused0["summary"]["fused_loss"] is True and fused0["summary"]["world_size"] == 2
     norms = {}
-    for name in ("fused", "plain"):
-        history = json.loads((tmp_path / name / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    for name, run in (("fused", tmp_path / "fused"), ("plain", plain_dir)):
+        history = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
         norms[name] = torch.tensor([h["grad_norm"] for h in history if "grad_norm" in h])
     assert len(norms["fused"]) == 3
     torch.testing.assert_close(norms["fused"], norms["plain"], rtol=1e-5, atol=0.0)

@@ -13,14 +13,19 @@ QA: choice accuracy plus log-likelihood acc/acc_norm), with 95 % bootstrap confi
   segloss eval --run runs/x --no-stop-strings                   # generate the whole budget (no cut at stop strings)
   segloss eval --run runs/x --teacher-forced                    # add the authors' teacher-forced accuracy
   segloss eval --run runs/x --split validation --dataset-options '{authors_split: true}'   # the authors' GSM8K split
+  segloss eval --run runs/mine --dataset my-test.jsonl --answer-pattern '#### (.+)'   # your own data (docs/data.md)
 
 Generation stops at EOS, the chat end-of-turn token and the dataset's stop strings (math: a new "Question:" or a
 blank line; QA: the end of the line) and the text is cut there before scoring. A run is evaluated with the template
 it was trained with unless --template says otherwise.
 
+Your own data (a .jsonl/.json/.csv/.parquet file or folder, or a hub id, as --dataset) is scored by exact match of
+the completion, or of the answer --answer-pattern extracts, plus the formula metrics when its rows use <<a+b=c>>.
+
 Writes predictions.jsonl (id, prompt, reference, generated, new_tokens, parsed_answer, metrics) and metrics.json
 (with mean_new_tokens and n_prompt_truncated) into
-<run>/eval/<split>/ (or --output-dir) and prints the summary. Metric definitions: docs/metrics.md.
+<run>/eval/<split>/ (or --output-dir) and prints the summary; with --run, the run's README.md model card gets the
+metrics. Metric definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ from typing import Any
 
 
 def parse(argv: Sequence[str], prog: str = "segloss eval") -> Any:
-    """The `EvalConfig` of ``argv`` (``--config FILE`` + flags), every value typed like `segloss train`'s."""
-    from segloss.config import parse_config, typed_parser
+    """The `EvalConfig` of ``argv`` (``--config FILE`` + flags), every value typed like `segloss train`'s;
+    ``--help`` is served from a cache without importing torch (see `segloss.config.cached_help`)."""
+    from segloss.config import exit_with_cached_help, parse_config, typed_parser
+
+    def parser() -> Any:
+        from segloss.evaluation.config import EvalConfig
+
+        return typed_parser(EvalConfig, prog=prog, description=__doc__)
+
+    exit_with_cached_help(argv, prog, parser, ("jsonargparse",))
     from segloss.evaluation.config import EvalConfig
 
-    return parse_config(typed_parser(EvalConfig, prog=prog, description=__doc__), EvalConfig, argv)
+    return parse_config(parser(), EvalConfig, argv)
 
 
 def run(config: Any) -> int:

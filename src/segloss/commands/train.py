@@ -24,10 +24,22 @@ from typing import Any
 
 
 def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
-    """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser."""
-    from segloss.training.config import parse_train_config, train_parser
+    """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser.
 
-    return parse_train_config(argv, train_parser(prog=prog, description=__doc__))
+    ``--help`` is served from a cache (see `segloss.config.cached_help`) without importing torch or transformers.
+    """
+    from segloss.config import exit_with_cached_help
+
+    exit_with_cached_help(argv, prog, lambda: _parser(prog), ("transformers", "jsonargparse"))
+    from segloss.training.config import parse_train_config
+
+    return parse_train_config(argv, _parser(prog))
+
+
+def _parser(prog: str) -> Any:
+    from segloss.training.config import train_parser
+
+    return train_parser(prog=prog, description=__doc__)
 
 
 def run(config: Any) -> int:

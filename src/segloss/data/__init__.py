@@ -3,7 +3,7 @@
 See ``segloss.data.base`` for sources, splits, tokenization and padding; one module per dataset.
 """
 
-from segloss.data import arith, gsm8k, hellaswag, mathqa, openbookqa  # noqa: F401  (register the builders)
+from segloss.data import arith, custom, gsm8k, hellaswag, mathqa, openbookqa  # noqa: F401  (register the builders)
 from segloss.data.base import (
     DATASETS,
     MAX_NEW_TOKENS,
@@ -11,6 +11,7 @@ from segloss.data.base import (
     DatasetBuilder,
     Example,
     TokenizeStats,
+    builder_class,
     encode_prompts,
     get_builder,
     is_multiple_choice,
@@ -19,6 +20,7 @@ from segloss.data.base import (
     stop_strings,
     tokenize_examples,
 )
+from segloss.data.custom import UserDataBuilder, is_user_data
 
 __all__ = [
     "DATASETS",
@@ -27,9 +29,12 @@ __all__ = [
     "DatasetBuilder",
     "Example",
     "TokenizeStats",
+    "UserDataBuilder",
+    "builder_class",
     "encode_prompts",
     "get_builder",
     "is_multiple_choice",
+    "is_user_data",
     "load_examples",
     "pad_token_id",
     "stop_strings",

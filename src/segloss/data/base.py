@@ -55,13 +55,19 @@ BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True)
 class Example:
-    """One (prompt, answer) pair. ``choices``/``label`` are set for multiple-choice sets (label = right index)."""
+    """One (prompt, answer) pair. ``choices``/``label`` are set for multiple-choice sets (label = right index).
+
+    ``messages`` is set for conversation rows of the user's own data (:mod:`segloss.data.custom`): the turns before
+    the answer (``{"role", "content"}`` mappings), always rendered by the tokenizer's chat template; ``prompt`` is
+    then a plain-text view of them for display.
+    """
 
     id: str
     prompt: str
     answer: str
     choices: tuple[str, ...] = ()
     label: int | None = None
+    messages: tuple[dict[str, str], ...] = ()
 
 
 def canonical_split(split: str) -> str:
@@ -89,6 +95,16 @@ def _not_utf8(path: Path, data: bytes, offset: int, first_line: int = 1) -> Valu
     )
 
 
+def _json_error(err: json.JSONDecodeError) -> str:
+    """json's message with its column, which ``err.msg`` leaves out (``Invalid control character at``), and the
+    character itself when it is a raw control character (a tab or newline inside a string must be escaped)."""
+    message = f"{err.msg.removesuffix(' at')} at column {err.colno}"
+    char = err.doc[err.pos] if err.pos < len(err.doc) else ""
+    if char and ord(char) < 0x20:
+        message += f": raw control character {char!r} inside a string; write it escaped ({json.dumps(char)[1:-1]})"
+    return message
+
+
 def read_jsonl_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Records of a jsonl file and, for each, where it is (``path:line``) for error messages."""
     records, where = [], []
@@ -103,7 +119,9 @@ def read_jsonl_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line ({err.msg}); fix or remove that line") from err
+                raise ValueError(
+                    f"{path}:{lineno}: malformed JSON line ({_json_error(err)}); fix or remove that line"
+                ) from err
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
             records.append(record)
@@ -115,12 +133,41 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return read_jsonl_located(path)[0]
 
 
+def read_csv_located(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a CSV file with a header line (UTF-8, BOM allowed) and where each is (``path:line``)."""
+    import csv
+
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data, err.start + 3 * data.startswith(BOM)) from err
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    records, where = [], []
+    try:
+        for row in reader:
+            extra = row.pop(None, None)  # DictReader puts surplus cells under the key None
+            if extra:
+                columns = len(reader.fieldnames or [])
+                raise ValueError(
+                    f"{path}:{reader.line_num}: {len(extra)} more cell(s) than the header's {columns} columns; quote "
+                    "cells that contain commas"
+                )
+            records.append(dict(row))
+            where.append(f"{path}:{reader.line_num}")
+    except csv.Error as err:
+        raise ValueError(f"{path}:{reader.line_num}: malformed CSV ({err}); fix that line") from err
+    return records, where
+
+
 def read_records_located(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """:func:`read_records` plus where each record is: ``path:line`` (jsonl), ``path element i`` (JSON array,
+    """:func:`read_records` plus where each record is: ``path:line`` (jsonl, CSV), ``path element i`` (JSON array,
     0-based), ``path row i`` (parquet)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".csv":
+        return read_csv_located(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -138,7 +185,9 @@ def read_records_located(path: str | Path) -> tuple[list[dict[str, Any]], list[s
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); the file must be one JSON array") from err
+        raise ValueError(
+            f"{path}:{err.lineno}: malformed JSON ({_json_error(err)}); the file must be one JSON array"
+        ) from err
     bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
     if bad:
         raise ValueError(f"{path}: element {bad[0]} of the JSON array is not an object")
@@ -146,7 +195,7 @@ def read_records_located(path: str | Path) -> tuple[list[dict[str, Any]], list[s
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of one raw file: jsonl (one object per line), a JSON array (pretty-printed or not), or parquet."""
+    """Records of one raw file: jsonl (one object per line), a JSON array (pretty-printed or not), parquet or CSV."""
     return read_records_located(path)[0]
 
 
@@ -332,24 +381,35 @@ def register(cls: type[DatasetBuilder]) -> type[DatasetBuilder]:
     return cls
 
 
+def builder_class(name: str) -> type[DatasetBuilder]:
+    """The builder class of ``name``: a built-in dataset, else the user's own data (a file, folder or hub id; see
+    :mod:`segloss.data.custom`); anything else raises ``ValueError`` listing the valid forms."""
+    if name in DATASETS:
+        return DATASETS[name]
+    from segloss.data.custom import UserDataBuilder, check_user_source
+
+    check_user_source(name)
+    return UserDataBuilder
+
+
 def get_builder(name: str, **options: Any) -> DatasetBuilder:
-    """The builder of dataset ``name``; unknown names raise ``ValueError`` listing the valid ones."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](**options)
+    """The builder of dataset ``name`` (a built-in name, or a data file, folder or hub id of the user's own data);
+    unknown names raise ``ValueError`` listing the valid ones."""
+    if name in DATASETS:
+        return DATASETS[name](**options)
+    from segloss.data.custom import UserDataBuilder, check_user_source
+
+    check_user_source(name)
+    return UserDataBuilder(name, **options)
 
 
 def stop_strings(name: str) -> tuple[str, ...]:
     """The strings at which generated answers of dataset ``name`` end (see ``DatasetBuilder.stop_strings``)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name].stop_strings
+    return builder_class(name).stop_strings
 
 
 def is_multiple_choice(name: str) -> bool:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name].multiple_choice
+    return builder_class(name).multiple_choice
 
 
 def load_examples(
@@ -464,7 +524,7 @@ def tokenize_examples(
     """
     import datasets
 
-    from segloss.data.templates import training_text
+    from segloss.data.templates import effective_template, training_text
 
     if not examples:
         raise ValueError("tokenize_examples: no examples given (is the split empty?)")
@@ -474,6 +534,7 @@ def tokenize_examples(
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so answers can end")
     _require_offsets(tokenizer)
+    template = effective_template(examples, template)  # conversation rows: the chat template
     rendered = [training_text(e, template, tokenizer) for e in examples]
     encoded = tokenizer(
         [text for text, _ in rendered], add_special_tokens=template != "chat", return_offsets_mapping=True

@@ -5,6 +5,9 @@
 * ``chat``: the tokenizer's own chat template (user turn = the question, assistant turn = the answer); few-shot
   demonstrations become earlier user/assistant turns.
 
+Conversation rows of the user's own data (``Example.messages``) are always rendered by the chat template (their
+turns as they are, then the generation prompt), whatever the template: :func:`effective_template` says so.
+
 Where an answer starts: the generation prompt drops the trailing spaces of the rendered prompt (``Answer:`` not
 ``Answer: ``), and in training text the answer span starts right there. BPE and sentencepiece tokenizers glue a space
 to the word after it (``Ġ<<``, ``▁<<``), so the whole-text tokens of a training example start with exactly the
@@ -43,21 +46,39 @@ def render(example_prompt: str, template: str) -> str:
     return TEMPLATES[template].format(prompt=example_prompt, question=question_of(example_prompt))
 
 
-def _chat_messages(prompts: Sequence[str], answers: Sequence[str]) -> list[dict[str, str]]:
+def effective_template(examples: Sequence[Any], template: str) -> str:
+    """``chat`` for conversation rows (``Example.messages``), which only the chat template renders; else
+    ``template``. One file holds one form of rows, so the first example decides."""
+    return "chat" if examples and getattr(examples[0], "messages", ()) else template
+
+
+def _turns(example: Any) -> list[dict[str, str]]:
+    """The turns before the answer: a conversation row's own, else one user turn holding the question."""
+    if getattr(example, "messages", ()):
+        return [dict(m) for m in example.messages]
+    return [{"role": "user", "content": question_of(example.prompt)}]
+
+
+def _chat_messages(examples: Sequence[Any], answers: Sequence[str]) -> list[dict[str, str]]:
     messages = []
-    for i, prompt in enumerate(prompts):
-        messages.append({"role": "user", "content": question_of(prompt)})
+    for i, example in enumerate(examples):
+        messages.extend(_turns(example))
         if i < len(answers):
             messages.append({"role": "assistant", "content": answers[i]})
     return messages
 
 
-def _chat_prompt(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> str:
+def _chat_prompt(tokenizer: Any, examples: Sequence[Any], answers: Sequence[str]) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        if any(getattr(e, "messages", ()) for e in examples):
+            raise ValueError(
+                "dataset: `messages` rows are rendered by the tokenizer's chat template, and this tokenizer has none; "
+                "use a chat model, or give the rows as prompt/completion"
+            )
         raise ValueError(
             "template: 'chat' needs a tokenizer with a chat template; use --template plain or instruction"
         )
-    text = tokenizer.apply_chat_template(_chat_messages(prompts, answers), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(_chat_messages(examples, answers), tokenize=False, add_generation_prompt=True)
     return str(text)
 
 
@@ -68,9 +89,8 @@ def build_prompt(example: Any, shots: Sequence[Any], template: str, tokenizer: A
     Trailing spaces are dropped (see the module docstring).
     """
     check_template(template)
-    if template == "chat":
-        prompts = [*(s.prompt for s in shots), example.prompt]
-        return _chat_prompt(tokenizer, prompts, [s.answer for s in shots]).rstrip(" ")
+    if effective_template([example], template) == "chat":
+        return _chat_prompt(tokenizer, [*shots, example], [s.answer for s in shots]).rstrip(" ")
     demos = [render(shot.prompt, template) + shot.answer for shot in shots]
     return "\n\n".join([*demos, render(example.prompt, template)]).rstrip(" ")
 
@@ -79,7 +99,6 @@ def training_text(example: Any, template: str, tokenizer: Any = None) -> tuple[s
     """``(text, answer_start)``: the prompt rendered as for generation, then the answer; ``text[answer_start:]``
     is the answer with the space that separates it from the prompt (EOS is added as a token, not as text)."""
     prompt = build_prompt(example, [], template, tokenizer)
-    rendered = (
-        _chat_prompt(tokenizer, [example.prompt], []) if template == "chat" else render(example.prompt, template)
-    )
+    chat = effective_template([example], template) == "chat"
+    rendered = _chat_prompt(tokenizer, [example], []) if chat else render(example.prompt, template)
     return prompt + rendered[len(prompt) :] + example.answer, len(prompt)

@@ -19,7 +19,9 @@ class EvalConfig:
     run: str | None = config_field(None, help="Run directory written by `segloss train` (adapter + config.yaml).")
     model: str | None = config_field(None, help="Baseline mode: local directory, hub id or .gguf file of a causal LM.")
     gguf_file: str | None = config_field(None, help="Baseline mode: GGUF file inside the `model` folder.")
-    dataset: str | None = config_field(None, help="Dataset name; required with `model`, defaults to the run's.")
+    dataset: str | None = config_field(
+        None, help="Dataset name or your own data file/folder/hub id; required with `model`, defaults to the run's."
+    )
     data_path: str | None = config_field(None, help="Directory of the raw dataset files (default: the run's).")
     dataset_options: dict[str, Any] | None = config_field(None, help="Dataset builder options (default: the run's).")
     split: str = config_field("test", help="Split to evaluate (train, validation, test).")
@@ -43,6 +45,12 @@ class EvalConfig:
         False,
         help="Math sets: also score teacher-forced argmax accuracy (the authors' training metric; an upper bound).",
     )
+    # `str`, not `str | None`: jsonargparse reads an optional string as YAML, where `#### (.+)` is a comment (None).
+    answer_pattern: str = config_field(
+        "",
+        help="Your own data: a regex that extracts the answer (its first group, else the match) from the generation "
+        "and the reference; exact_match compares those (empty: the whole completion).",
+    )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
     torch_dtype: str = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
 
@@ -53,7 +61,17 @@ class EvalConfig:
                 "(a baseline: --model PATH --dataset NAME)"
             )
         if self.model is not None and not self.dataset:
-            raise ValueError("dataset is required with model (baseline mode): add --dataset gsm8k|mathqa|…")
+            raise ValueError(
+                "dataset is required with model (baseline mode): add --dataset gsm8k|mathqa|… or a data file"
+            )
+        if self.dataset:
+            from segloss.data import builder_class
+
+            builder_class(self.dataset)  # an unknown name, a missing file: before any model loads
+        if self.answer_pattern:
+            from segloss.evaluation.user_data import compile_answer_pattern
+
+            compile_answer_pattern(self.answer_pattern)
         if self.template is not None and self.template not in TEMPLATES:
             raise ValueError(f"template: unknown template {self.template!r}; valid templates: {', '.join(TEMPLATES)}")
         if self.torch_dtype not in TORCH_DTYPES:

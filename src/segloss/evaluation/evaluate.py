@@ -14,7 +14,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segloss.config import config_to_dict, load_yaml
-from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, load_examples, stop_strings
+from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, is_user_data, load_examples, stop_strings
+from segloss.data.templates import effective_template
 from segloss.evaluation.config import EvalConfig
 from segloss.evaluation.generation import (
     Generated,
@@ -26,6 +27,7 @@ from segloss.evaluation.generation import (
 )
 from segloss.evaluation.prompts import build_prompt, choose_shots
 from segloss.evaluation.teacher_forced import teacher_forced_rows
+from segloss.evaluation.user_data import UserDataScorer
 from segloss.fileio import write_pair
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
@@ -136,9 +138,9 @@ def load_model(config: EvalConfig) -> tuple[Any, Any]:
 def generate_all(
     generate_fn: GenerateFn, prompts: Sequence[str], batch_size: int, max_new_tokens: int
 ) -> list[Generated | str]:
-    """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA)."""
+    """Run ``generate_fn`` over ``prompts`` in batches, with a progress bar (ETA) on a terminal (none in a log)."""
     texts: list[Generated | str] = []
-    with tqdm(total=len(prompts), desc="generating", unit="ex") as bar:
+    with tqdm(total=len(prompts), desc="generating", unit="ex", disable=None) as bar:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             out = generate_fn(batch, max_new_tokens)
@@ -149,8 +151,12 @@ def generate_all(
     return texts
 
 
-def score_example(example: Example, generated: str, multiple_choice: bool) -> tuple[str | None, dict[str, float]]:
-    """(parsed answer, per-example metrics) of one generation."""
+def score_example(
+    example: Example, generated: str, multiple_choice: bool, user_data: UserDataScorer | None = None
+) -> tuple[str | None, dict[str, float]]:
+    """(parsed answer, per-example metrics) of one generation; ``user_data`` scores the user's own data."""
+    if user_data is not None:
+        return user_data.answer(generated), user_data.score(generated, example.answer)
     if multiple_choice:
         n = max(len(example.choices), 4)
         return parse_choice_letter(generated, n), score_choice(generated, example.answer, n)
@@ -166,7 +172,7 @@ def loglikelihood_context(prompt: str) -> str:
 def loglikelihood_rows(model: Any, tokenizer: Any, examples: Sequence[Example], template: str) -> list[dict]:
     """acc/acc_norm per example: each choice scored as a continuation of the (templated) question."""
     rows = []
-    for ex in tqdm(examples, desc="log-likelihood", unit="ex"):
+    for ex in tqdm(examples, desc="log-likelihood", unit="ex", disable=None):  # no bar in a log
         if not ex.choices or ex.label is None:
             rows.append({"acc": math.nan, "acc_norm": math.nan})
             continue
@@ -213,7 +219,9 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     start = time.time()
     setup = resolve(config)
     examples, shots = _load_split(config, setup)
+    setup.template = effective_template(examples, setup.template)  # conversation rows: the chat template
     multiple_choice = is_multiple_choice(setup.dataset)
+    user_data = _user_data_scorer(config, setup, examples)
     max_new_tokens = config.max_new_tokens or MAX_NEW_TOKENS.get(setup.dataset, 256)
     stops = stop_strings(setup.dataset) if config.stop_strings else ()
     model = tokenizer = None
@@ -232,7 +240,9 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
     outputs = generate_all(generate_fn, prompts, config.batch_size, max_new_tokens)
     generated = [cut_at_stop(o.text if isinstance(o, Generated) else o, stops) for o in outputs]
     new_tokens = [o.new_tokens if isinstance(o, Generated) else None for o in outputs]
-    scored = [score_example(ex, text, multiple_choice) for ex, text in zip(examples, generated, strict=True)]
+    scored = [
+        score_example(ex, text, multiple_choice, user_data) for ex, text in zip(examples, generated, strict=True)
+    ]
     rows = [dict(metrics) for _, metrics in scored]
     if multiple_choice and config.loglikelihood:
         for row, extra in zip(rows, loglikelihood_rows(model, tokenizer, examples, setup.template), strict=True):
@@ -282,8 +292,28 @@ def evaluate(config: EvalConfig, *, generate_fn: GenerateFn | None = None) -> di
         "config": config_to_dict(config),
     }
     _write_outputs(setup.output_dir, predictions, result)
+    if config.run is not None:  # the run's model card lists its metrics
+        from segloss.card import write_model_card
+
+        write_model_card(config.run, extra_evals=[result])
     print_summary(result)
     return result
+
+
+def _user_data_scorer(config: EvalConfig, setup: Setup, examples: Sequence[Example]) -> UserDataScorer | None:
+    """The scorer of the user's own data (None for a built-in dataset, which has its own metrics)."""
+    if not is_user_data(setup.dataset):
+        if config.answer_pattern:
+            raise ValueError(
+                f"answer_pattern: only for your own data; {setup.dataset} is scored by its own metrics (drop it)"
+            )
+        return None
+    if config.run is not None and not config.dataset and Path(setup.dataset).is_file():
+        print(
+            f"[eval] note: evaluating on the run's training file {setup.dataset} (one file is every split); "
+            "pass --dataset FILE with held-out rows to measure generalisation"
+        )
+    return UserDataScorer.for_examples(examples, config.answer_pattern or None)
 
 
 def _load_split(config: EvalConfig, setup: Setup) -> tuple[list[Example], list[Example]]:

@@ -1,12 +1,22 @@
-"""Greedy batched generation with left padding and stop strings, and model loading for baseline mode."""
+"""Greedy batched generation with left padding and stop strings, and model loading for baseline mode.
+
+Few-shot prompts all begin with the same demonstrations, which on a CPU are most of the work of an eval (a 4-shot
+GSM8K prompt is ~90 % demonstrations). :class:`PrefixCache` computes the key/value cache of that shared beginning
+once and every batch continues from a copy of it, so each prompt only runs its own question through the model.
+"""
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+#: A shared prompt beginning shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,83 @@ def count_new_tokens(new_tokens: torch.Tensor, stop_ids: Sequence[int], pad_id: 
     return counts
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own (``generate``
+    needs one new input token per row)."""
+    return min([len(r) - 1 for r in rows] + [_common_length(rows[0], r) for r in rows[1:]])
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _forward_parameters(model: Any) -> Any:
+    """The parameters of the transformers model's ``forward`` (a peft wrapper's is ``**kwargs``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inspect.signature(base.forward).parameters
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The name under which this transformers version passes a KV cache (``cache`` since 5.2x, else the old one)."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
+
+
+class PrefixCache:
+    """The KV cache of the prompt beginning that every prompt of an eval shares (its few-shot demonstrations).
+
+    Computed once, by one forward pass over the first batch's shared tokens, and handed to each batch as a copy
+    repeated over its rows; when a later batch shares less of it (a batch of one prompt shares all but its last
+    token with itself), it is recomputed for what they still share, so it settles on the demonstrations. The result
+    equals generating from the whole prompts up to float rounding.
+    """
+
+    def __init__(self, model: Any, min_tokens: int = MIN_SHARED_PREFIX) -> None:
+        self.model = model
+        self.min_tokens = min_tokens
+        self.ids: list[int] = []
+        self.cache: Any = None
+        wanted = "logits_to_keep" in _forward_parameters(model)
+        self._kwargs = {"logits_to_keep": 1} if wanted else {}  # only the cache is wanted, not [1, P, V] logits
+
+    def for_batch(self, rows: Sequence[Sequence[int]]) -> tuple[int, Any]:
+        """``(P, cache)``: the first P tokens of every row are in ``cache`` (batched over the rows); ``(0, None)``
+        when the rows share fewer than ``min_tokens``."""
+        shared = shared_prefix_length(rows)
+        kept = _common_length(self.ids, rows[0][:shared])
+        if self.cache is None or kept < len(self.ids):
+            length = kept if kept >= self.min_tokens else shared
+            if length < self.min_tokens:
+                return 0, None
+            self._compute(list(rows[0][:length]))
+        batch = copy.deepcopy(self.cache)
+        batch.batch_repeat_interleave(len(rows))
+        return len(self.ids), batch
+
+    def _compute(self, ids: list[int]) -> None:
+        device = getattr(self.model, "device", torch.device("cpu"))
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids], device=device), use_cache=True, **self._kwargs)
+        cache = getattr(out, "cache", None)
+        self.cache = cache if cache is not None else out.past_key_values
+        self.ids = ids
+
+
+def _continue_after(prefix: int, rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids``/``attention_mask [B, P + S]``: the shared P tokens, then each row's own tokens padded on the left
+    (the padding sits between the two; positions come from the mask, so each row's tokens follow the prefix)."""
+    tails = [list(r[prefix:]) for r in rows]
+    width = max(len(t) for t in tails)
+    head = list(rows[0][:prefix])
+    ids = [head + [pad] * (width - len(t)) + t for t in tails]
+    mask = [[1] * prefix + [0] * (width - len(t)) + [1] * len(t) for t in tails]
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
 def make_generate_fn(
     model: Any,
     tokenizer: Any,
@@ -83,26 +170,39 @@ def make_generate_fn(
     max_length: int | None = None,
     stop_strings: Sequence[str] = (),
     add_special_tokens: bool = True,
+    reuse_prefix: bool = True,
 ) -> Callable[[Sequence[str], int], list[Generated]]:
     """A greedy generate function over ``model.generate`` that stops at EOS, the end-of-turn token and
     ``stop_strings`` (transformers' ``stop_strings`` criterion) and cuts the text at the first stop string.
 
     Prompts are encoded by :func:`segloss.data.encode_prompts` (as in training, left padding, BOS kept; prompts over
     ``max_length`` tokens keep their end). ``generate.n_truncated`` counts the prompts that were cut.
+    ``reuse_prefix``: the beginning every prompt shares is computed once (:class:`PrefixCache`), not per prompt.
     """
-    from segloss.data import encode_prompts
+    from segloss.data import encode_prompts, pad_token_id
 
     prepare_tokenizer(tokenizer)
     device = getattr(model, "device", torch.device("cpu"))
     limit = max_length or 10**9
     stops = [s for s in stop_strings if s]
     end_ids = end_token_ids(tokenizer)
+    prefix_cache = PrefixCache(model) if reuse_prefix else None
+    cache_kwarg = _cache_kwarg(model)
 
     def generate(prompts: Sequence[str], max_new_tokens: int) -> list[Generated]:
         encoded = encode_prompts(prompts, tokenizer, limit, add_special_tokens=add_special_tokens)
         generate.n_truncated += encoded.pop("n_truncated")  # type: ignore[attr-defined]
+        extra: dict[str, Any] = {"stop_strings": stops, "tokenizer": tokenizer} if stops else {}
+        if prefix_cache is not None:
+            rows = [
+                ids[m.bool()].tolist() for ids, m in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+            ]
+            shared, cache = prefix_cache.for_batch(rows)
+            if cache is not None:
+                ids, mask = _continue_after(shared, rows, pad_token_id(tokenizer))
+                encoded = {"input_ids": ids, "attention_mask": mask}
+                extra[cache_kwarg] = cache
         batch = {k: v.to(device) for k, v in encoded.items()}
-        extra = {"stop_strings": stops, "tokenizer": tokenizer} if stops else {}
         with torch.no_grad():
             out = model.generate(
                 **batch,

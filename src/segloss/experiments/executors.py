@@ -26,12 +26,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from segloss.experiments.cells import Cell
 from segloss.experiments.store import clean_metrics
-
-if TYPE_CHECKING:
-    from segloss.experiments.grid import Cell
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'segloss[ray]'"

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from segloss.config import config_field
+from segloss.experiments.cells import Cell, slug
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
+from segloss.losses.spec import LossSpec
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -77,12 +79,13 @@ class GridConfig:
         _check_unique("models", self.models)
         self.datasets = [_normalize_dataset(d) for d in self.datasets]
         _check_unique("datasets (labels)", [d["label"] for d in self.datasets])
-        labels = [loss_label(spec) for spec in self.losses]
+        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
+            _check_overrides(name, section, reserved)
+        # Each loss setting checked up front (with the shared ce_weight and loss_options); cells parse their own.
+        labels = [cell_loss_spec(loss, self.train).tag for loss in self.losses]
         _check_unique("losses", labels)
         if "ce" not in labels:
             raise ValueError(f"losses must include `ce` alone as the baseline, got {labels}; add `- ce`")
-        for name, section, reserved in (("train", self.train, CELL_TRAIN_KEYS), ("eval", self.eval, CELL_EVAL_KEYS)):
-            _check_overrides(name, section, reserved)
         if not isinstance(self.output_dir, (str, Path)) or not str(self.output_dir):
             raise ValueError(f"output_dir must be a path, got {self.output_dir!r}")
 
@@ -94,36 +97,6 @@ class GridConfig:
         """Every cell in grid order (models × datasets × losses × seeds); the index is what ``--shard`` uses."""
         combos = itertools.product(self.models, self.datasets, self.losses, self.seeds)
         return [make_cell(self, i, *combo) for i, combo in enumerate(combos)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One train+eval run of the grid. ``train``/``eval`` are the resolved settings passed to the configs."""
-
-    index: int
-    model: str
-    dataset: str
-    loss: str
-    seed: int
-    train: dict[str, Any]
-    eval: dict[str, Any]
-    run_dir: Path
-    eval_dir: Path
-    config_hash: str
-
-    def as_row(self) -> dict[str, Any]:
-        """The store row of this cell (see :meth:`ResultStore.register`)."""
-        return {
-            "config_hash": self.config_hash,
-            "cell_index": self.index,
-            "model": self.model,
-            "dataset": self.dataset,
-            "loss": self.loss,
-            "seed": self.seed,
-            "settings": {"train": self.train, "eval": self.eval},
-            "run_dir": self.run_dir,
-            "eval_dir": self.eval_dir,
-        }
 
 
 @dataclasses.dataclass
@@ -156,29 +129,38 @@ class GridSummary:
 LOSS_SETTING_KEYS = ("loss", "loss_options", "ce_weight")
 
 
-def loss_setting(entry: Any) -> tuple[str, dict[str, Any]]:
-    """A grid ``losses`` entry as (cell label, the TrainConfig values it sets).
+def _setting_values(entry: Any) -> dict[str, Any]:
+    """The TrainConfig values a grid ``losses`` entry names: ``{loss}`` for a name or a weights mapping; a mapping
+    with a ``loss`` key (a loss with options) also its ``loss_options``/``ce_weight``."""
+    if not (isinstance(entry, dict) and "loss" in entry):
+        return {"loss": entry}
+    unknown = sorted(set(entry) - set(LOSS_SETTING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"losses: unknown key(s) {unknown} in {entry}; a loss with options takes {list(LOSS_SETTING_KEYS)}"
+        )
+    return {key: entry[key] for key in LOSS_SETTING_KEYS if key in entry}
 
-    A name or a weights mapping sets ``loss`` (its canonical text: ``"lovasz"``, ``"ce"``, ``"ce=0.5,focal=0.5"``;
-    a task name is combined with CE by ``train.ce_weight``). A mapping with a ``loss`` key also sets its
-    ``loss_options`` (and ``ce_weight``); its label names the options, e.g. ``"lovasz[group=sequence]"``.
-    """
-    from segloss.losses import LossSpec
 
-    fields = isinstance(entry, dict) and "loss" in entry
+def cell_loss_spec(loss: Any, train: dict[str, Any]) -> LossSpec:
+    """The `LossSpec` of one loss setting under a cell's train settings (the entry's own ``ce_weight`` and
+    ``loss_options`` win over the shared ones)."""
+    values = {**train, **_setting_values(loss)}
     try:
-        if not fields:
-            return LossSpec.parse(entry).label, {"loss": LossSpec.parse(entry).label}
-        unknown = sorted(set(entry) - set(LOSS_SETTING_KEYS))
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) {unknown} in {entry}; a loss with options takes {list(LOSS_SETTING_KEYS)}"
-            )
-        spec = LossSpec.parse(entry["loss"], ce_weight=entry.get("ce_weight"), options=entry.get("loss_options") or {})
+        return LossSpec.parse(values["loss"], ce_weight=values.get("ce_weight"), options=values.get("loss_options"))
     except ValueError as err:
         raise ValueError(f"losses: {err}") from None
-    values = {key: entry[key] for key in LOSS_SETTING_KEYS if key in entry}
-    return spec.tag, {**values, "loss": spec.label if isinstance(entry["loss"], str) else entry["loss"]}
+
+
+def loss_setting(entry: Any, train: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """A grid ``losses`` entry as (cell label, the TrainConfig values it sets).
+
+    The label is the spec's tag: ``"lovasz"``, ``"ce"``, ``"ce=0.5,focal=0.5"``, or with options that differ from
+    their defaults ``"lovasz[group=sequence]"``. ``loss`` is set to the spec's canonical text (a task name is
+    combined with CE by ``train.ce_weight``); an entry's own ``loss_options``/``ce_weight`` are set with it.
+    """
+    spec = cell_loss_spec(entry, train or {})
+    return spec.tag, {**_setting_values(entry), "loss": spec.label}
 
 
 def loss_label(spec: Any) -> str:
@@ -228,10 +210,6 @@ def _normalize_dataset(entry: Any) -> dict[str, Any]:
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "x"
-
-
 def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
     """Stable 16-hex hash of a cell's settings (JSON with sorted keys; output paths are excluded by the caller)."""
     blob = json.dumps({"train": train, "eval": eval}, sort_keys=True, default=str, separators=(",", ":"))
@@ -239,21 +217,20 @@ def config_hash(train: dict[str, Any], eval: dict[str, Any]) -> str:
 
 
 def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any], loss: Any, seed: int) -> Cell:
-    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed."""
-    label, loss_values = loss_setting(loss)
-    train = {
-        **config.train,
-        **dataset["train"],
-        "model": model,
-        "dataset": dataset["name"],
-        **loss_values,
-        "seed": seed,
-    }
+    """Resolve one cell: shared overrides < dataset overrides < the cell's own model/dataset/loss/seed.
+
+    ``loss`` is a grid ``losses`` entry; its `LossSpec` is parsed here, once, under the shared and dataset settings
+    (a dataset's own ``ce_weight``/``loss_options`` apply) and travels with the cell into the store and report."""
+    shared = {**config.train, **dataset["train"]}
+    spec = cell_loss_spec(loss, shared)
+    label = spec.tag
+    loss_values = {**_setting_values(loss), "loss": spec.label}
+    train = {**shared, "model": model, "dataset": dataset["name"], **loss_values, "seed": seed}
     if dataset["data_path"] is not None:
         train["data_path"] = str(dataset["data_path"])
     eval_settings = {"split": DEFAULT_EVAL_SPLIT, **config.eval, **dataset["eval"], "seed": seed}
     digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
-    name = f"{_slug(model)}__{_slug(dataset['label'])}__{_slug(label)}__seed{seed}-{digest[:8]}"
+    name = f"{slug(model)}__{slug(dataset['label'])}__{slug(label)}__seed{seed}-{digest[:8]}"
     run_dir = Path(config.output_dir) / "runs" / name
     eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
     if "output_dir" in eval_settings:
@@ -263,6 +240,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
         model=model,
         dataset=dataset["label"],
         loss=label,
+        loss_spec=spec,
         seed=seed,
         train=train,
         eval=eval_settings,

@@ -20,14 +20,14 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from segloss.config import config_field, config_to_dict
+from segloss.fileio import build_directory, cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +89,6 @@ class PretrainConfig:
             )
 
 
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir`` if given, else ``$XDG_CACHE_HOME/segloss``, else ``~/.cache/segloss``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "segloss"
-
-
 def settings_hash(config: PretrainConfig) -> str:
     """A short hash of every setting that changes the weights (the cache location is not one of them)."""
     settings = config_to_dict(config)
@@ -116,31 +108,23 @@ def is_complete(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
-def pretrain_base_model(config: PretrainConfig) -> Path:
+def pretrain_base_model(config: PretrainConfig, *, progress: Callable[[int, int], None] | None = None) -> Path:
     """Return the directory of the pretrained base for ``config``, training it first unless it is cached.
 
     The directory holds the model and tokenizer (``save_pretrained``) and ``pretrain.json`` (settings, corpus size,
-    final loss, train time). A leftover incomplete directory (no marker) is replaced, never reused.
+    final loss, train time). A leftover incomplete directory (no marker) is replaced, never reused. ``progress(step,
+    max_steps)`` is called after every optimizer step (instead of the Trainer's progress bar, which it turns off).
     """
     final = base_model_dir(config)
     if is_complete(final):
         logger.info("reusing cached base model %s", final)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        summary = _pretrain_into(config, tmp)
+
+    def build(tmp: Path) -> None:
+        summary = _pretrain_into(config, tmp, progress)
         (tmp / MARKER).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        if final.exists() and not is_complete(final):
-            shutil.rmtree(final)  # a partial directory from some older crash: never reused
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not is_complete(final):  # another process finished first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return build_directory(final, build, is_complete)
 
 
 def load_corpus(config: PretrainConfig) -> list[Any]:
@@ -157,8 +141,10 @@ def load_corpus(config: PretrainConfig) -> list[Any]:
     return examples
 
 
-def _pretrain_into(config: PretrainConfig, out: Path) -> dict[str, Any]:
-    from transformers import Trainer, TrainingArguments
+def _pretrain_into(
+    config: PretrainConfig, out: Path, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from segloss.data import DataCollator, tokenize_examples
     from segloss.models import build_tiny_llama, train_tokenizer
@@ -195,8 +181,17 @@ def _pretrain_into(config: PretrainConfig, out: Path) -> dict[str, Any]:
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=0,
+        disable_tqdm=progress is not None,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollator(tokenizer))
+    if progress is not None:
+        report = progress
+
+        class Progress(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                report(state.global_step, state.max_steps)
+
+        trainer.add_callback(Progress())
     start = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - start

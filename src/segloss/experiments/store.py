@@ -27,8 +27,15 @@ their lease. Failed cells are retried when their failure was recorded before the
 workers do not re-run a crash in a loop). A worker whose lease was taken over can no longer record the cell.
 SQLite over network file systems (NFS) is not safe: keep the store on the driver's local disk.
 
-Readers (``segloss report``) open the store with :meth:`ResultStore.open_readonly`, which refuses, without writing
-anything, a file that is not SQLite or an SQLite file without segloss's ``cells`` table.
+One file: WAL mode keeps recent writes in ``results.sqlite-wal`` until they are copied into the main file. A writer
+copies them (``wal_checkpoint(TRUNCATE)``) after registering cells, after each finished or failed cell and when it
+closes, so the WAL holds at most the claims and heartbeats of the cells in flight, and ``results.sqlite`` alone holds
+every finished cell even after a ``kill -9``. :func:`backup_store` (``segloss store backup``) writes one
+self-contained copy (rollback journal, no side files) at any time, WAL included.
+
+Readers (``segloss report``) open the store with :meth:`ResultStore.open_readonly`, which writes nothing in or beside
+the file (so it also reads a store on read-only media) and refuses, with a one-line reason, a file that is not SQLite,
+an SQLite file without segloss's ``cells`` table, or a file it may not read (:class:`StoreReader` says how).
 """
 
 from __future__ import annotations
@@ -38,8 +45,11 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import socket
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +60,7 @@ from typing import Any, TypeVar
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
+CHECKPOINT_WAIT_S = 2.0  # how long a WAL checkpoint waits for readers of an older snapshot
 DEFAULT_LEASE_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -119,15 +130,46 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the store; what keeps it from being read is said plainly (``ValueError``), a missing file
+    is a ``FileNotFoundError``."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"result store not found: {path}; run `segloss grid` first or fix --store") from None
+    except PermissionError:
+        raise ValueError(
+            f"result store {path} cannot be reached: permission denied on a folder above it; give this user access "
+            "to the folder (chmod a+x) or run as its owner"
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(
+            f"result store {path} is not a file; point --store at the results.sqlite that `segloss grid` wrote"
+        )
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC))
+    except PermissionError:
+        raise ValueError(
+            f"result store {path} cannot be read: permission denied (mode {stat.filemode(info.st_mode)}, owner uid "
+            f"{info.st_uid}); make it readable (chmod a+r) or run as its owner"
+        ) from None
+
+
+def _may_exist(path: Path) -> bool:
+    """Whether ``path`` exists, True when a folder's permissions hide it (:func:`check_store_file` says so)."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
+
+
 def check_store_file(path: Path, *, allow_empty: bool = False) -> None:
     """Refuse, without writing anything, a file that is not a segloss store: not SQLite, another program's SQLite
-    database, or a newer schema. ``allow_empty`` accepts an empty file or a database without tables (a writer
-    creates the schema there). The check opens the file read-only."""
-    if not path.is_file():
-        raise FileNotFoundError(f"result store not found: {path}; run `segloss grid` first or fix --store")
+    database, or a newer schema; or one this user may not read. ``allow_empty`` accepts an empty file or a database
+    without tables (a writer creates the schema there). The check reads through :class:`StoreReader`."""
     fix = "point --store at the results.sqlite that `segloss grid` wrote"
-    with path.open("rb") as handle:
-        head = handle.read(len(SQLITE_MAGIC))
+    head = _read_head(path)
     if head and head != SQLITE_MAGIC:
         raise ValueError(f"{path} is not a segloss result store (not an SQLite file); {fix}")
     tables, columns, version = _describe(path) if head else (set(), set(), 0)
@@ -143,21 +185,88 @@ def check_store_file(path: Path, *, allow_empty: bool = False) -> None:
 
 
 def _describe(path: Path) -> tuple[set[str], set[str], int]:
-    """(table names, columns of ``cells``, user_version), read through a read-only connection."""
-    conn = _connect_readonly(path)
-    try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
-        return tables, columns, int(conn.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.DatabaseError as err:
-        raise ValueError(f"{path} is not a segloss result store (SQLite cannot read it: {err})") from None
-    finally:
-        conn.close()
+    """(table names, columns of ``cells``, user_version), read through :class:`StoreReader`."""
+    with contextlib.closing(StoreReader(path)) as reader:
+        try:
+            conn = reader.connect()
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+            return tables, columns, int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.OperationalError as err:  # the file is fine as far as we know: SQLite could not open it
+            raise ValueError(
+                f"result store {path}: SQLite cannot open it ({err}); check that the file and its folder are readable"
+            ) from None
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"{path} is not a segloss result store (SQLite cannot read it: {err})") from None
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    # mode=ro: SQLite itself refuses every write, so a reader can never alter the file it was pointed at.
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+class StoreReader:
+    """A read-only SQLite connection to a store that writes nothing in or beside it (:meth:`connect`).
+
+    * ``-wal`` and ``-shm`` beside it (a live writer, or one that was killed): read through them (``mode=ro``); both
+      exist already, so nothing is created;
+    * no ``-wal``, or an empty one: every committed write is in the main file, read as ``immutable`` (no lock, no
+      side file: this also reads a store on read-only media);
+    * a non-empty ``-wal`` without ``-shm`` (copied together, or read-only media): no writer can be live, so both are
+      copied to a private temporary folder and read there (SQLite replays the WAL into the copy); :meth:`close`
+      removes it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.scratch: Path | None = None
+        self.conn: sqlite3.Connection | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        uri = self.path.as_uri()
+        if wal.exists() and shm.exists():
+            self.conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            try:
+                self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the WAL now
+                return self.conn
+            except sqlite3.OperationalError:  # e.g. an -shm this user may not open: read a private copy instead
+                self.conn.close()
+        if not wal.exists() or wal.stat().st_size == 0:
+            self.conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+            return self.conn
+        self.scratch = Path(tempfile.mkdtemp(prefix="segloss-store-"))
+        copy = self.scratch / self.path.name
+        shutil.copyfile(self.path, copy)
+        shutil.copyfile(wal, f"{copy}-wal")
+        self.conn = sqlite3.connect(copy, timeout=BUSY_TIMEOUT_S)
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+
+def backup_store(source: str | Path, target: str | Path) -> dict[str, int]:
+    """Write the store ``source`` (with whatever its WAL holds) to ``target`` as one self-contained SQLite file
+    (rollback journal: nothing beside it is needed), atomically; returns the copy's cell counts per status."""
+    source, target = Path(source), Path(target)
+    if target.resolve() == source.resolve():
+        raise ValueError(f"store backup: the target {target} is the store itself; give another file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with ResultStore.open_readonly(source) as store:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        try:
+            with contextlib.closing(sqlite3.connect(name)) as copy:
+                with store._lock:
+                    store._conn.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")  # the source is in WAL mode; the copy stands alone
+            os.replace(name, target)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+    with ResultStore.open_readonly(target) as copied:
+        return copied.counts()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,10 +305,12 @@ class ResultStore:
         self.lease_s = float(lease_s)
         self.readonly = _readonly
         self._lock = threading.RLock()  # the heartbeat thread (LeaseKeeper) shares this connection
-        if self.path.exists() or not create or _readonly:
+        if _readonly or not create or _may_exist(self.path):
             check_store_file(self.path, allow_empty=not _readonly)  # read-only: never alter another program's file
+        self._reader: StoreReader | None = None
         if _readonly:
-            self._conn = _connect_readonly(self.path)
+            self._reader = StoreReader(self.path)
+            self._conn = self._reader.connect()
             self._conn.row_factory = sqlite3.Row
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +366,23 @@ class ResultStore:
                 raise
             self._conn.execute("COMMIT")
 
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed writes into the main file and empty the WAL (see the module docstring). Best
+        effort: a reader that holds an old snapshot for more than ``CHECKPOINT_WAIT_S`` keeps the rest in the WAL
+        until the next checkpoint, rather than holding up the grid."""
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT_S * 1000)}")
+            try:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            return
+        self.checkpoint()
         self._conn.close()
 
     def __enter__(self) -> ResultStore:
@@ -292,6 +419,7 @@ class ResultStore:
                     ),
                 )
                 new += cur.rowcount
+        self.checkpoint()
         return new
 
     def claim(self, config_hash: str, *, since: float | None = None, retry_running: bool = False) -> bool:
@@ -389,6 +517,7 @@ class ResultStore:
                 " lease_until = NULL WHERE config_hash = ?",
                 (status, values["metrics"], values["error"], now, seconds, now, config_hash),
             )
+        self.checkpoint()  # the finished cell is in the main file: a copy of results.sqlite alone holds it
         return True
 
     # -- reads ------------------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ def parse_formulas(text: str) -> list[str]:
 def _clean_answer(raw: str) -> str | None:
     text = raw.strip().replace("$", "")
     text = re.sub(r"(?<=\d),(?=\d)", "", text)  # thousands separators: 1,000 → 1000
+    # A sign spaced from its number is still its sign: "- 5" is -5 (MathQA writes options so), never 5.
+    text = re.sub(r"^([-+])\s+(?=\.?\d)", r"\1", text.strip())
     match = NUMBER_RE.search(text)
     if match:
         number = match.group(0).lstrip("+")

@@ -22,8 +22,17 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from segloss.config import config_field, config_from_values, parse_config, typed_parser
+from segloss.config import (
+    config_field,
+    config_from_values,
+    docstring_sections,
+    field_names,
+    parse_config,
+    resolve_input_path,
+    typed_parser,
+)
 from segloss.losses.spec import LossSpec
+from segloss.training.lora import LoraTargetName, LoraTargets, parse_lora_targets
 
 
 @dataclasses.dataclass
@@ -32,9 +41,15 @@ class SeglossArguments:
 
     # What to train on.
     model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
-    dataset: str = config_field("arith", help="Dataset name (see `segloss data`); arith needs no path.")
-    data_path: str | None = config_field(None, help="Directory of the raw dataset files (unused by arith).")
-    dataset_options: dict[str, Any] = config_field({}, help="Extra options of the dataset builder, as a mapping.")
+    dataset: str = config_field(
+        "arith",
+        help="A built-in dataset (arith, gsm8k, mathqa, openbookqa, hellaswag) or your own data: a .jsonl/.json/.csv/"
+        ".parquet file or folder, or a hub id, with prompt/completion or messages columns (docs/data.md).",
+    )
+    data_path: str | None = config_field(None, help="Directory of a built-in dataset's raw files (unused by arith).")
+    dataset_options: dict[str, Any] = config_field(
+        {}, help="Options of the dataset builder, e.g. {prompt_field: question, completion_field: answer}."
+    )
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
@@ -59,8 +74,10 @@ class SeglossArguments:
     resume: bool = config_field(False, help="Continue from the last checkpoint in output_dir (same data order).")
     overwrite: bool = config_field(False, help="Delete a non-empty output_dir and start over.")
     # Resume overrides: each is recorded in train_summary.json (`resumes`), never stored in config.yaml.
-    resume_allow_changes: bool = config_field(
-        False, help="With --resume: continue although training settings differ from the run's config.yaml."
+    resume_allow_changes: bool | list[str] = config_field(
+        False,
+        help="With --resume: continue although training settings differ from the run's config.yaml. Alone (or "
+        "true): any field may differ; FIELD [FIELD...] (or FIELD,FIELD): only the named fields may.",
     )
     resume_allow_missing_state: bool = config_field(
         False, help="With --resume: accept a checkpoint without optimizer/scheduler/RNG state (the schedule restarts)."
@@ -70,8 +87,14 @@ class SeglossArguments:
     lora_r: int = config_field(8, help="LoRA rank.")
     lora_alpha: int = config_field(16, help="LoRA scaling alpha.")
     lora_dropout: float = config_field(0.05, help="Dropout on the LoRA input.")
+    lora_targets: LoraTargetName | list[str] = config_field(
+        "attention",
+        help="Modules LoRA adapts: attention (the attention projections), authors (the paper code's list per family: "
+        "Llama/StableLM q/k/v/o, gate/up/down and lm_head), all-linear (every linear layer but the head), or a list "
+        "of module names. See segloss.training.lora.",
+    )
     lora_target_modules: list[str] | None = config_field(
-        None, help="Module names to adapt (None: chosen from the architecture, see segloss.training.lora)."
+        None, help="Older spelling of lora_targets as a list of module names (wins over the default attention)."
     )
 
     def __post_init__(self) -> None:
@@ -87,19 +110,61 @@ class SeglossArguments:
             raise ValueError("resume and overwrite: --resume continues output_dir, --overwrite deletes it; pick one")
         if self.fused_loss is not None and not isinstance(self.fused_loss, bool):
             raise ValueError(f"fused_loss: true, false or null (automatic), got {self.fused_loss!r}")
-        if self.lora_target_modules is not None and (
-            not isinstance(self.lora_target_modules, list) or not self.lora_target_modules
-        ):
-            raise ValueError("lora_target_modules: a non-empty list of module names, or null for automatic")
+        # Parsed once: the run adapts `lora_target_choice`; the two fields stay as given, so config.yaml reads back.
+        self.lora_target_choice: LoraTargets = parse_lora_targets(self.lora_targets, self.lora_target_modules)
         if not isinstance(self.dataset_options, dict):
             raise ValueError("dataset_options: must be a mapping of builder options (e.g. `{n_train: 200}`)")
         _check_dataset(self.dataset)
         _check_model_options(self)
+        _check_allowed_changes(self)
         try:  # unknown names, bad weights and unknown options fail here, before any model is loaded
             self.loss_spec = LossSpec.parse(self.loss, ce_weight=self.ce_weight, options=self.loss_options)
         except ValueError as err:
             message = str(err)
             raise ValueError(message if message.startswith(("loss", "ce_weight")) else f"loss: {message}") from None
+        _check_task_weight(self)
+        self.given_paths = _resolve_paths(self)
+
+
+# Input paths stored resolved (config.yaml, the resume comparison); the spelling given is kept in `given_paths`.
+# A model that is no local path is a hub id and stays as given.
+PATH_FIELDS = {"model": True, "data_path": False}  # field → local_only
+
+
+def _resolve_paths(config: SeglossArguments) -> dict[str, str]:
+    """Replace the input paths of ``config`` by their resolved spelling; returns ``{field: as given}`` of those that
+    changed (config.yaml shows them)."""
+    given = {}
+    for name, local_only in PATH_FIELDS.items():
+        value = getattr(config, name)
+        resolved = resolve_input_path(value, local_only=local_only)
+        if resolved != value:
+            given[name] = value
+            setattr(config, name, resolved)
+    return given
+
+
+def _check_task_weight(config: SeglossArguments) -> None:
+    # `loss: lovasz` with ce_weight 1 gives lovasz the weight 1 - 1 = 0: a run labelled lovasz that trains CE alone.
+    spec = config.loss_spec
+    if spec.ce_weight == 1.0:
+        raise ValueError(
+            f"ce_weight: 1.0 gives {spec.label} the weight 0 (it gets 1 - ce_weight), so only CE would train; write "
+            "`loss: ce` for CE alone, or a ce_weight below 1 (the paper's 0.6) to train with the task loss"
+        )
+
+
+def _check_allowed_changes(config: SeglossArguments) -> None:
+    allowed = config.resume_allow_changes
+    if isinstance(allowed, bool):
+        return
+    valid = [f.name for f in dataclasses.fields(config) if f.init]  # a TrainConfig: the Trainer's fields too
+    unknown = [name for name in allowed if name not in valid]
+    if unknown:
+        raise ValueError(
+            f"resume_allow_changes: unknown field(s) {unknown}; name the fields that may differ from config.yaml "
+            "(e.g. --resume_allow_changes seed data_path), or give the flag alone to allow every change"
+        )
 
 
 @dataclasses.dataclass
@@ -191,10 +256,13 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 def _check_dataset(name: str) -> None:
+    """A built-in name, or the form of the user's own file, folder or hub id; `train` checks that the data exists
+    (a finished run's config.yaml must load although its data file has moved since)."""
     from segloss.data import DATASETS
+    from segloss.data.custom import check_user_source
 
     if name not in DATASETS:
-        raise ValueError(f"dataset: unknown name {name!r}; valid names: {sorted(DATASETS)}")
+        check_user_source(name, must_exist=False)
 
 
 def _check_model_options(config: SeglossArguments) -> None:
@@ -236,8 +304,12 @@ def _check_trainer_values(config: TrainConfig) -> None:
 
 
 def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
-    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field)."""
-    return typed_parser(TrainConfig, prog=prog, description=description)
+    """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field); ``--help`` lists
+    segloss's own settings (and ``output_dir``) first, then the Trainer's in the sections of its documentation."""
+    own = {f.name for f in dataclasses.fields(SeglossArguments)} | {"output_dir"}
+    sections = docstring_sections(TrainingArguments, prefix="Trainer: ")
+    groups = {name: sections.get(name, "Trainer: other") for name in field_names(TrainConfig) if name not in own}
+    return typed_parser(TrainConfig, prog=prog, description=description, groups=groups)
 
 
 def parse_train_config(argv: Sequence[str], parser: Any = None) -> TrainConfig:

@@ -3,9 +3,14 @@ run ledger that keeps train_summary.json about the whole run across interruption
 
 * The run directory's ``config.yaml`` is written when training starts; a resume compares it with the new settings
   and refuses any difference that changes training (loss, seed, data, model, optimiser, schedule, …), naming the
-  fields, unless ``resume_allow_changes`` is set — then the old file is kept as ``config.before-step-<N>.yaml`` and
-  the changes are recorded in the summary's ``resumes``.
-* The checkpoint is the newest complete one (`segloss.training.checkpoints.choose_checkpoint`).
+  fields, unless ``resume_allow_changes`` allows them (``True``: any field; a list: those fields) — then the old
+  file is kept as ``config.before-step-<N>.yaml`` and the changes are recorded in the summary's ``resumes``.
+* Input paths (``model``, ``data_path``) are compared resolved (`segloss.config.resolve_input_path`): a trailing
+  slash, a relative or absolute spelling, another working directory name the same path. A different path holding
+  the same content (``segloss.json`` records each input's `content_fingerprint` at the start) is a moved copy and
+  accepted; otherwise it is a change, named with its path.
+* The checkpoint is the newest complete one whose files match their checksums
+  (`segloss.training.checkpoints.choose_checkpoint`); one that fails to load anyway is skipped by :func:`fall_back`.
 * A run that already has ``train_summary.json`` is finished: resuming it says so and changes nothing.
 * :class:`RunLedger` stores the loss sum, the training seconds and the resume records inside each checkpoint's
   ``trainer_state.json`` (``stateful_callbacks``), so they always match the steps the checkpoint holds.
@@ -25,14 +30,16 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from segloss.config import config_to_dict
-from segloss.fileio import atomic_write
-from segloss.training.checkpoints import TRAINER_STATE, choose_checkpoint, list_checkpoints
+from segloss.config import config_to_dict, resolve_input_path
+from segloss.fileio import atomic_write, content_fingerprint
+from segloss.training.checkpoints import TRAINER_STATE, CheckpointLoadError, choose_checkpoint, list_checkpoints
+from segloss.training.config import PATH_FIELDS
 
 logger = logging.getLogger("segloss.resume")
 
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
+RUN_INFO_NAME = "segloss.json"  # versions and the input fingerprints
 ALLOW_CHANGES_FLAG = "--resume_allow_changes"
 # Fields that do not change what is trained: where results go, how often they are written, logged or evaluated,
 # how batches are loaded, and the resume switches themselves. Every other field changes the weights a run produces.
@@ -67,8 +74,34 @@ def stored_values(config: Any) -> dict[str, Any]:
 
 
 def save_run_config(config: Any, path: Path, command: str) -> None:
-    """config.yaml: :func:`stored_values` as YAML, opening with the command that re-runs it (atomic)."""
-    atomic_write(path, f"# {command}\n" + yaml.safe_dump(stored_values(config), sort_keys=False))
+    """config.yaml: :func:`stored_values` as YAML, opening with the command that re-runs it (atomic); input paths are
+    stored resolved, and a comment line shows each one's spelling as given."""
+    given = getattr(config, "given_paths", {})
+    header = "".join(f"# {name} given as {value}\n" for name, value in given.items())
+    atomic_write(path, f"# {command}\n{header}" + yaml.safe_dump(stored_values(config), sort_keys=False))
+
+
+def input_record(config: Any) -> dict[str, dict[str, str | None]]:
+    """``{field: {path, given, fingerprint}}`` of the input paths that exist here (for ``segloss.json``)."""
+    record: dict[str, dict[str, str | None]] = {}
+    for name in PATH_FIELDS:
+        path = getattr(config, name, None)
+        if path and Path(path).exists():
+            given = config.given_paths.get(name, path)
+            record[name] = {"path": path, "given": given, "fingerprint": content_fingerprint(path)}
+    return record
+
+
+def stored_inputs(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """The input record of the run's ``segloss.json`` (or of its newest checkpoint's); empty for older runs."""
+    for path in [output_dir / RUN_INFO_NAME] + [folder / RUN_INFO_NAME for _, folder in list_checkpoints(output_dir)]:
+        try:
+            inputs = json.loads(path.read_text(encoding="utf-8")).get("inputs")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(inputs, dict):
+            return inputs
+    return {}
 
 
 def stored_config(output_dir: Path) -> tuple[dict[str, Any], Path] | None:
@@ -99,27 +132,77 @@ def _neutral(name: str) -> bool:
     return name in NEUTRAL_FIELDS or name.startswith(NEUTRAL_PREFIXES)
 
 
-def config_changes(stored: dict[str, Any], config: Any) -> dict[str, tuple[Any, Any]]:
-    """Training-changing fields whose value differs: ``{field: (stored, new)}``.
+@dataclasses.dataclass
+class SettingsComparison:
+    """The stored settings against the new ones: ``changes`` (``{field: (stored, new)}``), ``moved`` (input paths
+    that moved but hold the same content: ``{field: (stored, new)}``) and ``why`` (the reason of a path change)."""
+
+    changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+    moved: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+    why: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def text(self, names: Any = None) -> str:
+        """``field (old -> new[: why])`` of the changes (those in ``names`` when given), comma-separated."""
+        shown = [name for name in self.changes if names is None or name in names]
+        return ", ".join(f"{n} ({self.changes[n][0]!r} -> {self.changes[n][1]!r}{_why(self.why, n)})" for n in shown)
+
+
+def _why(why: dict[str, str], name: str) -> str:
+    return f": {why[name]}" if name in why else ""
+
+
+def compare_settings(
+    stored: dict[str, Any], config: Any, inputs: dict[str, dict[str, Any]] | None = None
+) -> SettingsComparison:
+    """Training-changing fields whose value differs, and input paths that moved (see :class:`SettingsComparison`).
 
     config.yaml leaves out Trainer fields at their defaults: a key missing from it stands for the field's default.
-    Keys that are no field of the config (written by an older segloss) are not compared.
+    Keys that are no field of the config (written by an older segloss) are not compared. Input paths are compared
+    resolved; a different path is a moved copy when its content fingerprint matches the one ``inputs`` (the run's
+    ``segloss.json``) recorded, or the old path's when that still exists.
     """
     new = config_to_dict(config)
     current = config.to_dict() if hasattr(config, "to_dict") else new  # every field, defaults included
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
-    changes = {}
+    result = SettingsComparison()
     for name in sorted(set(stored) | set(new), key=list({**stored, **new}).index):
         if _neutral(name) or name not in current:
             continue
         old_value = stored[name] if name in stored else defaults.get(name, "(default)")
         new_value = new[name] if name in new else current[name]
-        if _normalized(old_value) != _normalized(new_value):
-            changes[name] = (old_value, new_value)
-    if {"loss", "ce_weight", "loss_options"} & set(changes) and _same_loss(stored, config):
+        if name in PATH_FIELDS:
+            _compare_path(name, old_value, new_value, (inputs or {}).get(name), result)
+        elif _normalized(old_value) != _normalized(new_value):
+            result.changes[name] = (old_value, new_value)
+    if {"loss", "ce_weight", "loss_options"} & set(result.changes) and _same_loss(stored, config):
         for name in ("loss", "ce_weight", "loss_options"):
-            changes.pop(name, None)
-    return changes
+            result.changes.pop(name, None)
+    return result
+
+
+def _compare_path(name: str, old: Any, new: Any, recorded: dict[str, Any] | None, result: SettingsComparison) -> None:
+    # A stored relative path (config.yaml of an older segloss) can only be read against today's working directory.
+    old_path = resolve_input_path(old, local_only=PATH_FIELDS[name]) if isinstance(old, str) else old
+    if old_path == new:
+        return
+    known = recorded.get("fingerprint") if recorded and recorded.get("path") == old_path else None
+    before = known or (content_fingerprint(old_path) if isinstance(old_path, str) else None)
+    after = content_fingerprint(new) if isinstance(new, str) else None
+    if before is not None and after == before:
+        result.moved[name] = (old, new)
+        return
+    result.changes[name] = (old, new)
+    if after is None and new is not None:
+        result.why[name] = f"{new} does not exist"
+    elif before is not None and after is not None:
+        result.why[name] = f"{new} holds other content than the run started with"
+
+
+def config_changes(
+    stored: dict[str, Any], config: Any, inputs: dict[str, dict[str, Any]] | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """Training-changing fields whose value differs: ``{field: (stored, new)}`` (see :func:`compare_settings`)."""
+    return compare_settings(stored, config, inputs).changes
 
 
 def _normalized(value: Any) -> Any:
@@ -127,8 +210,11 @@ def _normalized(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _changes_text(changes: dict[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{name} ({old!r} -> {new!r})" for name, (old, new) in changes.items())
+def _refused(changes: dict[str, tuple[Any, Any]], allowed: bool | list[str]) -> list[str]:
+    """The changed fields that ``resume_allow_changes`` does not allow."""
+    if allowed is True:
+        return []
+    return [name for name in changes if not allowed or name not in allowed]
 
 
 @dataclasses.dataclass
@@ -141,6 +227,8 @@ class ResumePlan:
     changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
     finished: dict[str, Any] | None = None
     ledger: dict[str, Any] = dataclasses.field(default_factory=dict)
+    moved: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+    verified: bool = False
 
     @property
     def step(self) -> int:
@@ -160,9 +248,11 @@ class ResumePlan:
         return {
             "at_step": self.step,
             "checkpoint": self.checkpoint.name if self.checkpoint else None,
+            "checkpoint_verified": self.verified,
             "skipped_checkpoints": dict(self.skipped),
             "missing_state": list(self.missing_state),
             "config_changes": {k: {"before": old, "after": new} for k, (old, new) in self.changes.items()},
+            "moved_inputs": {k: {"before": old, "after": new} for k, (old, new) in self.moved.items()},
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
@@ -170,8 +260,9 @@ class ResumePlan:
 def plan_resume(config: Any, *, world_size: int = 1) -> ResumePlan:
     """Check a ``--resume`` of ``config.output_dir`` before any model is loaded; raises ``ValueError`` on a refusal.
 
-    Refused: training settings that differ from the stored config.yaml (unless ``resume_allow_changes``), and a
-    run whose checkpoints all lack optimizer/scheduler state (unless ``resume_allow_missing_state``).
+    Refused: training settings that differ from the stored config.yaml (unless ``resume_allow_changes`` allows every
+    change or names the changed fields), and a run whose checkpoints all lack optimizer/scheduler state (unless
+    ``resume_allow_missing_state``).
     """
     out = Path(str(config.output_dir))
     plan = ResumePlan()
@@ -179,28 +270,51 @@ def plan_resume(config: Any, *, world_size: int = 1) -> ResumePlan:
     if stored is None:
         logger.warning("resume: %s has no config.yaml to compare the settings with; trusting the new ones", out)
     else:
-        plan.changes = config_changes(stored[0], config)
-        if plan.changes and not config.resume_allow_changes:
+        comparison = compare_settings(stored[0], config, stored_inputs(out))
+        plan.changes, plan.moved = comparison.changes, comparison.moved
+        refused = _refused(plan.changes, config.resume_allow_changes)
+        if refused:
             raise ValueError(
-                f"resume: training settings differ from {stored[1]}: {_changes_text(plan.changes)}. Resuming would "
-                f"mix two trainings in one run. Resume with the stored settings (segloss train --config "
-                f"{out / CONFIG_NAME} --resume), train into a new --output-dir, or pass {ALLOW_CHANGES_FLAG} to "
-                "continue anyway (the changes are recorded in train_summary.json)"
+                f"resume: training settings differ from {stored[1]}: {comparison.text(refused)}. Resuming would mix "
+                f"two trainings in one run. Resume with the stored settings (segloss train --config "
+                f"{out / CONFIG_NAME} --resume), train into a new --output-dir, or pass {ALLOW_CHANGES_FLAG} "
+                f"{' '.join(refused)} to continue anyway (the changes are recorded in train_summary.json)"
             )
+        for name, (old, new) in plan.moved.items():
+            logger.warning(
+                "resume: %s moved from %s to %s, same content (fingerprint): the same input", name, old, new
+            )
+        if plan.changes:
+            logger.warning("resume: continuing with changed settings (%s): %s", ALLOW_CHANGES_FLAG, comparison.text())
     finished = finished_summary(out)
     if finished is not None:
         plan.finished = finished
         return plan
-    choice = choose_checkpoint(out, allow_missing_state=config.resume_allow_missing_state, world_size=world_size)
+    _choose(plan, config, world_size, exclude={})
+    return plan
+
+
+def _choose(plan: ResumePlan, config: Any, world_size: int, exclude: dict[str, str]) -> None:
+    """Fill ``plan`` with the newest usable checkpoint (skipping ``exclude``: name → reason), saying what it chose."""
+    choice = choose_checkpoint(
+        Path(str(config.output_dir)),
+        allow_missing_state=config.resume_allow_missing_state,
+        world_size=world_size,
+        exclude=exclude,
+    )
     plan.checkpoint, plan.skipped, plan.missing_state = choice.checkpoint, choice.skipped, choice.missing_state
+    plan.verified = choice.verified
     for line in choice.messages():
         logger.warning("resume: %s", line)
-    if plan.changes:
-        logger.warning(
-            "resume: continuing with changed settings (%s): %s", ALLOW_CHANGES_FLAG, _changes_text(plan.changes)
-        )
-    if plan.checkpoint is not None:
-        plan.ledger = read_ledger(plan.checkpoint)
+    plan.ledger = read_ledger(plan.checkpoint) if plan.checkpoint is not None else {}
+
+
+def fall_back(plan: ResumePlan, error: CheckpointLoadError, config: Any, *, world_size: int = 1) -> ResumePlan:
+    """The plan after the checkpoint of ``plan`` failed to load: that one is skipped, with ``error``'s reason, and the
+    next older usable checkpoint chosen (None: start at step 0)."""
+    logger.warning("resume: %s failed to load: %s", error.checkpoint.name, error.reason)
+    plan = dataclasses.replace(plan)
+    _choose(plan, config, world_size, exclude={**plan.skipped, error.checkpoint.name: error.reason})
     return plan
 
 

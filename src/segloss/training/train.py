@@ -4,8 +4,11 @@
 A run directory holds::
 
     adapter_model.safetensors + adapter_config.json   (LoRA; or the full model's weights with --full-finetune)
-    tokenizer files, config.yaml (the resolved TrainConfig), segloss.json (segloss version), train_summary.json
-    checkpoint-<step>/                                 (same files + optimizer/scheduler/RNG state, for --resume)
+    tokenizer files, config.yaml (the resolved TrainConfig), train_summary.json
+    segloss.json                                       (segloss/torch versions, the input paths' content fingerprints)
+    README.md                                          (the model card, segloss.card; `segloss eval` adds metrics)
+    checkpoint-<step>/                                 (same files + optimizer/scheduler/RNG state, for --resume,
+                                                        + checksums.json: every file's SHA-256, written last)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +32,21 @@ from transformers import (
 )
 
 from segloss import __version__
+from segloss.card import write_model_card
 from segloss.fileio import atomic_write
 from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
+from segloss.training.checkpoints import CheckpointLoadError, write_manifest
 from segloss.training.config import TrainConfig, train_config_from_values
 from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
 from segloss.training.resume import (
+    RUN_INFO_NAME,
     ResumePlan,
     RunLedger,
     archive_config,
+    fall_back,
     finish_at_checkpoint,
+    input_record,
     plan_resume,
     save_run_config,
 )
@@ -46,7 +55,7 @@ from segloss.training.trainer import SeglossTrainer
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "train_summary.json"
 logger = logging.getLogger("segloss.train")
-VERSION_NAME = "segloss.json"
+VERSION_NAME = RUN_INFO_NAME
 
 
 @dataclasses.dataclass
@@ -64,22 +73,27 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def write_run_files(config: TrainConfig, directory: Path) -> None:
-    """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json."""
+def write_run_files(config: TrainConfig, directory: Path, inputs: dict[str, Any] | None = None) -> None:
+    """config.yaml (the resolved config, opening with the command that re-runs it) and segloss.json (versions and
+    ``inputs``, the input paths' fingerprints of :func:`segloss.training.resume.input_record`)."""
     save_run_config(config, directory / CONFIG_NAME, command=f"segloss train --config {directory / CONFIG_NAME}")
-    _write_json(directory / VERSION_NAME, {"segloss_version": __version__, "torch_version": torch.__version__})
+    info = {"segloss_version": __version__, "torch_version": torch.__version__, "inputs": inputs or {}}
+    _write_json(directory / VERSION_NAME, info)
 
 
 class _RunFilesCallback(TrainerCallback):
-    """Adds config.yaml and segloss.json to each checkpoint the Trainer writes."""
+    """Completes each checkpoint the Trainer writes: config.yaml and segloss.json, then checksums.json (last)."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, inputs: dict[str, Any]) -> None:
         self.config = config
+        self.inputs = inputs
 
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        args.distributed_state.wait_for_everyone()  # every process has written its RNG state before it is hashed
         if state.is_world_process_zero and checkpoint.is_dir():
-            write_run_files(self.config, checkpoint)
+            write_run_files(self.config, checkpoint, self.inputs)
+            write_manifest(checkpoint)
 
 
 def _check_output_dir(config: TrainConfig) -> bool:
@@ -103,12 +117,12 @@ def _clear_for_overwrite(config: TrainConfig, args: TrainingArguments, non_empty
             shutil.rmtree(config.run_dir)
 
 
-def _write_start_files(config: TrainConfig, plan: ResumePlan | None) -> None:
+def _write_start_files(config: TrainConfig, plan: ResumePlan | None, inputs: dict[str, Any]) -> None:
     """config.yaml at the start, so `segloss train --config <run>/config.yaml --resume` works after a crash."""
     out = config.run_dir
     if plan is not None and plan.changes:
         archive_config(out, plan.step)  # the settings the first steps used stay on disk
-    write_run_files(config, out)
+    write_run_files(config, out, inputs)
 
 
 def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
@@ -147,7 +161,7 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
             r=config.lora_r,
             alpha=config.lora_alpha,
             dropout=config.lora_dropout,
-            targets=config.lora_target_modules,
+            targets=config.lora_target_choice,
         )
         if config.activation_checkpointing:
             model.enable_input_require_grads()
@@ -156,37 +170,38 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
-    from segloss.data import DataCollator
+    from segloss.data import DataCollator, get_builder
 
     args = config  # a TrainConfig is the Trainer's TrainingArguments
     non_empty = _check_output_dir(config)
     plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
     if plan is not None and plan.finished is not None:
         return _finished_result(config, plan.finished)
+    get_builder(config.dataset, **config.dataset_options)  # a missing data file or a bad option: before the model
     model, tokenizer = build_model(config)  # model and data errors surface before anything is deleted
     dataset, stats = build_training_data(config, tokenizer)
     tokens = config.per_device_train_batch_size * config.max_length
     fused_loss = resolve_fused_loss(config.fused_loss, model, tokens)  # raises before anything is deleted
     _clear_for_overwrite(config, args, non_empty)
+    inputs = input_record(config) if args.process_index == 0 else {}
     if args.process_index == 0:
-        _write_start_files(config, plan)
-    ledger = RunLedger.for_plan(plan)
-    trainer = SeglossTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=DataCollator(tokenizer),
-        processing_class=tokenizer,
-        combined_loss=config.loss_spec.build(),
-        fused_loss=fused_loss,
-        callbacks=[_RunFilesCallback(config), ledger, *(callbacks or [])],
-    )
-    ledger.loss_source = trainer.run_loss_sum
-    checkpoint = plan.checkpoint if plan is not None else None
-    if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
-        finish_at_checkpoint(trainer, checkpoint)
-    else:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        _write_start_files(config, plan, inputs)
+
+    def make_trainer(model: Any, ledger: RunLedger) -> SeglossTrainer:
+        trainer = SeglossTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=DataCollator(tokenizer),
+            processing_class=tokenizer,
+            combined_loss=config.loss_spec.build(),
+            fused_loss=fused_loss,
+            callbacks=[_RunFilesCallback(config, inputs), ledger, *(callbacks or [])],
+        )
+        ledger.loss_source = trainer.run_loss_sum
+        return trainer
+
+    trainer, ledger, checkpoint = _train_from(plan, config, model, make_trainer)
     trainer.pop_components()  # terms of the steps after the last logging step
     summary = {
         **_summary(trainer, ledger, len(dataset), str(checkpoint) if checkpoint else None),
@@ -201,10 +216,37 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     trainer.save_model(str(config.run_dir))  # adapter (or full model) + tokenizer, main process only
     if args.process_index == 0:
         out = config.run_dir
-        write_run_files(config, out)
+        write_run_files(config, out, inputs)
         _write_json(out / SUMMARY_NAME, summary)
+        write_model_card(out)  # README.md: objective, base model, data (eval adds the metrics)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _train_from(
+    plan: ResumePlan | None,
+    config: TrainConfig,
+    model: Any,
+    make_trainer: Callable[[Any, RunLedger], SeglossTrainer],
+) -> tuple[SeglossTrainer, RunLedger, Path | None]:
+    """Train from ``plan``'s checkpoint (or finish at it, or start at step 0); the trainer, its ledger and the
+    checkpoint used. A checkpoint that fails to load is skipped for the previous one (`fall_back`) and the model
+    rebuilt."""
+    while True:
+        ledger = RunLedger.for_plan(plan)
+        trainer = make_trainer(model, ledger)
+        checkpoint = plan.checkpoint if plan is not None else None
+        try:
+            if plan is not None and checkpoint is not None and plan.at_end(config.max_steps):
+                finish_at_checkpoint(trainer, checkpoint)
+            else:
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            return trainer, ledger, checkpoint
+        except CheckpointLoadError as err:  # only raised while a checkpoint loads: nothing was trained yet
+            if plan is None:  # no checkpoint was handed over, so none failed: not ours to handle
+                raise
+            plan = fall_back(plan, err, config, world_size=config.world_size)
+            model, _ = build_model(config)  # the failed load may have changed some weights already
 
 
 def _summary(trainer: SeglossTrainer, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:

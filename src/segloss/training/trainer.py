@@ -24,6 +24,7 @@ import torch
 from transformers import Trainer
 
 from segloss.losses import CombinedLoss, FusedLinearCombinedLoss, StepAccumulator, StepShare, causal_shift
+from segloss.training.checkpoints import CheckpointLoadGuard
 from segloss.training.fused_head import body_only
 
 logger = logging.getLogger(__name__)
@@ -214,11 +215,13 @@ class CombinedLossMixin(_TrainerBase):
         super().log(logs, start_time)
 
 
-class SeglossTrainer(CombinedLossMixin, Trainer):
+class SeglossTrainer(CombinedLossMixin, CheckpointLoadGuard, Trainer):
     """`Trainer` optimising ``combined_loss(logits, labels, answer_labels)`` with exact gradient accumulation.
 
     The batches carry ``labels`` (CE targets) and ``answer_labels`` (task-loss targets), as `segloss.data` builds
-    them; everything else is :class:`CombinedLossMixin`. Logs, at every logging step, ``ce``, ``task`` (sum of the
+    them; everything else is :class:`CombinedLossMixin`. A resume checkpoint whose files fail to load raises
+    `CheckpointLoadError` (:class:`~segloss.training.checkpoints.CheckpointLoadGuard`), which ``train`` turns into a
+    fall back to an older checkpoint. Logs, at every logging step, ``ce``, ``task`` (sum of the
     non-CE terms) and ``total`` — averages over the optimizer steps since the last log, each term already
     weighted — plus ``task_<name>`` per task loss when there are several.
     """
