@@ -1,6 +1,6 @@
 """Run by test_train.py under torchrun (2 processes): a few steps, then each rank saves its trainable weights.
 
-torchrun --nproc_per_node 2 ddp_worker.py MODEL_DIR OUTPUT_DIR [fused|materialised]
+torchrun --nproc_per_node 2 ddp_worker.py MODEL_DIR OUTPUT_DIR [fused|materialised] [LOSS]
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from training.helpers_train import tiny_config  # noqa: E402
 from segloss.training import train  # noqa: E402
 
 
-def main(model_dir: str, output_dir: str, head: str = "materialised") -> None:
+def main(model_dir: str, output_dir: str, head: str = "materialised", loss: str = "focal") -> None:
     torch.set_num_threads(1)
     config = tiny_config(
         Path(model_dir),
         Path(output_dir),
-        loss="focal",
+        loss=loss,
         max_steps=3,
         train_limit=8,
         per_device_train_batch_size=2,
@@ -39,4 +39,4 @@ def main(model_dir: str, output_dir: str, head: str = "materialised") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

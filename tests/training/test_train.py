@@ -113,12 +113,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_ddp(model_dir: Path, out: Path, head: str) -> tuple[dict, dict]:
+def _run_ddp(model_dir: Path, out: Path, head: str, loss: str = "focal") -> tuple[dict, dict]:
     """Two CPU processes (gloo) of ddp_worker.py; each rank's saved trainable weights and summary."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     port = str(_free_port())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    cmd += ["--master_port", port, str(HERE / "ddp_worker.py"), str(model_dir), str(out), head]
+    cmd += ["--master_port", port, str(HERE / "ddp_worker.py"), str(model_dir), str(out), head, loss]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"rank{r}.pt") for r in (0, 1))
@@ -127,9 +127,12 @@ def _run_ddp(model_dir: Path, out: Path, head: str) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def ddp_materialised(tiny_model_dir, tmp_path_factory) -> tuple[Path, dict, dict]:
-    """One two-process run with the materialised head, shared by the two DDP tests (a torchrun costs seconds)."""
+    """One two-process run with the materialised head, shared by the two DDP tests (a torchrun costs seconds).
+
+    Lovász pools the optimizer step (group: batch): GA 2 on 2 processes runs the statistics pass through the Trainer,
+    its collectives included, with either head (tests/losses/test_accumulate.py checks its exactness under gloo)."""
     out = tmp_path_factory.mktemp("ddp") / "plain"
-    return (out, *_run_ddp(tiny_model_dir, out, "materialised"))
+    return (out, *_run_ddp(tiny_model_dir, out, "materialised", "lovasz"))
 
 
 @pytest.mark.slow
@@ -151,7 +154,7 @@ def test_fused_head_under_two_processes_trains_like_the_materialised_head(
 ) -> None:
     # The fused loss computes the head inside the loss; under DDP its gradients must still be all-reduced and scaled
     # like the materialised path's: same grad norms (Adam would hide a scale error in the weights), same adapter.
-    fused0, fused1 = _run_ddp(tiny_model_dir, tmp_path / "fused", "fused")
+    fused0, fused1 = _run_ddp(tiny_model_dir, tmp_path / "fused", "fused", "lovasz")
     plain_dir, plain0, _ = ddp_materialised
     assert fused0["summary"]["fused_loss"] is True and fused0["summary"]["world_size"] == 2
     norms = {}

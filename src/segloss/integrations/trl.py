@@ -17,8 +17,10 @@ of the sequence (the paper's objective). ``completion_only_loss=True`` in the `S
 completion tokens too; ``assistant_only_loss=True`` restricts both to the assistant turns, as TRL does. Rows without
 a completion (language-modeling or ``messages`` datasets) use TRL's labels for both terms.
 
-The loss, its exact gradient accumulation (token-mean losses) and the ``ce``/``task``/``total`` logs are
-`segloss.training.CombinedLossMixin`, the same code `SeglossTrainer` runs. Not supported: ``packing=True`` (TRL's
+The loss, its exact gradient accumulation and DDP (every loss; docs/losses.md "Properties") and the
+``ce``/``task``/``total`` logs are `segloss.training.CombinedLossMixin`, the same code `SeglossTrainer` runs. With
+``padding_free=True`` a packed row counts as one sequence for ``group: sequence`` region losses: not exact, and said
+so by a warning when training starts. Not supported: ``packing=True`` (TRL's
 packing keeps only input ids and labels, so the completion mask would be lost) and vision-language datasets.
 """
 
