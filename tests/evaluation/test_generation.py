@@ -85,7 +85,7 @@ def test_shared_prefix_length_leaves_every_row_a_token_of_its_own():
     assert shared_prefix_length([[1, 2], [3, 2]]) == 0
 
 
-def test_reusing_the_shared_prefix_gives_the_same_generations_and_runs_it_once(tiny_model_dir):
+def test_reusing_the_shared_prefix_gives_the_same_generations_and_runs_it_once(tiny_model_dir, one_torch_thread):
     """Few-shot prompts (a long shared beginning) in batches of 3, 1 and 1: the same tokens as generating from the
     whole prompts, with the shared beginning run through the model once, and once more when a prompt shares less."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
