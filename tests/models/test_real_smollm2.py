@@ -31,13 +31,14 @@ def test_gguf_loads_as_a_dense_trainable_llama(smollm2):
 def test_a_later_load_reads_the_cache_not_the_gguf(smollm2, smollm2_path, smollm2_cached, monkeypatch):
     """The session's model came through the cache entry; loading again never dequantizes, and gives the same
     weights and tokenizer."""
-    from segloss.models.loading import GGUF_MARKER, load_model_and_tokenizer
+    from segloss.models.loading import GGUF_MARKER, file_sha256, load_model_and_tokenizer
 
     def no_gguf(*args, **kwargs):
         raise AssertionError("the GGUF file was dequantized again")
 
     monkeypatch.setattr("transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint", no_gguf)
-    assert json.loads((smollm2_cached / GGUF_MARKER).read_text())["gguf_file"] == str(smollm2_path)
+    # The entry is keyed by content: it may have been converted from another checkout's copy of the same file.
+    assert json.loads((smollm2_cached / GGUF_MARKER).read_text())["gguf_sha256"] == file_sha256(smollm2_path)
     model, tokenizer = load_model_and_tokenizer(str(smollm2_path))
     reference = smollm2[0].state_dict()
     assert all(torch.equal(reference[k], v) for k, v in model.state_dict().items())
