@@ -315,8 +315,13 @@ def check_default_runner(cells: list[Cell]) -> None:
     from segloss.evaluation import EvalConfig
     from segloss.training.config import train_config_from_values
 
+    checked: set[str] = set()
     for cell in cells:
-        train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
+        # Cells that differ only in their seed (an int already) parse alike: each distinct setting is parsed once.
+        key = json.dumps({k: v for k, v in cell.train.items() if k != "seed"}, sort_keys=True, default=str)
+        if key not in checked:
+            train_config_from_values({**cell.train, "output_dir": str(cell.run_dir)}, "grid train settings")
+            checked.add(key)
         check_keys(EvalConfig, {**cell.eval, "run": "", "output_dir": ""}, "grid eval settings")
 
 
