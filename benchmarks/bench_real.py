@@ -9,9 +9,10 @@ Training: real arith examples (whole-text tokenized, batch ``--batch``), one `Se
 optimizer step per timing unit on the dequantized GGUF model with a fresh LoRA r=8 per loss; every task loss is
 combined with CE as in the paper (0.6·CE + 0.4·task). Objectives are timed interleaved (round r times each once);
 the table shows the median and the step time ratio to CE alone. Eval: the same model and prompts through
-`make_generate_fn` with the dataset's stop strings and without them, and with the shared prompt beginning (the
-demonstrations) reused from the KV cache or recomputed for every prompt (budget ``--max-new-tokens``, default 256 as
-`segloss eval` uses for GSM8K); seconds per example, generated tokens/s and mean new tokens.
+`make_generate_fn` with the dataset's stop strings and without them, with the shared prompt beginning (the
+demonstrations) reused from the KV cache or recomputed for every prompt, and in rounds of 64 new tokens (finished rows
+leave the batch) or in one (budget ``--max-new-tokens``, default 256 as `segloss eval` uses for GSM8K); seconds and
+CPU seconds per example, generated tokens/s and mean new tokens.
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ def step(trainer: SeglossTrainer, batch: dict[str, torch.Tensor]) -> None:
     trainer.optimizer.zero_grad(set_to_none=True)
 
 
-#: (label, stop strings on, shared prefix reused) of the generation variants, timed interleaved.
+ONE_ROUND = 10**9
+#: (label, stop strings on, shared prefix reused, round_tokens) of the generation variants, timed interleaved.
 EVAL_VARIANTS = (
-    ("stop strings, shared prefix reused (default)", True, True),
-    ("stop strings, prefix recomputed per prompt", True, False),
-    ("no stop strings, shared prefix reused", False, True),
+    ("stop strings, prefix reused, rounds of 64 tokens (default)", True, True, 64),
+    ("stop strings, prefix reused, one round", True, True, ONE_ROUND),
+    ("stop strings, prefix recomputed, one round (before)", True, False, ONE_ROUND),
+    ("no stop strings, prefix reused, rounds of 64 tokens", False, True, 64),
 )
 
 
@@ -101,19 +104,21 @@ def time_eval(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str,
     shots = choose_shots(load_examples("gsm8k", "train", GSM8K), 4, seed=42)
     prompts = [build_prompt(ex, shots, "plain") for ex in examples]
     variants = [v for v in EVAL_VARIANTS if v[1] or not args.skip_no_stop]
-    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in variants}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _, _ in variants}
     texts: dict[str, list[Generated]] = {}
     for _ in range(args.eval_repeats):
-        for label, stops_on, reuse in variants:
+        for label, stops_on, reuse, rounds in variants:
             stops = stop_strings("gsm8k") if stops_on else ()
-            generate = make_generate_fn(model, tokenizer, stop_strings=stops, reuse_prefix=reuse)
+            generate = make_generate_fn(model, tokenizer, stop_strings=stops, reuse_prefix=reuse, round_tokens=rounds)
             start, cpu, results = time.perf_counter(), time.process_time(), []
             for i in range(0, len(prompts), args.eval_batch):
                 results += generate(prompts[i : i + args.eval_batch], args.max_new_tokens)
             times[label].append((time.perf_counter() - start, time.process_time() - cpu))
             texts[label] = [r for r in results if isinstance(r, Generated)]
-    same = sum(a == b for a, b in zip(texts[EVAL_VARIANTS[0][0]], texts[EVAL_VARIANTS[1][0]], strict=True))
-    print(f"# prefix reused vs recomputed: {same} of {len(prompts)} generations identical")
+    before = texts[EVAL_VARIANTS[2][0]]
+    for label in list(texts)[:2]:
+        same = sum(a == b for a, b in zip(texts[label], before, strict=True))
+        print(f"# {label} vs before: {same} of {len(prompts)} generations identical")
     out = {}
     for label, runs in times.items():
         total = statistics.median(wall for wall, _ in runs)

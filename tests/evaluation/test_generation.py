@@ -3,6 +3,7 @@ evaluate() records new_tokens per example and mean_new_tokens; a tiny model's ge
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -113,3 +114,47 @@ def test_reusing_the_shared_prefix_gives_the_same_generations_and_runs_it_once(t
     # The first batch shares "Question: " (its space a token of its own); the 4th prompt reuses that; the 5th's space
     # belongs to its word " the", so the prefix is computed once more without it, and would be reused from then on.
     assert long_inputs == [(1, n_shared + 1), (1, n_shared)], forwards
+
+
+class ScriptedLM:
+    """A stand-in for a causal LM whose greedy continuation is known: row r writes the token ``x`` until it has
+    written ``3 + its prompt length % 7`` of them, then EOS. It continues rows that already hold some ``x`` (as the
+    rounds of make_generate_fn feed them back) and records each call's batch size."""
+
+    def __init__(self, tokenizer) -> None:
+        self.x, self.eos = tokenizer.convert_tokens_to_ids("x"), tokenizer.eos_token_id
+        self.device = torch.device("cpu")
+        self.batches: list[int] = []
+
+    def forward(self, input_ids=None, attention_mask=None):  # only its signature is read
+        raise AssertionError("not called without prefix reuse")
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
+        self.batches.append(input_ids.shape[0])
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            real = [t for t, m in zip(ids, mask, strict=True) if m]
+            prompt = list(itertools.takewhile(lambda t: t != self.x, real))
+            target, written = 3 + len(prompt) % 7, len(real) - len(prompt)
+            new = [self.x] * max(0, target - written) + [self.eos]
+            rows.append((new + [pad_token_id] * max_new_tokens)[:max_new_tokens])
+        return torch.cat([input_ids, torch.tensor(rows)], dim=1)
+
+
+def test_rounds_let_finished_rows_leave_the_batch_and_change_no_generation(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = ["Question: a\nAnswer:", "Question: 7 plus 5?\nAnswer:", "Problem: a train, 120 km?\nAnswer:"]
+    one_round = ScriptedLM(tokenizer)
+    expected = make_generate_fn(one_round, tokenizer, reuse_prefix=False)(prompts, 20)
+    assert one_round.batches == [3] and len({g.new_tokens for g in expected}) == 3  # three different lengths
+    assert all(g.text == "x" * (g.new_tokens - 1) for g in expected)  # EOS counted, not shown
+    rounds = ScriptedLM(tokenizer)
+    got = make_generate_fn(rounds, tokenizer, reuse_prefix=False, round_tokens=2)(prompts, 20)
+    assert got == expected
+    assert (
+        rounds.batches[0] == 3 and rounds.batches[-1] == 1 and rounds.batches == sorted(rounds.batches, reverse=True)
+    )
+    capped = make_generate_fn(ScriptedLM(tokenizer), tokenizer, reuse_prefix=False, round_tokens=2)(prompts, 3)
+    assert [g.new_tokens for g in capped] == [3, 3, 3]  # the budget holds across rounds

