@@ -111,6 +111,8 @@ def test_relative_change_counts_the_resamples_it_drops():
     assert out["dropped"] / 4000 == pytest.approx(0.8**5, abs=0.02) and out["resamples"] == 4000
     nothing = relative_change([0.1, 0.2], [0.0, 0.0])
     assert nothing["point"] is None and nothing["ci"] is None and nothing["dropped"] == 2000
+    one_seed = relative_change([0.465], [0.46])  # every resample is that seed: a ratio, but no interval
+    assert one_seed["point"] == pytest.approx(0.465 / 0.46 - 1) and one_seed["ci"] is None
 
 
 def test_mde_reproduces_the_plans_table():

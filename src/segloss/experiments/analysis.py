@@ -231,7 +231,7 @@ def relative_change(
 
     ``{"point", "ci", "dropped", "resamples"}``: a resample whose control mean is 0 has no ratio; it is dropped and
     counted in ``dropped``. ``point`` is None when the control mean itself is 0; ``ci`` None when every resample was
-    dropped."""
+    dropped, or with fewer than 2 seeds (resampling one seed gives it back every time: no interval)."""
     t, c = np.asarray(treatment, dtype=np.float64), np.asarray(control, dtype=np.float64)
     point = float(t.mean() / c.mean() - 1) if c.mean() > 0 else None
     rng = np.random.default_rng(seed)
@@ -239,7 +239,7 @@ def relative_change(
     mean_t, mean_c = t[idx].mean(axis=1), c[idx].mean(axis=1)  # [R]
     keep = mean_c > 0
     ci = None
-    if keep.any():
+    if keep.any() and t.size > 1:
         alpha = 1 - CONFIDENCE
         ci = [float(q) for q in np.quantile(mean_t[keep] / mean_c[keep] - 1, [alpha / 2, 1 - alpha / 2])]
     return {"point": point, "ci": ci, "dropped": int((~keep).sum()), "resamples": n_resamples}
