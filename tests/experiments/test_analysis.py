@@ -210,6 +210,20 @@ def test_without_predictions_each_seed_is_one_unit():
     assert record["p_value_raw"] == pytest.approx(seed_level_test([0.35, 0.33, 0.36], [0.30, 0.32, 0.28])[3])
 
 
+def test_the_adaptations_plan_names_the_arms_its_grid_runs():
+    """A misspelt arm would compare nothing ("not compared"): every arm of the plan is a loss label of the grid."""
+    import yaml
+
+    from segloss.experiments.grid import loss_label
+
+    grid = yaml.safe_load((REPO / "configs/grid/adaptations.yaml").read_text())
+    arms = {loss_label(entry) for entry in grid["losses"]}
+    plan = load_plan(REPO / "configs/study/adaptations.yaml")
+    named = {c.treatment for c in plan.comparisons} | {c.control for c in plan.comparisons}
+    assert named == arms and len(arms) == 9
+    assert [c.family for c in plan.comparisons].count("vs-ce") == 8
+
+
 def test_plan_files_load_and_bad_plans_are_refused(tmp_path):
     primary = load_plan(REPO / "configs/study/smollm2-arith.yaml")
     assert primary.margin_points == 5.0 and primary.planning_sd_points == 3.5
