@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from segloss.losses import CombinedLoss
+from segloss.models.tiny import tiny_llama_config
 from segloss.training.lora import apply_lora
 
 VOCAB = 768
@@ -25,16 +26,7 @@ VOCAB = 768
 
 def make_step(kind: str) -> Callable[[], None]:
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=160,
-        tie_word_embeddings=True,
-    )
+    config = tiny_llama_config(VOCAB, hidden_size=128, max_positions=160)
     model = LlamaForCausalLM(config)
     batch, length = (32, 70) if kind == "pretrain" else (16, 100)
     if kind == "lora":

@@ -63,6 +63,32 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], vocab_size: int = 512) -
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
+def tiny_llama_config(
+    vocab_size: int,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_positions: int = 512,
+    special_ids: PreTrainedTokenizerFast | None = None,
+) -> LlamaConfig:
+    """The tiny Llama's config (MLP 2× hidden, half as many KV heads, tied head); bos/eos/pad from ``special_ids``."""
+    ids = (
+        {f"{n}_token_id": getattr(special_ids, f"{n}_token_id") for n in ("bos", "eos", "pad")} if special_ids else {}
+    )
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        **ids,
+    )
+
+
 def build_tiny_llama(
     tokenizer: PreTrainedTokenizerFast,
     *,
@@ -73,18 +99,13 @@ def build_tiny_llama(
     seed: int = 0,
 ) -> LlamaForCausalLM:
     """A randomly initialised Llama with the tokenizer's vocabulary (seeded, so tests are reproducible)."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = tiny_llama_config(
+        len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        max_positions=max_positions,
+        special_ids=tokenizer,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
