@@ -95,6 +95,12 @@ def _as_another_user() -> Iterator[None]:
     if os.geteuid() != 0:
         yield
         return
+    # The interpreter may live under /root (pyenv), which nobody cannot enter: load what the report imports lazily
+    # (matplotlib's font manager needs plistlib) while still root, whatever ran before on this worker.
+    import matplotlib.font_manager  # noqa: F401
+
+    import segloss.experiments.plots  # noqa: F401
+
     os.setegid(NOBODY)
     os.seteuid(NOBODY)
     try:
