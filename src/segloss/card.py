@@ -19,12 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from segloss import __version__
 from segloss.fileio import atomic_write
+from segloss.rundir import CARD_NAME as CARD_NAME  # re-exported: the name lives in segloss.rundir
+from segloss.rundir import RunDir
 
-CARD_NAME = "README.md"
 _LOSS_TITLES = {
     "ce": "cross-entropy",
     "focal": "focal",
@@ -103,9 +102,10 @@ def model_card(
 
     from segloss.losses.spec import LossSpec
 
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    summary = _read_json(run_dir / "train_summary.json")
+    run = RunDir(run_dir)
+    run_dir = run.path
+    config = run.config_values()  # what the card shows, as written (a model card is no place to re-validate)
+    summary = run.summary() or {}
     evals = load_evals(run_dir, extra_evals)
     spec = LossSpec.parse(
         config.get("loss", "ce"), ce_weight=config.get("ce_weight"), options=config.get("loss_options")
@@ -131,7 +131,7 @@ def write_model_card(run_dir: str | Path, extra_evals: Sequence[Mapping[str, Any
     """Write (or rewrite) ``run_dir/README.md``; tags another writer put in an existing card are kept."""
     from huggingface_hub import ModelCard
 
-    path = Path(run_dir) / CARD_NAME
+    path = RunDir(run_dir).card_path
     existing: list[str] = []
     if path.is_file():
         try:

@@ -31,12 +31,13 @@ from typing import Any
 
 from segloss.experiments.cells import slug, spec_from_values, spec_to_values
 from segloss.losses.spec import LossSpec
+from segloss.rundir import CONFIG_NAME, SUMMARY_NAME
 
 CELL_FILE = "cell.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-SUMMARY_FILE = "train_summary.json"
-CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = SUMMARY_NAME  # a cell folder keeps the run folder's file names (segloss.rundir)
+CONFIG_FILE = CONFIG_NAME
 ATTENTION = "attention"  # the default LoRA targets: an arm without a suffix
 
 
