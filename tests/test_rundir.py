@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -87,7 +86,7 @@ def test_an_unreadable_summary_is_one_line_naming_the_file(tmp_path) -> None:
 
 
 def test_resume_compares_typed_values_not_yaml_text(tmp_path, caplog) -> None:
-    config, run = _run(tmp_path)
+    _, run = _run(tmp_path)
     # PyYAML reads `1e-4` as the string '1e-4'; typed, it is the float 0.0001 the new run asks for. A key of an
     # older segloss is left out of the comparison, with a warning naming it.
     text = run.config_path.read_text().replace("seed: 7", "seed: 7\nlearning_rate: 1e-4\nold_setting: 1")
@@ -102,7 +101,7 @@ def test_resume_compares_typed_values_not_yaml_text(tmp_path, caplog) -> None:
 
 
 def test_resume_of_a_run_whose_config_does_not_load_names_the_file(tmp_path) -> None:
-    config, run = _run(tmp_path)
+    _, run = _run(tmp_path)
     run.config_path.write_text(run.config_path.read_text() + "max_length: many\n")
     with pytest.raises(ValueError) as err:
         plan_resume(TrainConfig(**{**RUN, "output_dir": str(run.path), "resume": True}))
