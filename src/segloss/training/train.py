@@ -33,7 +33,11 @@ from transformers import (
 from segloss import __version__
 from segloss.card import write_model_card
 from segloss.fileio import atomic_write
-from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
+from segloss.models.loading import (  # load_model_and_tokenizer re-exported: callers import it from here
+    ensure_pad_token,
+    load_model_and_tokenizer,
+    resolve_dtype,
+)
 from segloss.rundir import CONFIG_NAME, SUMMARY_NAME, RunDir
 from segloss.training.checkpoints import CheckpointLoadError, write_manifest
 from segloss.training.config import TrainConfig
@@ -292,7 +296,7 @@ def load_trained(
     """
     run_dir = Path(run_dir)
     config = RunDir(run_dir).config()
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(run_dir))
     if (run_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
@@ -302,7 +306,5 @@ def load_trained(
         model = AutoModelForCausalLM.from_pretrained(
             run_dir, dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer, config
