@@ -80,7 +80,7 @@ def test_an_unreadable_summary_is_one_line_naming_the_file(tmp_path) -> None:
     (tmp_path / SUMMARY_NAME).write_text('{"steps": 3')
     with pytest.raises(ValueError) as err:
         RunDir(tmp_path).summary()
-    assert _one_line(err).startswith(f"{tmp_path / SUMMARY_NAME}: unreadable JSON")
+    assert _one_line(err).startswith(f"{tmp_path / SUMMARY_NAME}: not valid JSON")
     (tmp_path / SUMMARY_NAME).write_text('{"steps": 3}')
     assert RunDir(tmp_path).summary() == {"steps": 3}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from segloss import __version__
-from segloss.fileio import atomic_write
+from segloss.fileio import atomic_write, read_json_object
 from segloss.rundir import CARD_NAME as CARD_NAME  # re-exported: the name lives in segloss.rundir
 from segloss.rundir import RunDir
 
@@ -35,10 +35,6 @@ _LOSS_TITLES = {
     "tversky": "Tversky",
     "focal_tversky": "focal Tversky",
 }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _hub_dataset(dataset: str) -> str | None:
@@ -64,7 +60,7 @@ def _link(name: str, kind: str = "") -> str:
 def load_evals(run_dir: Path, extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The metrics.json of every ``eval/<split>/`` in the run folder, then ``extra`` (by split, newest wins)."""
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for result in [_read_json(path) for path in sorted(run_dir.glob("eval/*/metrics.json"))] + [
+    for result in [read_json_object(path, required=False) for path in sorted(run_dir.glob("eval/*/metrics.json"))] + [
         dict(e) for e in extra
     ]:
         found[(result.get("dataset"), result.get("split"), result.get("output_dir"))] = result

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from segloss.fileio import read_json_object
+
 if TYPE_CHECKING:
     from segloss.training.config import TrainConfig
 
@@ -115,7 +117,7 @@ class RunDir:
         """train_summary.json (None when training has not ended); an unreadable file is an error naming it."""
         if not self.summary_path.is_file():
             return None
-        return read_json(self.summary_path)
+        return read_json_object(self.summary_path)
 
     def inputs(self) -> dict[str, dict[str, Any]]:
         """The input record of segloss.json (or of the newest checkpoint's): ``{field: {path, given,
@@ -128,19 +130,6 @@ class RunDir:
             if isinstance(inputs, dict):
                 return inputs
         return {}
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file; a missing, unreadable or non-object file raises one line naming it."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable JSON ({type(err).__name__}: {' '.join(str(err).split())})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def read_config_values(path: Path) -> dict[str, Any]:
