@@ -23,7 +23,6 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
 
 
 def test_read_json_object_names_the_file_in_one_line(tmp_path):
-
     path = tmp_path / "x.json"
     assert read_json_object(path, required=False) == {}
     with pytest.raises(FileNotFoundError, match=rf"^{re.escape(str(path))}: not found$"):
