@@ -44,7 +44,8 @@ TRAINER_STATE = "trainer_state.json"  # the Trainer's, in each checkpoint (writt
 MANIFEST = "checksums.json"  # each checkpoint's file checksums (segloss.training.checkpoints.write_manifest)
 EVAL_DIR = "eval"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-MODEL_CONFIGS = ("adapter_config.json", "config.json")  # a LoRA adapter, or a full model
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA run's adapter (a full fine-tune saves config.json)
+MODEL_CONFIGS = (ADAPTER_CONFIG, "config.json")  # a LoRA adapter, or a full model
 
 
 class RunDir:

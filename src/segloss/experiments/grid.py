@@ -233,7 +233,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
     digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
     name = f"{slug(model)}__{slug(dataset['label'])}__{slug(label)}__seed{seed}-{digest[:8]}"
     run_dir = Path(config.output_dir) / "runs" / name
-    eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
+    eval_dir = Path(eval_settings.get("output_dir") or RunDir(run_dir).eval_dir(str(eval_settings["split"])))
     if "output_dir" in eval_settings:
         eval_dir = eval_dir / name  # a shared eval output_dir still gets one folder per cell
     return Cell(

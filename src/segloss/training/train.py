@@ -38,7 +38,7 @@ from segloss.models.loading import (  # load_model_and_tokenizer re-exported: ca
     load_model_and_tokenizer,
     resolve_dtype,
 )
-from segloss.rundir import CONFIG_NAME, SUMMARY_NAME, RunDir
+from segloss.rundir import ADAPTER_CONFIG, CONFIG_NAME, SUMMARY_NAME, RunDir
 from segloss.training.checkpoints import CheckpointLoadError, write_manifest
 from segloss.training.config import TrainConfig
 from segloss.training.fused_head import resolve_fused_loss
@@ -297,7 +297,7 @@ def load_trained(
     run_dir = Path(run_dir)
     config = RunDir(run_dir).config()
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(run_dir))
-    if (run_dir / "adapter_config.json").is_file():
+    if (run_dir / ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
         base, _ = load_model_and_tokenizer(config.model, dtype=dtype, gguf_file=config.gguf_file)
