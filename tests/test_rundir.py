@@ -74,6 +74,7 @@ def test_a_bad_config_is_one_line_naming_the_file(tmp_path, text, expected) -> N
         RunDir(tmp_path).config()
     message = _one_line(err)
     assert expected in message and str(tmp_path / CONFIG_NAME) in message
+    assert "command line" not in message  # a run's config.yaml is read alone, without flags
 
 
 def test_an_unreadable_summary_is_one_line_naming_the_file(tmp_path) -> None:

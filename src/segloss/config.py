@@ -326,7 +326,7 @@ def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "c
     try:
         namespace = parser.parse_object(dict(values))
     except argparse.ArgumentError as err:
-        raise ValueError(_parse_error(err, [source])) from None
+        raise ValueError(_parse_error(err, [source], command_line=False)) from None
     return _instantiate(cls, namespace.as_dict(), source)
 
 
@@ -395,10 +395,11 @@ def _yaml_scalar(text: str) -> Any:
         return text
 
 
-def _parse_error(err: Exception, files: Sequence[str]) -> str:
-    """One readable line from jsonargparse's message, naming the field, where its value came from and the fix."""
+def _parse_error(err: Exception, files: Sequence[str], *, command_line: bool = True) -> str:
+    """One readable line from jsonargparse's message, naming the field, where its value came from and the fix
+    (``command_line``: flags were given too, so the value may come from either)."""
     message = " ".join(str(err).split())
-    where = " or ".join([*files, "the command line"])  # the value may come from either
+    where = " or ".join([*files, "the command line"] if command_line else files)
     key = re.search(r'Parser key "([^"]+)"', message)
     choices = re.search(r"typing\.Literal\[([^\]]*)\]", message)
     given = re.search(r"(?:Got|Given) value: (.*)$", message)
