@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from segloss.losses import DEFAULT_CE_WEIGHT, IGNORE_INDEX, LossSpec
+from segloss.defaults import DEFAULT_CE_WEIGHT
+from segloss.losses import IGNORE_INDEX, LossSpec
 from segloss.training.trainer import CombinedLossMixin
 
 __all__ = ["CompletionMaskCollator", "SeglossSFTTrainer"]
