@@ -19,12 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from segloss import __version__
-from segloss.fileio import atomic_write
+from segloss.fileio import atomic_write, read_json_object
+from segloss.rundir import CARD_NAME as CARD_NAME  # re-exported: the name lives in segloss.rundir
+from segloss.rundir import RunDir
 
-CARD_NAME = "README.md"
 _LOSS_TITLES = {
     "ce": "cross-entropy",
     "focal": "focal",
@@ -36,10 +35,6 @@ _LOSS_TITLES = {
     "tversky": "Tversky",
     "focal_tversky": "focal Tversky",
 }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _hub_dataset(dataset: str) -> str | None:
@@ -65,7 +60,7 @@ def _link(name: str, kind: str = "") -> str:
 def load_evals(run_dir: Path, extra: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """The metrics.json of every ``eval/<split>/`` in the run folder, then ``extra`` (by split, newest wins)."""
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for result in [_read_json(path) for path in sorted(run_dir.glob("eval/*/metrics.json"))] + [
+    for result in [read_json_object(path, required=False) for path in sorted(run_dir.glob("eval/*/metrics.json"))] + [
         dict(e) for e in extra
     ]:
         found[(result.get("dataset"), result.get("split"), result.get("output_dir"))] = result
@@ -103,9 +98,10 @@ def model_card(
 
     from segloss.losses.spec import LossSpec
 
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    summary = _read_json(run_dir / "train_summary.json")
+    run = RunDir(run_dir)
+    run_dir = run.path
+    config = run.config_values()  # what the card shows, as written (a model card is no place to re-validate)
+    summary = run.summary() or {}
     evals = load_evals(run_dir, extra_evals)
     spec = LossSpec.parse(
         config.get("loss", "ce"), ce_weight=config.get("ce_weight"), options=config.get("loss_options")
@@ -131,7 +127,7 @@ def write_model_card(run_dir: str | Path, extra_evals: Sequence[Mapping[str, Any
     """Write (or rewrite) ``run_dir/README.md``; tags another writer put in an existing card are kept."""
     from huggingface_hub import ModelCard
 
-    path = Path(run_dir) / CARD_NAME
+    path = RunDir(run_dir).card_path
     existing: list[str] = []
     if path.is_file():
         try:

@@ -15,6 +15,7 @@ type (``learning_rate: 1e-4`` is a float, ``full_finetune: "no"`` is False, ``lo
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import functools
@@ -45,6 +46,29 @@ def _base_type(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return args[0] if len(args) == 1 else annotation
     return annotation
+
+
+def choice_error(field: str, value: Any, choices: Sequence[Any]) -> str:
+    """The one message of a value outside a field's choices (a ``Literal`` type): ``field: 'x' is not one of a, b``."""
+    return f"{field}: {value!r} is not one of {', '.join(map(str, choices))}"
+
+
+def literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal[...]`` annotation (also inside ``X | None``); empty for any other type."""
+    annotation = _base_type(annotation)
+    return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()
+
+
+def check_choices(config: Any) -> None:
+    """Check every ``Literal``-typed field of the dataclass ``config`` against its choices (``ValueError``:
+    :func:`choice_error`). The parser checks them for YAML files, flags and mappings; this covers a config built
+    in Python."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint = hints.get(f.name)
+        choices, value = literal_choices(hint), getattr(config, f.name)
+        if choices and value not in choices and not (value is None and type(None) in typing.get_args(hint)):
+            raise ValueError(choice_error(f.name, value, choices))
 
 
 def field_names(cls: type) -> list[str]:
@@ -302,7 +326,7 @@ def config_from_values(cls: type[C], values: Mapping[str, Any], source: str = "c
     try:
         namespace = parser.parse_object(dict(values))
     except argparse.ArgumentError as err:
-        raise ValueError(_parse_error(err, [source])) from None
+        raise ValueError(_parse_error(err, [source], command_line=False)) from None
     return _instantiate(cls, namespace.as_dict(), source)
 
 
@@ -363,11 +387,25 @@ def _check_config_text(name: str) -> None:
         )
 
 
-def _parse_error(err: Exception, files: Sequence[str]) -> str:
-    """One readable line from jsonargparse's message, naming the field, where its value came from and the fix."""
+def _yaml_scalar(text: str) -> Any:
+    """The value jsonargparse quotes in its message, as YAML reads it (``3`` → 3, ``plain`` → 'plain')."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_error(err: Exception, files: Sequence[str], *, command_line: bool = True) -> str:
+    """One readable line from jsonargparse's message, naming the field, where its value came from and the fix
+    (``command_line``: flags were given too, so the value may come from either)."""
     message = " ".join(str(err).split())
-    where = " or ".join([*files, "the command line"])  # the value may come from either
+    where = " or ".join([*files, "the command line"] if command_line else files)
     key = re.search(r'Parser key "([^"]+)"', message)
+    choices = re.search(r"typing\.Literal\[([^\]]*)\]", message)
+    given = re.search(r"(?:Got|Given) value: (.*)$", message)
+    if key and choices and given:  # a value outside a Literal field's choices
+        detail = choice_error(key[1], _yaml_scalar(given[1]), ast.literal_eval(f"[{choices[1]}]"))
+        return f"{detail} (from {where}); fix `{key[1]}:` in the YAML or pass --{key[1]} VALUE"
     if key:
         detail = message.split(":", 1)[1].strip() if ":" in message else message
         return f"{key[1]}: {detail} (from {where}); fix `{key[1]}:` in the YAML or pass --{key[1]} VALUE"

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _pid_alive(pid: int) -> bool:
@@ -88,6 +90,23 @@ def write_pair(first: str | Path, first_data: str | bytes, second: str | Path, s
 # folder of several GB at every training start costs milliseconds; smaller files (datasets, configs) are read whole.
 FINGERPRINT_FULL_BYTES = 64 << 20
 _SAMPLES, _SAMPLE_BYTES = 64, 64 << 10
+
+
+def read_json_object(path: str | Path, *, required: bool = True) -> dict[str, Any]:
+    """A JSON object file (``{}`` for a missing one unless ``required``); a missing, unreadable or non-object file
+    raises one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise FileNotFoundError(f"{path}: not found")
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({' '.join(str(err).split())})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _file_digest(path: Path, size: int) -> str:

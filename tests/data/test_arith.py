@@ -93,7 +93,7 @@ def test_distractors_add_numbers_that_the_answer_does_not_use():
         ({"max_value": 3}, "max_value"),
         ({"n_train": -1}, "n_train"),
         ({"steps": 2}, "unknown option"),
-        ({"answer_format": "latex"}, "answer_format"),
+        ({"answer_format": "latex"}, "answer_format: 'latex' is not one of formula, tagged, equations, words, number"),
     ],
 )
 def test_bad_options_are_rejected_with_the_field_named(options, field):

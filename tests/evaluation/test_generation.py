@@ -158,3 +158,23 @@ def test_rounds_let_finished_rows_leave_the_batch_and_change_no_generation(tiny_
     )
     capped = make_generate_fn(ScriptedLM(tokenizer), tokenizer, reuse_prefix=False, round_tokens=2)(prompts, 3)
     assert [g.new_tokens for g in capped] == [3, 3, 3]  # the budget holds across rounds
+
+
+def test_the_callers_tokenizer_is_not_modified_and_padding_is_eos(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.pad_token is None  # Llama-style: no pad token
+    side, pads = tokenizer.padding_side, []
+    model = ScriptedLM(tokenizer)
+    scripted = model.generate
+
+    def generate(input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
+        pads.append(pad_token_id)
+        return scripted(input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs)
+
+    model.generate = generate
+    out = make_generate_fn(model, tokenizer, reuse_prefix=False)(["Question: a\nAnswer:", "Question: bb\nAnswer:"], 12)
+    assert [g.text for g in out] == ["x" * (g.new_tokens - 1) for g in out] and out[0].new_tokens != out[1].new_tokens
+    assert pads == [tokenizer.eos_token_id]  # segloss.data.pad_token_id: EOS when there is no pad token
+    assert tokenizer.pad_token is None and tokenizer.padding_side == side

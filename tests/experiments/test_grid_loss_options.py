@@ -30,7 +30,7 @@ def test_a_loss_with_options_is_a_cell_of_its_own() -> None:
         ({"loss": "lovasz", "options": {}}, r"unknown key\(s\) \['options'\]"),
         (
             {"loss": "lovasz", "loss_options": {"lovasz": {"group": "image"}}},
-            "group must be one of 'sequence', 'batch'",
+            "group: 'image' is not one of sequence, batch",
         ),
         ({"loss": "lovasz", "loss_options": {"gdice": {}}}, "options given for 'gdice'"),
     ],

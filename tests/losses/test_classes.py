@@ -92,15 +92,15 @@ def test_sum_over_micro_batches_normalised_by_the_callers_count(batch):
 
 @pytest.mark.parametrize("cls", [GeneralizedDiceLoss, LovaszSoftmaxLoss, DiceLoss, JaccardLoss, TverskyLoss])
 def test_region_losses_have_no_sum_reduction(cls):
-    with pytest.raises(ValueError, match="reduction must be one of 'mean', got 'sum' \\(it is not a sum over tokens"):
+    with pytest.raises(ValueError, match="reduction: 'sum' is not one of mean \\(it is not a sum over tokens"):
         cls(reduction="sum")
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: FocalLoss(reduction="none"), "reduction must be one of 'mean', 'sum', got 'none'"),
-        (lambda: GeneralizedDiceLoss(w_type="log"), "w_type must be one of 'square', 'simple', 'uniform'"),
+        (lambda: FocalLoss(reduction="none"), "reduction: 'none' is not one of mean, sum"),
+        (lambda: GeneralizedDiceLoss(w_type="log"), "w_type: 'log' is not one of square, simple, uniform"),
         (lambda: TverskyLoss(beta=-0.1), "option beta must be ≥ 0"),
         (
             lambda: get_loss("dice", alpha=0.5),

@@ -101,7 +101,7 @@ def test_logits_are_only_ever_computed_one_chunk_at_a_time(generator, monkeypatc
 
 
 def test_default_chunk_follows_the_vocabulary(monkeypatch):
-    monkeypatch.setattr(fused_module, "_CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(fused_module, "CHUNK_ELEMENTS", 100)
     rows = torch.arange(10)
     hidden = torch.randn(10, 3, dtype=torch.float64)
     weight = torch.randn(40, 3, dtype=torch.float64)

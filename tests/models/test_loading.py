@@ -36,7 +36,7 @@ def test_config_fields_are_validated():
         TrainConfig(model="m", template="alpaca")
     with pytest.raises(ValueError, match="gguf_file"):
         TrainConfig(model="x.gguf", gguf_file="x.gguf")
-    with pytest.raises(ValueError, match="torch_dtype: unknown dtype 'half'; valid: auto, float32"):
+    with pytest.raises(ValueError, match="torch_dtype: 'half' is not one of auto, float32, bfloat16, float16"):
         resolve_dtype("half")
     assert TORCH_DTYPES == ("auto", "float32", "bfloat16", "float16") and resolve_dtype("auto") == "auto"
 

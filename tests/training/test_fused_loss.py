@@ -100,7 +100,7 @@ def test_automatic_choice_follows_the_logits_size(lora_model, monkeypatch):
     model, _ = lora_model
     vocab = model.get_output_embeddings().out_features
     assert fused_head_problem(model) is None
-    monkeypatch.setattr("segloss.losses.fused._CHUNK_ELEMENTS", 1000 * vocab)
+    monkeypatch.setattr("segloss.losses.fused.CHUNK_ELEMENTS", 1000 * vocab)
     assert resolve_fused_loss(None, model, 1001) is True  # the logits would be larger than one chunk
     assert resolve_fused_loss(None, model, 1000) is False  # one chunk holds them all: nothing saved
     assert resolve_fused_loss(True, model, 1) is True

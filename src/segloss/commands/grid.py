@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from segloss.config import config_field
-from segloss.experiments.executors import EXECUTORS
+from segloss.config import check_choices, config_field
+from segloss.experiments.executors import ExecutorName
 from segloss.experiments.store import DEFAULT_LEASE_S
 
 
@@ -40,7 +40,7 @@ class GridRunOptions:
         help="Also claim cells left `running` by any worker that claimed them before this one started "
         "(dead workers' cells are reclaimed without it).",
     )
-    executor: str = config_field(
+    executor: ExecutorName = config_field(
         "local",
         help="local: run cells in this process. ray: run each cell as a Ray task (pip install 'segloss[ray]'); "
         "this process stays the only writer of the store.",
@@ -59,8 +59,7 @@ class GridRunOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor: must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        check_choices(self)
         if self.lease_seconds <= 0:
             raise ValueError(f"lease_seconds: must be > 0, got {self.lease_seconds}")
 

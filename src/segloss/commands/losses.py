@@ -11,7 +11,15 @@ import time
 
 import torch
 
-from segloss.losses import ALIASES, LOSSES, CombinedLoss, get_loss, parse_loss_spec
+from segloss.losses import (
+    ALIASES,
+    DEFAULT_CE_WEIGHT,
+    IGNORE_INDEX,
+    LOSSES,
+    CombinedLoss,
+    get_loss,
+    parse_loss_spec,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +33,7 @@ def toy_predictions(vocab: int, tokens: int, seed: int) -> tuple[dict[str, torch
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, vocab, (2, tokens), generator=gen)
     answer_labels = labels.clone()
-    answer_labels[:, : tokens // 2] = -100  # the first half plays the prompt
+    answer_labels[:, : tokens // 2] = IGNORE_INDEX  # the first half plays the prompt
     onehot = torch.nn.functional.one_hot(labels, vocab).float()
     noise = torch.randn(2, tokens, vocab, generator=gen)
     logits = {"good": 8 * onehot + noise, "uniform": torch.zeros_like(noise), "bad": -8 * onehot + noise}
@@ -47,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         loss(z, answer_labels).backward()
         elapsed = 1000 * (time.perf_counter() - start)
         print(f"{name:<10}" + "".join(f"{v:>10.4f}" for v in values) + f"{elapsed:>12.1f}")
-    combined = CombinedLoss(parse_loss_spec("lovasz", ce_weight=0.6))
+    combined = CombinedLoss(parse_loss_spec("lovasz", ce_weight=DEFAULT_CE_WEIGHT))
     terms = combined.components(logits["good"], labels, answer_labels)
     print(
-        "combined 0.6·CE(all tokens) + 0.4·Lovász(answer tokens) on the good prediction: "
-        + ", ".join(f"{k}={v.item():.4f}" for k, v in terms.items())
+        f"combined {DEFAULT_CE_WEIGHT:g}·CE(all tokens) + {1 - DEFAULT_CE_WEIGHT:g}·Lovász(answer tokens) on the good "
+        "prediction: " + ", ".join(f"{k}={v.item():.4f}" for k, v in terms.items())
     )
     return 0

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
+from segloss.config import choice_error
 from segloss.data.base import DatasetBuilder, Example, register, stable_seed
 
 _NAMES = [
@@ -129,7 +130,8 @@ def _operand(rng: random.Random, op: str, value: int, max_value: int, max_factor
     return rng.choice(divisors) if divisors else None
 
 
-ANSWER_FORMATS = ("formula", "tagged", "equations", "words", "number")
+AnswerFormat = Literal["formula", "tagged", "equations", "words", "number"]
+ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
 _OP_WORDS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
 
 Step = tuple[int, str, int, int]  # (a, op, b, result)
@@ -137,6 +139,7 @@ Step = tuple[int, str, int, int]  # (a, op, b, result)
 
 def format_answer(steps: list[Step], answer_format: str = "formula") -> str:
     """The answer text of a chain of steps in one of :data:`ANSWER_FORMATS` (see the module docstring)."""
+    check_answer_format(answer_format)
     final = steps[-1][3]
     if answer_format == "formula":
         return " ".join(f"<<{a}{op}{b}={c}>>" for a, op, b, c in steps) + f" #### {final}"
@@ -146,9 +149,13 @@ def format_answer(steps: list[Step], answer_format: str = "formula") -> str:
         return " ".join(f"{a}{op}{b}={c}." for a, op, b, c in steps) + f" The answer is {final}."
     if answer_format == "words":
         return " ".join(f"{a} {_OP_WORDS[op]} {b} is {c}." for a, op, b, c in steps) + f" The answer is {final}."
-    if answer_format == "number":
-        return str(final)
-    raise ValueError(f"arith: option answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
+    return str(final)  # number
+
+
+def check_answer_format(answer_format: Any) -> None:
+    """``answer_format`` is one of :data:`ANSWER_FORMATS` (a dataset option: no parser types it)."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"arith: option {choice_error('answer_format', answer_format, ANSWER_FORMATS)}")
 
 
 def generate_problem(
@@ -229,10 +236,7 @@ class ArithBuilder(DatasetBuilder):
         o["ops"] = "".join(o["ops"]) if not isinstance(o["ops"], str) else o["ops"]
         if not o["ops"] or set(o["ops"]) - set("+-*/"):
             raise ValueError(f"arith: option ops must be a non-empty subset of '+-*/', got {o['ops']!r}")
-        if o["answer_format"] not in ANSWER_FORMATS:
-            raise ValueError(
-                f"arith: option answer_format must be one of {list(ANSWER_FORMATS)}, got {o['answer_format']!r}"
-            )
+        check_answer_format(o["answer_format"])
 
     def split_records(self, split: str, path: str | Path | None, seed: int) -> list[dict[str, Any]]:
         if path is not None:

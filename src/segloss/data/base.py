@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-IGNORE_INDEX = -100
+from segloss.defaults import IGNORE_INDEX as IGNORE_INDEX  # torch-free; also segloss.losses.IGNORE_INDEX
 
 #: Generation budget per dataset (new tokens): long enough for a full chain of formulas, a letter for QA.
 MAX_NEW_TOKENS: dict[str, int] = {"gsm8k": 256, "mathqa": 256, "arith": 96, "openbookqa": 8, "hellaswag": 8}

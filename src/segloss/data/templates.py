@@ -18,19 +18,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
+from segloss.config import choice_error
+
+TemplateName = Literal["plain", "instruction", "chat"]  # the type of every `template` setting
 TEMPLATES: dict[str, str] = {
     "plain": "{prompt}",
     "instruction": "### Instruction:\n{question}\n\n### Response:\n",
     "chat": "",  # rendered by the tokenizer's chat template
 }
+assert tuple(TEMPLATES) == get_args(TemplateName), "TEMPLATES and TemplateName name the same templates"
 _ANSWER_CUE = re.compile(r"\s*Answer:\s*$")
 
 
 def check_template(template: str) -> None:
-    if template not in TEMPLATES:
-        raise ValueError(f"template: unknown template {template!r}; valid templates: {', '.join(TEMPLATES)}")
+    if template not in TEMPLATES:  # configs are checked by their parser; this is for callers in Python
+        raise ValueError(choice_error("template", template, tuple(TEMPLATES)))
 
 
 def question_of(example_prompt: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from segloss.config import config_field
-from segloss.data.templates import TEMPLATES
-from segloss.models.loading import TORCH_DTYPES
+from segloss.config import check_choices, config_field
+from segloss.data.templates import TEMPLATES, TemplateName
+from segloss.models.loading import TORCH_DTYPES, TorchDtype
 
 __all__ = ["TEMPLATES", "EvalConfig"]
 
@@ -27,7 +27,7 @@ class EvalConfig:
     split: str = config_field("test", help="Split to evaluate (train, validation, test).")
     limit: int | None = config_field(None, help="Evaluate only the first N examples of the split.")
     few_shot: int = config_field(0, help="Number of training examples prepended as demonstrations (seeded choice).")
-    template: str | None = config_field(
+    template: TemplateName | None = config_field(
         None, help=f"Prompt template: {', '.join(TEMPLATES)} (default: the run's, else plain)."
     )
     stop_strings: bool = config_field(True, help="Stop generating at the dataset's stop strings and cut there.")
@@ -52,7 +52,7 @@ class EvalConfig:
         "and the reference; exact_match compares those (empty: the whole completion).",
     )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
-    torch_dtype: str = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
+    torch_dtype: TorchDtype = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.model is None):
@@ -72,10 +72,7 @@ class EvalConfig:
             from segloss.evaluation.user_data import compile_answer_pattern
 
             compile_answer_pattern(self.answer_pattern)
-        if self.template is not None and self.template not in TEMPLATES:
-            raise ValueError(f"template: unknown template {self.template!r}; valid templates: {', '.join(TEMPLATES)}")
-        if self.torch_dtype not in TORCH_DTYPES:
-            raise ValueError(f"torch_dtype: unknown dtype {self.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
+        check_choices(self)  # template, torch_dtype (the parser checks them too)
         if self.gguf_file is not None and self.model is None:
             raise ValueError("gguf_file: only with --model (a run loads its base model as it was trained)")
         for name, minimum in (("limit", 1), ("max_new_tokens", 1), ("max_length", 1)):

@@ -7,13 +7,13 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from segloss.config import config_to_dict, load_yaml
+from segloss.config import config_to_dict
 from segloss.data import MAX_NEW_TOKENS, Example, is_multiple_choice, is_user_data, load_examples, stop_strings
 from segloss.data.templates import effective_template
 from segloss.evaluation.config import EvalConfig
@@ -32,10 +32,10 @@ from segloss.fileio import write_pair
 from segloss.metrics.formulas import parse_final_answer, score_math
 from segloss.metrics.qa import loglikelihood_choice_scores, parse_choice_letter, score_choice
 from segloss.metrics.stats import summarize
+from segloss.rundir import CONFIG_NAME, RunDir
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
-RUN_CONFIG = "config.yaml"
 _CHOICE_LINE = re.compile(r"^\s*\(?[A-Z][.)]\s.*$\n?", re.MULTILINE)
 
 
@@ -50,49 +50,46 @@ class Setup:
     max_length: int | None
     output_dir: Path
     template: str = "plain"
-    train_config: dict[str, Any] = field(default_factory=dict)
+    train_config: Any = None  # run mode: the run's TrainConfig
 
 
 def check_run_dir(run: str | Path) -> Path:
     """A `segloss train` run directory with its config.yaml and an adapter (or full model); else a clear error."""
-    run_dir = Path(run)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run: {run_dir} is not a directory; pass --run with a `segloss train` output_dir")
-    if not (run_dir / RUN_CONFIG).is_file():
+    run_dir = RunDir(run)
+    if not run_dir.path.is_dir():
         raise FileNotFoundError(
-            f"run: {run_dir} has no {RUN_CONFIG}; is it a finished `segloss train` run? "
+            f"run: {run_dir.path} is not a directory; pass --run with a `segloss train` output_dir"
+        )
+    if not run_dir.config_path.is_file():
+        raise FileNotFoundError(
+            f"run: {run_dir.path} has no {CONFIG_NAME}; is it a finished `segloss train` run? "
             "Point --run at the run's output_dir (or a checkpoint-* folder in it)"
         )
-    if not any((run_dir / name).is_file() for name in ("adapter_config.json", "config.json")):
+    if not run_dir.has_model():
         raise FileNotFoundError(
-            f"run: {run_dir} has no adapter (adapter_config.json) or model (config.json); the "
+            f"run: {run_dir.path} has no adapter (adapter_config.json) or model (config.json); the "
             "run did not finish saving — evaluate one of its checkpoint-* folders instead"
         )
-    return run_dir
+    return run_dir.path
 
 
 def resolve(config: EvalConfig) -> Setup:
     if config.run is not None:
-        run_dir = check_run_dir(config.run)
-        train = load_yaml(run_dir / RUN_CONFIG)
-        dataset = config.dataset or train.get("dataset")
-        if not dataset:
-            raise ValueError(f"dataset: {run_dir / RUN_CONFIG} names no dataset; add --dataset NAME")
-        same = dataset == train.get("dataset")
+        run_dir = RunDir(check_run_dir(config.run))
+        train = run_dir.config()  # the typed TrainConfig the run trained with
+        dataset = config.dataset or train.dataset
+        same = dataset == train.dataset
         options = (
-            config.dataset_options
-            if config.dataset_options is not None
-            else (train.get("dataset_options") or {} if same else {})
+            config.dataset_options if config.dataset_options is not None else (train.dataset_options if same else {})
         )
-        out = Path(config.output_dir) if config.output_dir else run_dir / "eval" / config.split
         return Setup(
             dataset,
-            config.data_path or (train.get("data_path") if same else None),
+            config.data_path or (train.data_path if same else None),
             dict(options),
-            int(train.get("seed", config.seed)) if same else config.seed,
-            config.max_length or train.get("max_length"),
-            out,
-            config.template or train.get("template") or "plain",
+            train.seed if same else config.seed,
+            config.max_length or train.max_length,
+            Path(config.output_dir) if config.output_dir else run_dir.eval_dir(config.split),
+            config.template or train.template,
             train,
         )
     assert config.model is not None and config.dataset is not None  # checked in EvalConfig.__post_init__

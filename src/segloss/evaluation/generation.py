@@ -59,10 +59,9 @@ def load_baseline(
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
-    """Left padding (generation continues every row right after its prompt); EOS pads when there is no pad."""
+    """Left padding (generation continues every row right after its prompt) on the tokenizer evaluation loaded; its
+    pad token was set when it was loaded (`segloss.models.loading.ensure_pad_token`)."""
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
@@ -196,7 +195,6 @@ def make_generate_fn(
 
     if round_tokens < 1:
         raise ValueError(f"round_tokens must be >= 1, got {round_tokens}")
-    prepare_tokenizer(tokenizer)
     limit = max_length or 10**9
     stops = [s for s in stop_strings if s]
     end_ids = end_token_ids(tokenizer)
@@ -207,8 +205,8 @@ def make_generate_fn(
         """Each row's new tokens (up to its end or stop string) and whether it ended, after one ``generate``."""
         shared, cache = prefix_cache.for_batch(rows) if prefix_cache is not None else (0, None)
         ids, mask = _continue_after(shared if cache is not None else 0, rows, pad)
-        new_tokens = _greedy(model, tokenizer, ids, mask, cache, max_new_tokens, end_ids, stops)
-        counts, ended = _counts_and_ends(new_tokens, tokenizer, end_ids, stops)
+        new_tokens = _greedy(model, tokenizer, ids, mask, cache, max_new_tokens, end_ids, stops, pad)
+        counts, ended = _counts_and_ends(new_tokens, tokenizer, end_ids, stops, pad)
         return [row[:n] for row, n in zip(new_tokens.tolist(), counts, strict=True)], ended
 
     def generate(prompts: Sequence[str], max_new_tokens: int) -> list[Generated]:
@@ -240,6 +238,7 @@ def _greedy(
     max_new_tokens: int,
     end_ids: list[int],
     stops: list[str],
+    pad: int,
 ) -> torch.Tensor:
     """``model.generate`` (greedy) from ``ids``/``mask [B, T]``, continuing ``cache`` when given; the new tokens
     ``[B, <= max_new_tokens]`` (rows that ended are padded)."""
@@ -253,7 +252,7 @@ def _greedy(
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=pad,  # the caller's tokenizer is not modified (segloss.data.pad_token_id)
             eos_token_id=end_ids,
             **extra,
         )
@@ -261,12 +260,12 @@ def _greedy(
 
 
 def _counts_and_ends(
-    new_tokens: torch.Tensor, tokenizer: Any, end_ids: list[int], stops: list[str]
+    new_tokens: torch.Tensor, tokenizer: Any, end_ids: list[int], stops: list[str], pad: int
 ) -> tuple[list[int], list[bool]]:
     """Per row of ``new_tokens [B, N]``: how many tokens it wrote (up to the end token, else up to the token that
     completed the first stop string) and whether it ended (``generate`` pads a row once it ended)."""
     rows = new_tokens.tolist()
-    counts = count_new_tokens(new_tokens, end_ids, tokenizer.pad_token_id)
+    counts = count_new_tokens(new_tokens, end_ids, pad)
     ended = [n < len(r) or (n > 0 and r[n - 1] in end_ids) for r, n in zip(rows, counts, strict=True)]
     if not stops:
         return counts, ended

@@ -357,15 +357,17 @@ def side_means(cells: dict[int, CellResult]) -> dict[str, float | None]:
     """Means over seeds of the other metrics and of the training cost (seconds; tokens from train_summary.json)."""
     out: dict[str, float | None] = {}
     for name in SIDE_METRICS:
-        out[name] = _mean(c.metrics[name] for c in cells.values() if finite(c.metrics.get(name)))
+        out[name] = mean_or_none(c.metrics[name] for c in cells.values() if finite(c.metrics.get(name)))
     # A grid's cells time their training in the metrics; a train run's summary has its wall time.
     seconds = [c.metrics.get("train_seconds", c.train.get("wall_time_s")) for c in cells.values()]
-    out["train_seconds"] = _mean(t for t in seconds if finite(t))
-    out["train_tokens"] = _mean(float(c.train["tokens"]) for c in cells.values() if finite(c.train.get("tokens")))
+    out["train_seconds"] = mean_or_none(t for t in seconds if finite(t))
+    out["train_tokens"] = mean_or_none(
+        float(c.train["tokens"]) for c in cells.values() if finite(c.train.get("tokens"))
+    )
     return out
 
 
-def _mean(values: Any) -> float | None:
+def mean_or_none(values: Any) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from segloss.config import config_field, config_to_dict
+from segloss.defaults import DEFAULT_CE_WEIGHT
 from segloss.experiments.pretrain import (
     MARKER,
     PretrainConfig,
@@ -163,7 +164,9 @@ class DemoConfig:
         help="Losses to compare: a list of names (ce is the baseline and always runs first), "
         "a comma-separated string, or `all` (the default) for ce, focal, gdice, sadl, lovasz.",
     )
-    ce_weight: float = config_field(0.6, help="CE weight combined with each task loss (the task loss gets the rest).")
+    ce_weight: float = config_field(
+        DEFAULT_CE_WEIGHT, help="CE weight combined with each task loss (the task loss gets the rest)."
+    )
     seed: int = config_field(0, help="Seed of the data and the base model, and the first fine-tuning seed.")
     n_seeds: int | None = config_field(
         None, help="Fine-tuning seeds per loss: seed, seed+1, … (default 3; 2 with --smoke). Same for every loss."

@@ -26,12 +26,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
+from segloss.config import choice_error
 from segloss.experiments.cells import Cell
 from segloss.experiments.store import clean_metrics
 
-EXECUTORS = ("local", "ray")
+ExecutorName = Literal["local", "ray"]  # the type of `segloss grid --executor`
+EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
 RAY_INSTALL_HINT = "pip install 'segloss[ray]'"
 
 
@@ -247,4 +249,4 @@ def make_executor(
     if name == "ray":
         _import_ray()  # a missing Ray is the first thing to hear about, before the grid is checked
         return RayExecutor(ray_address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
-    raise ValueError(f"--executor must be one of {list(EXECUTORS)}, got {name!r}")
+    raise ValueError(choice_error("executor", name, EXECUTORS))

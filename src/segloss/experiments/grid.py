@@ -32,6 +32,7 @@ from segloss.experiments.cells import Cell, slug
 from segloss.experiments.executors import LocalExecutor, Outcome, RayExecutor
 from segloss.experiments.store import DEFAULT_LEASE_S, LeaseKeeper, ResultStore
 from segloss.losses.spec import LossSpec
+from segloss.rundir import RunDir
 
 # Settings the grid sets per cell; they may not appear in the shared ``train``/``eval`` overrides.
 CELL_TRAIN_KEYS = ("model", "dataset", "data_path", "loss", "seed", "output_dir")
@@ -232,7 +233,7 @@ def make_cell(config: GridConfig, index: int, model: str, dataset: dict[str, Any
     digest = config_hash(train, {k: v for k, v in eval_settings.items() if k != "output_dir"})
     name = f"{slug(model)}__{slug(dataset['label'])}__{slug(label)}__seed{seed}-{digest[:8]}"
     run_dir = Path(config.output_dir) / "runs" / name
-    eval_dir = Path(eval_settings.get("output_dir") or run_dir / "eval" / str(eval_settings["split"]))
+    eval_dir = Path(eval_settings.get("output_dir") or RunDir(run_dir).eval_dir(str(eval_settings["split"])))
     if "output_dir" in eval_settings:
         eval_dir = eval_dir / name  # a shared eval output_dir still gets one folder per cell
     return Cell(
@@ -295,11 +296,10 @@ def _train_cell(cell: Cell) -> float:
     """Train into the cell's run dir; returns the training seconds. A retried cell resumes or skips training."""
     from segloss.training import train
     from segloss.training.config import train_config_from_values
-    from segloss.training.train import SUMMARY_NAME
 
-    summary_path = cell.run_dir / SUMMARY_NAME
-    if summary_path.is_file():  # an earlier attempt finished training and failed later: evaluate only
-        return float(json.loads(summary_path.read_text()).get("wall_time_s", 0.0))
+    summary = RunDir(cell.run_dir).summary()
+    if summary is not None:  # an earlier attempt finished training and failed later: evaluate only
+        return float(summary.get("wall_time_s", 0.0))
     values = {**cell.train, "output_dir": str(cell.run_dir)}
     started_before = cell.run_dir.is_dir() and any(cell.run_dir.iterdir())
     if started_before and not (values.get("resume") or values.get("overwrite")):

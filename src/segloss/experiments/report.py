@@ -107,7 +107,7 @@ def roscoe_section(cells: Sequence[CellResult]) -> dict[str, Any] | None:
     means = {}
     for key, rows in per_arm.items():
         names = [k for k in rows[0] if k.startswith(ROSCOE_PREFIX)]
-        means[key] = {n: analysis._mean(p[n] for p in rows if finite(p.get(n))) for n in names}
+        means[key] = {n: analysis.mean_or_none(p[n] for p in rows if finite(p.get(n))) for n in names}
     try:
         from segloss.metrics.roscoe import correlations
 

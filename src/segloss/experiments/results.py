@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from segloss.experiments.cells import slug, spec_from_values, spec_to_values
+from segloss.fileio import read_json_object
 from segloss.losses.spec import LossSpec
+from segloss.rundir import CONFIG_NAME, SUMMARY_NAME
 
 CELL_FILE = "cell.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-SUMMARY_FILE = "train_summary.json"
-CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = SUMMARY_NAME  # a cell folder keeps the run folder's file names (segloss.rundir)
+CONFIG_FILE = CONFIG_NAME
 ATTENTION = "attention"  # the default LoRA targets: an arm without a suffix
 
 
@@ -103,7 +105,7 @@ def load_results(folder: str | Path) -> list[CellResult]:
 
 def read_cell(path: Path) -> CellResult:
     """The :class:`CellResult` of one cell folder (see the module docstring for the files)."""
-    info = _read_json(path / CELL_FILE)
+    info = read_json_object(path / CELL_FILE)
     config = _read_config(path / CONFIG_FILE)
     scores = read_scores(path / PREDICTIONS_FILE)
     metrics = _read_means(path / METRICS_FILE) or _means(scores)
@@ -129,7 +131,7 @@ def read_cell(path: Path) -> CellResult:
         seed=seed,
         metrics=metrics,
         scores=scores,
-        train=_read_json(path / SUMMARY_FILE, required=False),
+        train=read_json_object(path / SUMMARY_FILE, required=False),
         info={**info, "folder": str(path)},
     )
 
@@ -177,22 +179,8 @@ def _means(scores: dict[str, dict[str, float]]) -> dict[str, float]:
 def _read_means(path: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
-    summary = _read_json(path).get("metrics", {})
+    summary = read_json_object(path).get("metrics", {})
     return {k: float(v["mean"]) for k, v in summary.items() if isinstance(v, dict) and finite(v.get("mean"))}
-
-
-def _read_json(path: Path, *, required: bool = True) -> dict[str, Any]:
-    if not path.is_file():
-        if required:
-            raise FileNotFoundError(f"{path} not found")
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return value
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -231,7 +219,7 @@ def _row_result(row: dict[str, Any]) -> CellResult:
         seed=int(row["seed"]),
         metrics=metrics,
         scores=read_scores(eval_dir / PREDICTIONS_FILE) if eval_dir else {},
-        train=_read_json(run_dir / SUMMARY_FILE, required=False) if run_dir else {},
+        train=read_json_object(run_dir / SUMMARY_FILE, required=False) if run_dir else {},
         info={k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()},
     )
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
+from segloss.defaults import DEFAULT_CE_WEIGHT
 from segloss.losses import IGNORE_INDEX, LossSpec
 from segloss.training.trainer import CombinedLossMixin
 
@@ -81,7 +82,7 @@ class SeglossSFTTrainer(CombinedLossMixin, SFTTrainer):  # type: ignore[misc]  #
         self,
         *args: Any,
         loss: str | Mapping[str, float] | LossSpec = "lovasz",
-        ce_weight: float | None = 0.6,
+        ce_weight: float | None = DEFAULT_CE_WEIGHT,
         loss_options: Mapping[str, Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:

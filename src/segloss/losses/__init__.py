@@ -10,6 +10,7 @@ Without the ``[B, T, V]`` logits (the model's body gives ``hidden [B, T, H]``, t
 >>> loss = fused_linear_loss(hidden, lm_head.weight, labels, answer_labels, weights={"ce": 0.6, "lovasz": 0.4})
 """
 
+from segloss.defaults import DEFAULT_CE_WEIGHT
 from segloss.losses.accumulate import StepAccumulator, StepShare
 from segloss.losses.functional import (
     IGNORE_INDEX,
@@ -58,6 +59,7 @@ from segloss.losses.table import (
 
 __all__ = [
     "ALIASES",
+    "DEFAULT_CE_WEIGHT",
     "IGNORE_INDEX",
     "LOSSES",
     "LOSS_CLASSES",

@@ -22,7 +22,7 @@ _CHUNK_ELEMENTS = 1 << 22
 _MAX_SPAN_RATIO = 2.0
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision logits are computed in float32; float32/float64 keep their precision.
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
@@ -56,7 +56,7 @@ def _log_probs_at_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # logits2d [M, V]; rows [N] sorted distinct row indices; cols [N, K1] per-row and shared [K2] class indices.
     # log_softmax / softmax are single fused kernels: per chunk they beat logsumexp and exp(z − lse) several times.
-    dtype = _compute_dtype(logits2d.dtype)
+    dtype = compute_dtype(logits2d.dtype)
     per_row, per_shared = [], []
     for start, stop, first, end in _row_chunks(rows, logits2d.shape[-1]):
         idx = rows[start:stop]
@@ -79,7 +79,7 @@ def _log_probs_at_op(
 
 @_log_probs_at_op.register_fake
 def _(logits2d, rows, cols, shared):
-    dtype = _compute_dtype(logits2d.dtype)
+    dtype = compute_dtype(logits2d.dtype)
     return cols.new_empty(cols.shape, dtype=dtype), cols.new_empty((cols.shape[0], shared.shape[0]), dtype=dtype)
 
 
@@ -92,7 +92,7 @@ def _log_probs_at_backward_op(
     grad_rows: torch.Tensor,
     grad_shared: torch.Tensor,
 ) -> torch.Tensor:
-    compute_dtype = _compute_dtype(logits2d.dtype)
+    work_dtype = compute_dtype(logits2d.dtype)
     # [M, V]: the only full-size allocation; every row is written once. Contiguous whatever the logits' strides
     # (empty_like would copy a transposed layout, and the flat views below need a dense row-major buffer).
     grad = logits2d.new_empty(logits2d.shape)
@@ -107,9 +107,9 @@ def _log_probs_at_backward_op(
         # d/dz (z_c − lse) = onehot(c) − softmax(z): scale the softmax by −Σ_c g, then add g at the classes.
         row_sums = g_rows.sum(dim=-1) + g_shared.sum(dim=-1)  # [R]
         scale = g_rows.new_zeros(height).index_copy_(0, local, -row_sums)  # [S], 0 on rows outside the loss
-        direct = span and grad.dtype == compute_dtype  # write straight into the gradient's rows
+        direct = span and grad.dtype == work_dtype  # write straight into the gradient's rows
         chunk = torch.mul(
-            torch.softmax(source.to(compute_dtype), dim=-1), scale[:, None], out=grad[first:end] if direct else None
+            torch.softmax(source.to(work_dtype), dim=-1), scale[:, None], out=grad[first:end] if direct else None
         )  # [S, V]
         if span and height > len(idx):  # exact zeros on rows outside the loss, even for non-finite logits
             outside = torch.ones(height, dtype=torch.bool, device=idx.device).index_fill_(0, local, False)
@@ -141,7 +141,7 @@ def _setup_log_probs_at(ctx, inputs, output) -> None:
 
 def _backward_log_probs_at(ctx, grad_rows: torch.Tensor | None, grad_shared: torch.Tensor | None):
     logits2d, rows, cols, shared = ctx.saved_tensors
-    dtype = _compute_dtype(logits2d.dtype)
+    dtype = compute_dtype(logits2d.dtype)
     grad_rows = cols.new_zeros(cols.shape, dtype=dtype) if grad_rows is None else grad_rows
     grad_shared = cols.new_zeros((cols.shape[0], shared.shape[0]), dtype=dtype) if grad_shared is None else grad_shared
     return _log_probs_at_backward_op(logits2d, rows, cols, shared, grad_rows, grad_shared), None, None, None

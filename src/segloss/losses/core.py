@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from segloss.losses._gather import _compute_dtype, log_probs_at
+from segloss.defaults import IGNORE_INDEX as IGNORE_INDEX  # re-exported: the losses' ignore_index default
+from segloss.losses._gather import compute_dtype, log_probs_at
 
-IGNORE_INDEX = -100
 # Benchmarks switch this off to time the full batched sort (the worst case of the top-k path).
 _PRUNE_LOVASZ = True
 
@@ -200,7 +200,7 @@ def gather_token_probs(
 
 def zero_like(tensor: torch.Tensor) -> torch.Tensor:
     """An empty sum: exactly 0, attached to the graph, gradient 0 (``logits.sum() * 0`` is NaN for inf logits)."""
-    return tensor.reshape(-1)[:0].sum().to(_compute_dtype(tensor.dtype))
+    return tensor.reshape(-1)[:0].sum().to(compute_dtype(tensor.dtype))
 
 
 def count(values: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from segloss.losses import core
-from segloss.losses._gather import _compute_dtype
+from segloss.losses._gather import compute_dtype
 from segloss.losses.modules import CombinedLoss
 from segloss.losses.table import IGNORE_INDEX, LOSS_TABLE, LossDef
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # Benchmarks switch this off to time the two-pass path on a token-local objective (what the one pass saves).
 _ONE_PASS = True
 # Default rows per chunk: a [C, V] float32 chunk of about this many elements (64 MiB).
-_CHUNK_ELEMENTS = 1 << 24
+CHUNK_ELEMENTS = 1 << 24
 
 
 def _chunk_logits(
@@ -93,7 +93,7 @@ def _apply_grad_z(
 
 def _new_grads(hidden2d: torch.Tensor, weight: torch.Tensor, needs: list[bool]) -> tuple[torch.Tensor | None, ...]:
     # Half-precision weights accumulate their gradient over chunks in float32, as one big matmul would.
-    dtype = _compute_dtype(weight.dtype)
+    dtype = compute_dtype(weight.dtype)
     grad_h = hidden2d.new_zeros(hidden2d.shape) if needs[0] else None  # [M, H], 0 on rows outside the loss
     grad_w = weight.new_zeros(weight.shape, dtype=dtype) if needs[1] else None  # [V, H]
     grad_b = weight.new_zeros(weight.shape[0], dtype=dtype) if needs[2] else None  # [V]
@@ -137,7 +137,7 @@ def _linear_forward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # hidden2d [M, H]; weight [V, H]; rows [U] sorted distinct; cols [U, S]; shared [K] → [U, S], [U, K], lse [U, 1].
     chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
-    dtype = _compute_dtype(weight.dtype)
+    dtype = compute_dtype(weight.dtype)
     buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=dtype)  # [C, V]
     per_row, per_shared, lse = [], [], []
     for start in _chunks(rows, chunk):
@@ -158,7 +158,7 @@ def _linear_forward_op(
 
 @_linear_forward_op.register_fake
 def _(hidden2d, weight, bias, rows, cols, shared, chunk):
-    dtype = _compute_dtype(weight.dtype)
+    dtype = compute_dtype(weight.dtype)
     n_rows = cols.shape[0]
     return (
         hidden2d.new_empty(cols.shape, dtype=dtype),
@@ -183,7 +183,7 @@ def _linear_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
     grads = _new_grads(hidden2d, weight, needs)
-    buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=_compute_dtype(weight.dtype))
+    buffer = hidden2d.new_empty((min(chunk, rows.numel()), weight.shape[0]), dtype=compute_dtype(weight.dtype))
     for start in _chunks(rows, chunk):
         stop = start + chunk
         idx, g_rows, g_shared = rows[start:stop], grad_rows[start:stop], grad_shared[start:stop]
@@ -246,12 +246,12 @@ def _chunk(chunk_size: int | None, weight: torch.Tensor) -> int:
 
 
 def _rows_per_chunk(chunk: int, n_rows: int, vocab: int) -> int:
-    """``chunk`` rows, or by default an eighth of the rows, within ``[_CHUNK_ELEMENTS, 4 · _CHUNK_ELEMENTS] / V``:
+    """``chunk`` rows, or by default an eighth of the rows, within ``[CHUNK_ELEMENTS, 4 · CHUNK_ELEMENTS] / V``:
     the ``[C, V]`` buffer stays ≤ 1/8 of the logits (or 64 MiB), and few chunks mean few passes of ∂L/∂W += …
     over the ``[V, H]`` weight gradient, which with 131-row chunks at V = 128k cost more than the logits saved."""
     if chunk > 0:
         return chunk
-    return max(1, _CHUNK_ELEMENTS // vocab, min(n_rows // 8, 4 * _CHUNK_ELEMENTS // vocab))
+    return max(1, CHUNK_ELEMENTS // vocab, min(n_rows // 8, 4 * CHUNK_ELEMENTS // vocab))
 
 
 # -- one pass: token-local objectives, the gradient computed while each chunk's z is at hand (3 matmuls) ----------
@@ -279,7 +279,7 @@ def _linear_token_op(
     weight and bias, computed in the same pass: z, then log p and dℓ/dlog p (the loss's ``derivative``), then
     ∂L/∂z = scatter(g) − softmax(z) Σ g in place, then ∂L/∂h and ∂L/∂W. Three head matmuls, like Liger's fused CE."""
     chunk = _rows_per_chunk(chunk, rows.numel(), weight.shape[0])
-    dtype = _compute_dtype(weight.dtype)
+    dtype = compute_dtype(weight.dtype)
     terms = _token_terms(spec)
     grads = _new_grads(hidden2d, weight, needs)
     values = hidden2d.new_zeros(len(terms), dtype=dtype)
@@ -307,7 +307,7 @@ def _linear_token_op(
 
 @_linear_token_op.register_fake
 def _(hidden2d, weight, bias, rows, cols, valid, scales, term_sets, spec, chunk, needs):
-    dtype = _compute_dtype(weight.dtype)
+    dtype = compute_dtype(weight.dtype)
     return (
         hidden2d.new_empty((), dtype=dtype),
         hidden2d.new_empty(len(term_sets), dtype=dtype),
@@ -362,7 +362,7 @@ def _check_head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 def _zero(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     # Exactly 0 and attached to every input, so each gets a zero gradient (not None) when no token is valid.
     parts = [hidden, weight] + ([] if bias is None else [bias])
-    return sum(p.reshape(-1)[:0].sum() for p in parts).to(_compute_dtype(weight.dtype))  # type: ignore[union-attr]
+    return sum(p.reshape(-1)[:0].sum() for p in parts).to(compute_dtype(weight.dtype))  # type: ignore[union-attr]
 
 
 class FusedLinearCombinedLoss(nn.Module):

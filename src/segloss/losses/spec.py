@@ -23,10 +23,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from segloss.defaults import DEFAULT_CE_WEIGHT as DEFAULT_CE_WEIGHT  # λ of the paper (re-exported)
 from segloss.losses.functional import IGNORE_INDEX
 from segloss.losses.modules import CombinedLoss, canonical_name, get_loss, validate_weights
-
-DEFAULT_CE_WEIGHT = 0.6  # λ of the paper: L = λ·CE + (1 − λ)·L_task
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from segloss.config import choice_error
 from segloss.losses import core
 
 IGNORE_INDEX = core.IGNORE_INDEX
@@ -62,9 +63,8 @@ def _check_value(loss: str, field: dataclasses.Field, kind: Any, value: Any) -> 
     if typing.get_origin(kind) is Literal:
         allowed = typing.get_args(kind)
         if not isinstance(value, str) or value not in allowed:
-            listed = ", ".join(map(repr, allowed))
             why = field.metadata.get("why", "")
-            raise ValueError(f"loss {loss!r}: {field.name} must be one of {listed}, got {value!r}{why}")
+            raise ValueError(f"loss {loss!r}: {choice_error(field.name, value, allowed)}{why}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"loss {loss!r}: option {field.name} must be a finite number, got {value!r}")

@@ -54,12 +54,14 @@ def choice_loglikelihoods(model: Any, tokenizer: Any, prompt: str, choices: Sequ
     """
     import torch
 
+    from segloss.data import pad_token_id
+
     if not choices:
         raise ValueError("choices is empty; a multiple-choice example needs at least one choice")
     context_len = len(tokenizer(prompt)["input_ids"])
     encoded = [list(tokenizer(prompt + choice)["input_ids"]) for choice in choices]
     width = max(len(ids) for ids in encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+    pad_id = pad_token_id(tokenizer)  # masked out below; the caller's tokenizer is not modified
     device = getattr(model, "device", "cpu")
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)  # [C, T], right padding
     attention = torch.zeros_like(input_ids)

@@ -22,22 +22,24 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
+from segloss.config import choice_error
 from segloss.fileio import build_directory, cache_root, exclusive_lock
 
 logger = logging.getLogger("segloss.models")
 GGUF_MARKER = "segloss-gguf.json"
 
-TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+TorchDtype = Literal["auto", "float32", "bfloat16", "float16"]  # the type of every `torch_dtype` setting
+TORCH_DTYPES: tuple[str, ...] = get_args(TorchDtype)
 
 
 def resolve_dtype(name: str) -> torch.dtype | str:
     """``"auto"`` as is (transformers reads the checkpoint's dtype), else the ``torch`` dtype of that name."""
-    if name not in TORCH_DTYPES:
-        raise ValueError(f"torch_dtype: unknown dtype {name!r}; valid: {', '.join(TORCH_DTYPES)}")
+    if name not in TORCH_DTYPES:  # configs are checked by their parser; this is for callers in Python
+        raise ValueError(choice_error("torch_dtype", name, TORCH_DTYPES))
     return name if name == "auto" else getattr(torch, name)
 
 
@@ -211,6 +213,14 @@ def _tokenizer_from(source: str, extra: dict[str, Any], model: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     except OSError as err:
         raise FileNotFoundError(f"model: could not load the tokenizer of {model!r} ({err}); check the path") from err
+    return ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """The pad-token policy, in this one place: a tokenizer segloss **loads** (a model's, a run's) pads with EOS when
+    it has no pad token, as the paper does (the Trainer's and TRL's collators and ``generate`` read
+    ``tokenizer.pad_token``). A tokenizer a caller **passes in** is never modified: segloss pads its batches with
+    `segloss.data.pad_token_id` (its pad token, else EOS). Returns ``tokenizer``."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segloss.fileio import atomic_write
+from segloss.rundir import CHECKPOINT_PATTERN, RunDir
 
-TRAINER_STATE = "trainer_state.json"
+# The run folder's file names live in segloss.rundir; re-exported here for older imports.
+from segloss.rundir import MANIFEST as MANIFEST
+from segloss.rundir import TRAINER_STATE as TRAINER_STATE
+
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
-MANIFEST = "checksums.json"
 ALLOW_MISSING_STATE_FLAG = "--resume_allow_missing_state"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Weight files the Trainer can resume from, in the order it looks for them; with a config file beside them.
 _WEIGHTS = (
     ("adapter_model.safetensors", "adapter_config.json"),
@@ -98,11 +100,7 @@ class CheckpointChoice:
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``checkpoint-<step>`` folder in ``output_dir``, newest (highest step) first."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return []
-    found = [(int(m[1]), p) for p in out.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return sorted(found, reverse=True)
+    return RunDir(output_dir).checkpoints()
 
 
 def _json_problem(path: Path, required_key: str | None = None) -> str | None:
@@ -223,7 +221,7 @@ def inspect_checkpoint(folder: str | Path, *, world_size: int = 1) -> Checkpoint
     """Check that ``folder`` holds everything `Trainer.train(resume_from_checkpoint=folder)` needs, readable, and
     that its files match their checksums (``checksums.json``, when it has one)."""
     folder = Path(folder)
-    match = _CHECKPOINT.match(folder.name)
+    match = CHECKPOINT_PATTERN.match(folder.name)
     step = int(match[1]) if match else -1
     if not folder.is_dir() or not any(folder.iterdir()):
         return CheckpointCheck(folder, step, ("empty folder (the save was interrupted before any file was written)",))

@@ -23,6 +23,7 @@ import torch
 from transformers import TrainingArguments
 
 from segloss.config import (
+    check_choices,
     config_field,
     config_from_values,
     docstring_sections,
@@ -31,7 +32,9 @@ from segloss.config import (
     resolve_input_path,
     typed_parser,
 )
-from segloss.losses.spec import LossSpec
+from segloss.data.templates import TemplateName
+from segloss.losses.spec import DEFAULT_CE_WEIGHT, LossSpec
+from segloss.models.loading import TorchDtype
 from segloss.training.lora import LoraTargetName, LoraTargets, parse_lora_targets
 
 
@@ -55,13 +58,17 @@ class SeglossArguments:
     max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
     # Real pretrained models (issue 10): GGUF weights, base weights' dtype, prompt template.
     gguf_file: str | None = config_field(None, help="GGUF file inside the `model` folder (or give model=FILE.gguf).")
-    torch_dtype: str = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
-    template: str = config_field("plain", help="Prompt template: plain, instruction, chat (tokenizer's template).")
+    torch_dtype: TorchDtype = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
+    template: TemplateName = config_field(
+        "plain", help="Prompt template: plain, instruction, chat (tokenizer's template)."
+    )
     # The objective (parsed once into `loss_spec`).
     loss: dict[str, float] | str = config_field(
         "ce", help="Task loss name (ce, focal, gdice, sadl, lovasz), a weights string `ce=0.5,focal=0.5` or a mapping."
     )
-    ce_weight: float = config_field(0.6, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight).")
+    ce_weight: float = config_field(
+        DEFAULT_CE_WEIGHT, help="CE weight when `loss` is one task loss (the task gets 1-ce_weight)."
+    )
     loss_options: dict[str, dict[str, Any]] = config_field(
         {}, help="Options per loss name, e.g. {focal: {gamma: 2}, lovasz: {group: sequence, classes: all}}."
     )
@@ -150,7 +157,8 @@ def _check_task_weight(config: SeglossArguments) -> None:
     if spec.ce_weight == 1.0:
         raise ValueError(
             f"ce_weight: 1.0 gives {spec.label} the weight 0 (it gets 1 - ce_weight), so only CE would train; write "
-            "`loss: ce` for CE alone, or a ce_weight below 1 (the paper's 0.6) to train with the task loss"
+            f"`loss: ce` for CE alone, or a ce_weight below 1 (the paper's {DEFAULT_CE_WEIGHT}) to train with the "
+            "task loss"
         )
 
 
@@ -266,13 +274,7 @@ def _check_dataset(name: str) -> None:
 
 
 def _check_model_options(config: SeglossArguments) -> None:
-    from segloss.data.templates import TEMPLATES
-    from segloss.models.loading import TORCH_DTYPES
-
-    if config.torch_dtype not in TORCH_DTYPES:
-        raise ValueError(f"torch_dtype: unknown dtype {config.torch_dtype!r}; valid: {', '.join(TORCH_DTYPES)}")
-    if config.template not in TEMPLATES:
-        raise ValueError(f"template: unknown template {config.template!r}; valid: {', '.join(TEMPLATES)}")
+    check_choices(config)  # template, torch_dtype (the parser checks them too)
     if config.gguf_file is not None and config.model.lower().endswith(".gguf"):
         raise ValueError(f"gguf_file: model already names the GGUF file {config.model!r}; drop gguf_file")
 

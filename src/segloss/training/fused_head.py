@@ -58,7 +58,7 @@ def resolve_fused_loss(requested: bool | None, model: nn.Module, tokens_per_micr
     if problem is not None:
         return False
     vocab = int(_base_model(model).get_output_embeddings().out_features)
-    return tokens_per_micro_batch * vocab > fused._CHUNK_ELEMENTS
+    return tokens_per_micro_batch * vocab > fused.CHUNK_ELEMENTS
 
 
 @contextmanager

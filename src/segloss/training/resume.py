@@ -30,16 +30,18 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from segloss.config import config_to_dict, resolve_input_path
+from segloss.config import config_to_dict, field_names, resolve_input_path
 from segloss.fileio import atomic_write, content_fingerprint
-from segloss.training.checkpoints import TRAINER_STATE, CheckpointLoadError, choose_checkpoint, list_checkpoints
-from segloss.training.config import PATH_FIELDS
+
+# The run folder's file names live in segloss.rundir; re-exported here for older imports.
+from segloss.rundir import CONFIG_NAME as CONFIG_NAME
+from segloss.rundir import RUN_INFO_NAME as RUN_INFO_NAME
+from segloss.rundir import SUMMARY_NAME as SUMMARY_NAME
+from segloss.rundir import TRAINER_STATE, RunDir, read_config_values, typed_config
+from segloss.training.checkpoints import CheckpointLoadError, choose_checkpoint
+from segloss.training.config import PATH_FIELDS, TrainConfig
 
 logger = logging.getLogger("segloss.resume")
-
-CONFIG_NAME = "config.yaml"
-SUMMARY_NAME = "train_summary.json"
-RUN_INFO_NAME = "segloss.json"  # versions and the input fingerprints
 ALLOW_CHANGES_FLAG = "--resume_allow_changes"
 # Fields that do not change what is trained: where results go, how often they are written, logged or evaluated,
 # how batches are loaded, and the resume switches themselves. Every other field changes the weights a run produces.
@@ -94,38 +96,24 @@ def input_record(config: Any) -> dict[str, dict[str, str | None]]:
 
 def stored_inputs(output_dir: Path) -> dict[str, dict[str, Any]]:
     """The input record of the run's ``segloss.json`` (or of its newest checkpoint's); empty for older runs."""
-    for path in [output_dir / RUN_INFO_NAME] + [folder / RUN_INFO_NAME for _, folder in list_checkpoints(output_dir)]:
-        try:
-            inputs = json.loads(path.read_text(encoding="utf-8")).get("inputs")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(inputs, dict):
-            return inputs
-    return {}
+    return RunDir(output_dir).inputs()
 
 
-def stored_config(output_dir: Path) -> tuple[dict[str, Any], Path] | None:
-    """The run's config.yaml (or, for runs written before it existed at start, the newest checkpoint's)."""
-    candidates = [output_dir / CONFIG_NAME] + [folder / CONFIG_NAME for _, folder in list_checkpoints(output_dir)]
-    for path in candidates:
-        if path.is_file():
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if isinstance(values, dict):
-                return values, path
-    return None
+def stored_config(output_dir: Path) -> tuple[TrainConfig, Path] | None:
+    """The run's config.yaml (or, for runs written before it existed at start, the newest checkpoint's) as the typed
+    `TrainConfig`; None when there is none. A file that does not load is an error naming it."""
+    path = RunDir(output_dir).stored_config_path()
+    return None if path is None else (stored_train_config(read_config_values(path), path), path)
 
 
-def _same_loss(stored: dict[str, Any], config: Any) -> bool:
-    """``lovasz`` + ce_weight 0.6 and ``ce=0.6,lovasz=0.4`` are the same objective."""
-    from segloss.losses.spec import LossSpec
-
-    try:
-        old = LossSpec.parse(
-            stored["loss"], ce_weight=stored.get("ce_weight", 0.6), options=stored.get("loss_options")
-        )
-    except (KeyError, TypeError, ValueError):
-        return False
-    return bool(old.weights == config.loss_spec.weights and old.options == config.loss_spec.options)
+def stored_train_config(values: dict[str, Any], source: str | Path = CONFIG_NAME) -> TrainConfig:
+    """A stored config.yaml's ``values`` as the typed `TrainConfig`. Keys that are no field any more (written by an
+    older segloss) are left out, with a warning: they cannot be compared."""
+    known = set(field_names(TrainConfig))
+    dropped = [name for name in values if name not in known]
+    if dropped:
+        logger.warning("resume: %s has keys that are no setting any more, not compared: %s", source, dropped)
+    return typed_config({k: v for k, v in values.items() if k in known}, source)
 
 
 def _neutral(name: str) -> bool:
@@ -152,29 +140,28 @@ def _why(why: dict[str, str], name: str) -> str:
 
 
 def compare_settings(
-    stored: dict[str, Any], config: Any, inputs: dict[str, dict[str, Any]] | None = None
+    stored: TrainConfig | dict[str, Any], config: TrainConfig, inputs: dict[str, dict[str, Any]] | None = None
 ) -> SettingsComparison:
     """Training-changing fields whose value differs, and input paths that moved (see :class:`SettingsComparison`).
 
-    config.yaml leaves out Trainer fields at their defaults: a key missing from it stands for the field's default.
-    Keys that are no field of the config (written by an older segloss) are not compared. Input paths are compared
-    resolved; a different path is a moved copy when its content fingerprint matches the one ``inputs`` (the run's
-    ``segloss.json``) recorded, or the old path's when that still exists.
+    ``stored`` is the run's config (a config.yaml mapping is typed first, :func:`stored_train_config`): both sides
+    are typed `TrainConfig` values, so ``1e-4`` and ``0.0001`` are one learning rate and a key config.yaml leaves
+    out (a Trainer field at its default) is that default. ``lovasz`` + ce_weight 0.6 and ``ce=0.6,lovasz=0.4`` are
+    the same objective (one `LossSpec`). Input paths are compared resolved; a different path is a moved copy when
+    its content fingerprint matches the one ``inputs`` (the run's ``segloss.json``) recorded, or the old path's when
+    that still exists.
     """
-    new = config_to_dict(config)
-    current = config.to_dict() if hasattr(config, "to_dict") else new  # every field, defaults included
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    old = stored if isinstance(stored, TrainConfig) else stored_train_config(stored)
+    before, after = old.to_dict(), config.to_dict()  # every field, enums as their values
     result = SettingsComparison()
-    for name in sorted(set(stored) | set(new), key=list({**stored, **new}).index):
-        if _neutral(name) or name not in current:
+    for name in field_names(TrainConfig):
+        if _neutral(name):
             continue
-        old_value = stored[name] if name in stored else defaults.get(name, "(default)")
-        new_value = new[name] if name in new else current[name]
         if name in PATH_FIELDS:
-            _compare_path(name, old_value, new_value, (inputs or {}).get(name), result)
-        elif _normalized(old_value) != _normalized(new_value):
-            result.changes[name] = (old_value, new_value)
-    if {"loss", "ce_weight", "loss_options"} & set(result.changes) and _same_loss(stored, config):
+            _compare_path(name, before[name], after[name], (inputs or {}).get(name), result)
+        elif _plain(before[name]) != _plain(after[name]):
+            result.changes[name] = (before[name], after[name])
+    if old.loss_spec.weights == config.loss_spec.weights and old.loss_spec.options == config.loss_spec.options:
         for name in ("loss", "ce_weight", "loss_options"):
             result.changes.pop(name, None)
     return result
@@ -199,15 +186,19 @@ def _compare_path(name: str, old: Any, new: Any, recorded: dict[str, Any] | None
 
 
 def config_changes(
-    stored: dict[str, Any], config: Any, inputs: dict[str, dict[str, Any]] | None = None
+    stored: TrainConfig | dict[str, Any], config: TrainConfig, inputs: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, tuple[Any, Any]]:
     """Training-changing fields whose value differs: ``{field: (stored, new)}`` (see :func:`compare_settings`)."""
     return compare_settings(stored, config, inputs).changes
 
 
-def _normalized(value: Any) -> Any:
-    # YAML turns tuples into lists; compare as JSON text.
-    return json.dumps(value, sort_keys=True, default=str)
+def _plain(value: Any) -> Any:
+    """Tuples as lists (YAML has only lists; a config built in Python may hold a tuple)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _refused(changes: dict[str, tuple[Any, Any]], allowed: bool | list[str]) -> list[str]:
@@ -320,17 +311,16 @@ def fall_back(plan: ResumePlan, error: CheckpointLoadError, config: Any, *, worl
 
 def finished_summary(output_dir: Path) -> dict[str, Any] | None:
     """The summary of a run that reached its last step (a run stopped early by a callback may go on)."""
-    path = output_dir / SUMMARY_NAME
-    if not path.is_file():
+    summary = RunDir(output_dir).summary()
+    if summary is None:
         return None
-    summary = json.loads(path.read_text(encoding="utf-8"))
     planned = summary.get("max_steps")
     return summary if planned is None or summary.get("steps", 0) >= planned else None
 
 
 def archive_config(output_dir: Path, step: int) -> Path | None:
     """Keep the settings the first ``step`` steps used: config.yaml → config.before-step-<step>.yaml."""
-    current = output_dir / CONFIG_NAME
+    current = RunDir(output_dir).config_path
     if not current.is_file():
         return None
     target = output_dir / f"config.before-step-{step}.yaml"

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -34,9 +33,14 @@ from transformers import (
 from segloss import __version__
 from segloss.card import write_model_card
 from segloss.fileio import atomic_write
-from segloss.models.loading import load_model_and_tokenizer, resolve_dtype  # re-exported: callers import it from here
+from segloss.models.loading import (  # load_model_and_tokenizer re-exported: callers import it from here
+    ensure_pad_token,
+    load_model_and_tokenizer,
+    resolve_dtype,
+)
+from segloss.rundir import ADAPTER_CONFIG, CONFIG_NAME, SUMMARY_NAME, RunDir
 from segloss.training.checkpoints import CheckpointLoadError, write_manifest
-from segloss.training.config import TrainConfig, train_config_from_values
+from segloss.training.config import TrainConfig
 from segloss.training.fused_head import resolve_fused_loss
 from segloss.training.lora import apply_lora
 from segloss.training.resume import (
@@ -52,8 +56,6 @@ from segloss.training.resume import (
 )
 from segloss.training.trainer import SeglossTrainer
 
-CONFIG_NAME = "config.yaml"
-SUMMARY_NAME = "train_summary.json"
 logger = logging.getLogger("segloss.train")
 VERSION_NAME = RUN_INFO_NAME
 
@@ -293,12 +295,9 @@ def load_trained(
     loaded again from ``config.model``, so that path (or hub id) must still be reachable.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG_NAME}; give a directory written by segloss train")
-    values = yaml.safe_load((run_dir / CONFIG_NAME).read_text()) or {}
-    config = train_config_from_values(values, str(run_dir / CONFIG_NAME))
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
-    if (run_dir / "adapter_config.json").is_file():
+    config = RunDir(run_dir).config()
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(run_dir))
+    if (run_dir / ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
         base, _ = load_model_and_tokenizer(config.model, dtype=dtype, gguf_file=config.gguf_file)
@@ -307,7 +306,5 @@ def load_trained(
         model = AutoModelForCausalLM.from_pretrained(
             run_dir, dtype=resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer, config
