@@ -14,6 +14,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -192,7 +193,7 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     def make_trainer(model: Any, ledger: RunLedger) -> SeglossSFTTrainer:
         trainer = SeglossSFTTrainer(
             model=model,
-            args=args,
+            args=_sft_args(config),
             train_dataset=dataset,
             processing_class=tokenizer,
             loss=config.loss_spec,
@@ -222,6 +223,16 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
         write_model_card(out)  # README.md: objective, base model, data (eval adds the metrics)
     args.distributed_state.wait_for_everyone()
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
+
+
+def _sft_args(config: TrainConfig) -> TrainConfig:
+    """The trainer's args: the config itself, except that with padding_free TRL gets ``max_length=None`` — it
+    refuses a max_length it would not enforce on padding-free batches, and the rows already fit (tokenize_examples)."""
+    if not config.padding_free:
+        return config
+    args = copy.copy(config)  # shares the accelerator state; config.yaml and the summary still read `config`
+    args.max_length = None  # type: ignore[assignment]
+    return args
 
 
 def _train_from(
