@@ -397,3 +397,21 @@ def test_padding_collator_pads_right_with_eos_and_minus_100(tiny_model_dir) -> N
     assert batch["labels"].tolist() == [[1, 5, 6], [1, 7, -100]]
     assert batch["completion_mask"].tolist() == [[0, 1, 1], [0, 1, 0]]
     assert batch["input_ids"].dtype == torch.long
+
+
+def test_entropy_and_accuracy_are_computed_on_the_logging_steps_only(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    from segloss.integrations import trl as integration
+
+    calls = []
+    original = integration.token_statistics
+    monkeypatch.setattr(integration, "token_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=3, logging_steps=2, per_device_train_batch_size=1),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    (logged,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged["step"] == 2 and "entropy" in logged and len(calls) == 1  # step 2 of 3 logs; 1 and 3 do not

@@ -241,13 +241,16 @@ class SeglossSFTTrainer(CombinedLossMixin, CheckpointLoadGuard, SFTTrainer):  # 
         head: Any,
     ) -> None:
         """TRL's metrics (entropy, mean_token_accuracy, num_tokens) as `SFTTrainer` logs them, and in evaluation
-        the weighted ``ce`` and ``task`` terms (logged as ``eval_ce``/``eval_task``)."""
+        the weighted ``ce`` and ``task`` terms (logged as ``eval_ce``/``eval_task``). In training, entropy and
+        accuracy are computed on the micro-batches of the steps that log (they cost a pass over the vocabulary,
+        a quarter of a SmolLM2 step on the fused path); TRL averages them over every step since the last log."""
         mode = "train" if getattr(self.model, "training", False) else "eval"  # as SFTTrainer.log reads it
         metrics = self._metrics[mode]
         gather = self.accelerator.gather_for_metrics
-        entropy, correct, count = (gather(v).sum() for v in token_statistics(values, labels, head))
-        metrics["entropy"].append((entropy / count).item() if count > 0 else 0.0)
-        metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
+        if mode == "eval" or self._step_logs():
+            entropy, correct, count = (gather(v).sum() for v in token_statistics(values, labels, head))
+            metrics["entropy"].append((entropy / count).item() if count > 0 else 0.0)
+            metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
         if mode == "train":
             mask = inputs.get("attention_mask")
             local = (
@@ -256,10 +259,18 @@ class SeglossSFTTrainer(CombinedLossMixin, CheckpointLoadGuard, SFTTrainer):  # 
             self._total_train_tokens += int(gather(local).sum().item())
         metrics["num_tokens"] = [self._total_train_tokens]
         if mode == "eval":
-            task = sum((v.detach() for n, v in terms.items() if n not in ("ce", "total")), torch.zeros(()))
-            ce = terms.get("ce", torch.zeros(())).detach()
-            metrics["ce"].append(gather(ce.float().reshape(1).to(values.device)).mean().item())
-            metrics["task"].append(gather(task.float().reshape(1).to(values.device)).mean().item())
+            zero = values.new_zeros((), dtype=torch.float32)
+            task = sum((v.detach().float() for n, v in terms.items() if n not in ("ce", "total")), zero)
+            ce = terms["ce"].detach().float() if "ce" in terms else zero
+            metrics["ce"].append(gather(ce.reshape(1)).mean().item())
+            metrics["task"].append(gather(task.reshape(1)).mean().item())
+
+    def _step_logs(self) -> bool:
+        """Whether the optimizer step this micro-batch belongs to ends with a training log (logging by steps)."""
+        if self.args.logging_strategy != "steps" or not self.state.logging_steps:
+            return True
+        step = self.state.global_step + 1  # global_step counts the steps already taken
+        return step % self.state.logging_steps == 0 or (bool(self.args.logging_first_step) and step == 1)
 
     unpacks_padding_free = True  # sequence_rows: per-sequence losses stay per sequence on padding-free batches
 
