@@ -25,7 +25,8 @@ Parity with TRL, and where segloss differs (said, not silent):
   assistant's (a `ValueError` names the row otherwise): the task loss sees the assistant's reply only, never a
   system or user token; CE sees every token. Earlier assistant turns of a multi-turn row are context (CE only).
 * Logs: TRL's ``entropy``, ``mean_token_accuracy`` and ``num_tokens`` (computed as TRL computes them, on the CE
-  targets; on the fused path from the hidden states, in chunks) next to segloss's ``ce``/``task``/``total``;
+  targets; on the fused path from the hidden states, in chunks; entropy and accuracy on the logging steps'
+  micro-batches only, where TRL averages every step) next to segloss's ``ce``/``task``/``total``;
   evaluation adds ``eval_ce`` and ``eval_task`` (the weighted terms) to ``eval_loss``.
 * ``padding_free=True``: the concatenated row is split back into its sequences (TRL's position ids restart at 0 at
   each sequence) before the loss, so per-sequence region losses (gdice, dice, tversky… with ``group: sequence``)
@@ -243,7 +244,7 @@ class SeglossSFTTrainer(CombinedLossMixin, CheckpointLoadGuard, SFTTrainer):  # 
         """TRL's metrics (entropy, mean_token_accuracy, num_tokens) as `SFTTrainer` logs them, and in evaluation
         the weighted ``ce`` and ``task`` terms (logged as ``eval_ce``/``eval_task``). In training, entropy and
         accuracy are computed on the micro-batches of the steps that log (they cost a pass over the vocabulary,
-        a quarter of a SmolLM2 step on the fused path); TRL averages them over every step since the last log."""
+        5 % of a SmolLM2 step on the fused path); TRL averages them over every step since the last log."""
         mode = "train" if getattr(self.model, "training", False) else "eval"  # as SFTTrainer.log reads it
         metrics = self._metrics[mode]
         gather = self.accelerator.gather_for_metrics
