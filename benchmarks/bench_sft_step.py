@@ -84,9 +84,8 @@ def main() -> None:
     print(f"{tokens} tokens per step; median over {args.rounds} interleaved rounds")
     for label, values in times.items():
         wall, cpu = statistics.median(t[0] for t in values), statistics.median(t[1] for t in values)
-        print(
-            f"{label:40s} wall {wall:.3f} s  CPU {cpu:.3f} s  tokens/s {tokens / wall:.0f}  CPU ratio {cpu / before:.3f}"
-        )
+        rate = tokens / wall
+        print(f"{label:40s} wall {wall:.3f} s  CPU {cpu:.3f} s  tokens/s {rate:.0f}  CPU ratio {cpu / before:.3f}")
 
 
 if __name__ == "__main__":
