@@ -1,5 +1,6 @@
 """SeglossSFTTrainer with TRL's real SFTTrainer on a tiny model: answer mask = TRL's completion tokens, CE alone =
-plain SFTTrainer, exact gradient accumulation (SGD step at GA 2 × batch 1 = GA 1 × batch 2), logged components."""
+plain SFTTrainer, exact gradient accumulation (SGD step at GA 2 × batch 1 = GA 1 × batch 2), logged components; TRL
+parity (its metrics, eval_ce/eval_task, messages rows, padding-free batches, the difference said at start)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from typing import Any
 
 import pytest
 import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
 
-trl = pytest.importorskip("trl")
-from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
-
-from segloss.integrations.trl import SeglossSFTTrainer  # noqa: E402
-from segloss.losses import IGNORE_INDEX, LossSpec, causal_shift  # noqa: E402
+from segloss.integrations.trl import SeglossSFTTrainer
+from segloss.losses import IGNORE_INDEX, LossSpec, causal_shift
 
 # Prompts and completions of different lengths, so micro-batches hold unequal numbers of targets.
 ROWS = [
