@@ -5,7 +5,7 @@ examples/s on 4-shot GSM8K with and without stop strings and the shared-prefix K
     python benchmarks/bench_real.py --steps 5 --repeats 3 --eval-limit 20 --threads 1
     python benchmarks/bench_real.py --skip-train --eval-limit 10 --eval-repeats 2   # generation only
 
-Training: real arith examples (whole-text tokenized, batch ``--batch``), one `SeglossTrainer.training_step` +
+Training: real arith examples (tokenized by TRL, batch ``--batch``), one `SeglossTrainer.training_step` +
 optimizer step per timing unit on the dequantized GGUF model with a fresh LoRA r=8 per loss; every task loss is
 combined with CE as in the paper (0.6·CE + 0.4·task). Objectives are timed interleaved (round r times each once);
 the table shows the median and the step time ratio to CE alone. Eval: the same model and prompts through
@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from segloss.data import DataCollator, load_examples, stop_strings, tokenize_examples
+from segloss.data import load_examples, stop_strings, tokenize_examples
 from segloss.evaluation.generation import Generated, make_generate_fn
 from segloss.evaluation.prompts import build_prompt, choose_shots
+from segloss.integrations.trl import padding_collator
 from segloss.losses import CombinedLoss
 from segloss.models.fixtures import smollm2_gguf, smollm2_missing_reason
 from segloss.models.loading import load_model_and_tokenizer
@@ -52,7 +53,7 @@ GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
 def train_batch(tokenizer: Any, batch: int) -> dict[str, torch.Tensor]:
     examples = load_examples("arith", "train", n_train=batch, seed=0)
     dataset, _ = tokenize_examples(examples, tokenizer, 128)
-    return DataCollator(tokenizer)([dataset[i] for i in range(len(dataset))])
+    return padding_collator(tokenizer)([dataset[i] for i in range(len(dataset))])
 
 
 def time_training(base: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, float]:

@@ -54,13 +54,13 @@ def build_model(vocab: int, hidden: int, layers: int, full_finetune: bool) -> to
 def make_batch(vocab: int, batch: int, seq_len: int, answer_fraction: float) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(4, vocab, (batch, seq_len), generator=generator)
-    answer_labels = input_ids.clone()
-    answer_labels[:, : int(seq_len * (1 - answer_fraction))] = -100  # the prompt part
+    completion_mask = torch.ones_like(input_ids)
+    completion_mask[:, : int(seq_len * (1 - answer_fraction))] = 0  # the prompt part
     return {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
         "labels": input_ids.clone(),
-        "answer_labels": answer_labels,
+        "completion_mask": completion_mask,
     }
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import TOKENIZER_TEXTS
 from helpers.real_model import smollm2_path, smollm2_tokenizer  # noqa: F401  (fixtures)
 from transformers import AutoTokenizer
@@ -14,18 +13,16 @@ from transformers import AutoTokenizer
 from segloss.data import (
     DATASETS,
     MAX_NEW_TOKENS,
-    DataCollator,
     Example,
     encode_prompts,
     get_builder,
     is_multiple_choice,
     load_examples,
-    pad_token_id,
     stop_strings,
     tokenize_examples,
 )
 from segloss.data.base import TokenizeStats, canonical_split, read_records, stable_seed
-from segloss.data.templates import build_prompt, training_text
+from segloss.data.templates import build_prompt, training_row
 from segloss.models.tiny import train_sentencepiece_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -120,23 +117,22 @@ def test_limit_keeps_the_first_examples_and_rejects_nonpositive():
 
 # ------------------------------------------------------------------ tokenization
 def _answer_tokens(row):
-    return [t for t, label in zip(row["input_ids"], row["answer_labels"], strict=True) if label != -100]
+    return [t for t, in_answer in zip(row["input_ids"], row["completion_mask"], strict=True) if in_answer]
 
 
 def check_whole_text(tokenizer, example, row, template="plain"):
     """The row is the whole text's tokens + EOS; its prompt part is exactly what generation is given; the answer
     mask covers exactly the answer's characters (with the separating space) and EOS."""
-    text, start = training_text(example, template, tokenizer)
-    special = template != "chat"
-    whole = tokenizer(text, add_special_tokens=special)["input_ids"]
-    prompt = tokenizer(build_prompt(example, [], template, tokenizer), add_special_tokens=special)["input_ids"]
+    training = training_row(example, template, tokenizer)
+    text, start = training["prompt"] + training["completion"], len(training["prompt"])
+    whole = tokenizer(text)["input_ids"]
+    prompt = tokenizer(build_prompt(example, [], template, tokenizer))["input_ids"]
     assert row["input_ids"] == [*whole, tokenizer.eos_token_id]
-    assert row["labels"] == row["input_ids"]  # every real token, not shifted
     assert whole[: len(prompt)] == prompt  # training's prefix = the tokens generation starts from
     answer = _answer_tokens(row)
     assert answer == [*whole[len(prompt) :], tokenizer.eos_token_id]
-    assert row["answer_labels"][: len(prompt)] == [-100] * len(prompt)
-    spans = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)["offset_mapping"][len(prompt) :]
+    assert row["completion_mask"][: len(prompt)] == [0] * len(prompt)
+    spans = tokenizer(text, return_offsets_mapping=True)["offset_mapping"][len(prompt) :]
     assert spans[-1][1] == len(text) and spans[0][1] > start  # the answer tokens reach the end, from its start
     assert text[min(s for s, _ in spans) : start].strip() == ""  # ...and take at most the separating space before
     assert text[start:].strip() == example.answer.strip()
@@ -150,14 +146,13 @@ EXAMPLES = [
 ]
 
 
-def test_features_are_the_whole_text_with_the_answer_masked_by_offsets(tokenizer):
+def test_features_are_the_whole_text_with_the_completion_masked(tokenizer):
     data, stats = tokenize_examples(EXAMPLES, tokenizer, max_length=128)
-    assert data.column_names == ["input_ids", "attention_mask", "labels", "answer_labels"]
+    assert data.column_names == ["input_ids", "completion_mask"]  # TRL's pre-tokenized form
     assert (stats.n_examples, stats.n_kept, stats.n_dropped, stats.n_prompt_truncated) == (2, 2, 0, 0)
     for row, ex in zip(data, EXAMPLES, strict=True):
         assert row["input_ids"][0] == tokenizer.bos_token_id  # the tiny tokenizer adds BOS
         check_whole_text(tokenizer, ex, row)
-        assert row["attention_mask"] == [1] * len(row["input_ids"])
     assert stats.lengths == [len(r["input_ids"]) for r in data]
     assert tokenizer.pad_token is None  # the caller's tokenizer was not modified
 
@@ -219,12 +214,14 @@ def test_chat_template_mask_is_exactly_the_assistant_content(style, tiny_model_d
         tok = request.getfixturevalue("smollm2_tokenizer")
     data, _ = tokenize_examples(EXAMPLES, tok, max_length=256, template="chat")
     for row, ex in zip(data, EXAMPLES, strict=True):
-        check_whole_text(tok, ex, row, template="chat")
-        answer = _answer_tokens(row)
-        assert tok.decode(answer[:-1]) == ex.answer  # no template text inside the mask, nothing of it missing
+        prompt = tok(build_prompt(ex, [], "chat", tok), add_special_tokens=False)["input_ids"]
+        assert row["input_ids"][: len(prompt)] == prompt  # training's prefix = the tokens generation starts from
+        assert row["completion_mask"] == [0] * len(prompt) + [1] * (len(row["input_ids"]) - len(prompt))
+        answer = tok.decode(_answer_tokens(row))  # the assistant turn as the template closes it (TRL renders it)
+        assert answer.startswith(ex.answer) and answer[len(ex.answer) :].strip() in ("<|im_end|>", "<|im_end|>\n")
         assert "Answer:" not in tok.decode(row["input_ids"])  # the user turn holds the question without its cue
     if style == "smollm2":  # ChatML's end of turn is SmolLM2's EOS: the model learns to close its turn
-        assert tok.convert_ids_to_tokens(_answer_tokens(data[0])[-1]) == "<|im_end|>"
+        assert "<|im_end|>" in tok.convert_ids_to_tokens(_answer_tokens(data[0]))
 
 
 def test_prompt_is_truncated_from_the_left_keeping_bos_and_the_whole_answer(tokenizer):
@@ -239,7 +236,7 @@ def test_prompt_is_truncated_from_the_left_keeping_bos_and_the_whole_answer(toke
     assert row["input_ids"][0] == tokenizer.bos_token_id
     assert row["input_ids"][1:6] == prompt[-5:]  # the end of the prompt survives
     assert row["input_ids"][6:] == answer
-    assert row["answer_labels"] == [-100] * 6 + answer
+    assert row["completion_mask"] == [0] * 6 + [1] * len(answer)
     assert stats.n_prompt_truncated == 1 and stats.lengths == [len(prompt) + len(answer)]
 
 
@@ -260,12 +257,6 @@ def test_max_length_too_small_for_any_answer_is_an_error(tokenizer):
         tokenize_examples([], tokenizer, max_length=64)
 
 
-def test_slow_tokenizer_is_refused_with_the_fix(tokenizer):
-    slow = type("Slow", (), {"eos_token_id": 2, "is_fast": False})()
-    with pytest.raises(ValueError, match="fast tokenizer"):
-        tokenize_examples(EXAMPLES, slow, max_length=64)
-
-
 def test_stop_strings_are_declared_per_dataset():
     assert stop_strings("gsm8k") == ("\nQuestion:", "\n\n") == stop_strings("arith") == stop_strings("mathqa")
     assert stop_strings("openbookqa") == ("\n",) == stop_strings("hellaswag")
@@ -279,40 +270,7 @@ def test_length_percentiles_are_nearest_rank():
     assert stats.answer_percentiles() == {"p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
 
 
-# ------------------------------------------------------------------ padding
-def test_collator_pads_right_with_eos_and_minus_100(tokenizer):
-    eos = tokenizer.eos_token_id
-    assert pad_token_id(tokenizer) == eos  # no pad token → EOS, as the paper does
-    features = [
-        {"input_ids": [1, 5, 6], "attention_mask": [1, 1, 1], "labels": [1, 5, 6], "answer_labels": [-100, 5, 6]},
-        {"input_ids": [1, 7], "attention_mask": [1, 1], "labels": [1, 7], "answer_labels": [-100, 7]},
-    ]
-    batch = DataCollator(tokenizer)(features)
-    assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, eos]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert batch["labels"].tolist() == [[1, 5, 6], [1, 7, -100]]
-    assert batch["answer_labels"].tolist() == [[-100, 5, 6], [-100, 7, -100]]
-    assert batch["input_ids"].dtype == torch.long
-    padded = DataCollator(tokenizer, pad_to_multiple_of=4)(features)
-    assert padded["labels"].shape == (2, 4) and padded["labels"][0, 3] == -100
-
-
-def test_collator_uses_the_pad_token_when_there_is_one(tokenizer):
-    with_pad = type("T", (), {"pad_token_id": 3, "eos_token_id": 2})()
-    batch = DataCollator(with_pad)([{"input_ids": [1, 5]}, {"input_ids": [1]}])
-    assert batch["input_ids"].tolist() == [[1, 5], [1, 3]]
-
-
-def test_collator_batches_tokenized_features(tokenizer):
-    examples = load_examples("arith", "test", n_test=4)
-    data, _ = tokenize_examples(examples, tokenizer, max_length=256)
-    batch = DataCollator(tokenizer)([data[i] for i in range(4)])
-    lengths = [len(data[i]["input_ids"]) for i in range(4)]
-    assert batch["input_ids"].shape == (4, max(lengths))
-    assert batch["attention_mask"].sum(1).tolist() == lengths
-    assert ((batch["answer_labels"] != -100).sum(1) < batch["attention_mask"].sum(1)).all()
-
-
+# ------------------------------------------------------------------ generation batches
 def test_encode_prompts_pads_left_and_truncates_left(tokenizer):
     prompts = ["Question: Tom has 3 apples. How many?\nAnswer: ", "Q: a\nAnswer: "]
     ids = [tokenizer(p)["input_ids"] for p in prompts]

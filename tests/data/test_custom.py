@@ -70,9 +70,11 @@ def test_messages_rows_render_with_the_chat_template_whatever_the_template(tmp_p
     )
     data, _ = tokenize([example], tokenizer, max_length=128, template="plain")
     row = data[0]
-    answer = [t for t, label in zip(row["input_ids"], row["answer_labels"], strict=True) if label != -100]
-    assert tokenizer.decode(answer[:-1]) == "7" and answer[-1] == tokenizer.eos_token_id
-    assert row["input_ids"][: -len(answer)] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    n_prompt = row["completion_mask"].index(1)
+    # TRL renders the conversation; the task loss sees the assistant turn only: no system or user token
+    assert row["input_ids"][:n_prompt] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert set(row["completion_mask"][n_prompt:]) == {1}
+    assert tokenizer.decode(row["input_ids"][n_prompt:]) == "7<|im_end|>\n"  # the turn as the template closes it
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match="`messages` rows are rendered by the tokenizer's chat template"):
         build_prompt(example, [], "plain", tokenizer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from segloss.data import Example
-from segloss.data.templates import training_text
+from segloss.data.templates import training_row
 from segloss.evaluation.prompts import build_prompt, choose_shots, render
 
 EX = Example(id="1", prompt="Question: Tom has 3 apples. How many?\nAnswer: ", answer="<<3=3>> #### 3")
@@ -63,8 +63,11 @@ def test_chat_template_few_shot_is_alternating_turns(chat_tokenizer):
         "<|im_start|>user\nQuestion: q1<|im_end|>\n<|im_start|>assistant\n#### 1<|im_end|>\n"
         "<|im_start|>user\nQuestion: Tom has 3 apples. How many?<|im_end|>\n<|im_start|>assistant\n"
     )
-    text, start = training_text(EX, "chat", chat_tokenizer)
-    assert text[:start] == build_prompt(EX, [], "chat", chat_tokenizer) and text[start:] == EX.answer
+    row = training_row(EX, "chat", chat_tokenizer)  # TRL renders it with the same template
+    assert chat_tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True) == (
+        build_prompt(EX, [], "chat", chat_tokenizer)
+    )
+    assert row["completion"] == [{"role": "assistant", "content": EX.answer}]
 
 
 def test_chat_template_needs_a_tokenizer_with_one():

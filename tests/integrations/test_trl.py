@@ -1,21 +1,21 @@
 """SeglossSFTTrainer with TRL's real SFTTrainer on a tiny model: answer mask = TRL's completion tokens, CE alone =
-plain SFTTrainer, exact gradient accumulation (SGD step at GA 2 × batch 1 = GA 1 × batch 2), logged components."""
+plain SFTTrainer, exact gradient accumulation (SGD step at GA 2 × batch 1 = GA 1 × batch 2), logged components; TRL
+parity (its metrics, eval_ce/eval_task, messages rows, padding-free batches, the difference said at start)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
 
-trl = pytest.importorskip("trl")
-from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
-
-from segloss.integrations.trl import SeglossSFTTrainer  # noqa: E402
-from segloss.losses import IGNORE_INDEX, LossSpec  # noqa: E402
+from segloss.integrations.trl import SeglossSFTTrainer
+from segloss.losses import IGNORE_INDEX, LossSpec, causal_shift
 
 # Prompts and completions of different lengths, so micro-batches hold unequal numbers of targets.
 ROWS = [
@@ -231,3 +231,186 @@ def test_peft_config_trains_only_the_adapter(tiny_model_dir, tmp_path) -> None:
     frozen = {name.replace("base_model.model.", "").replace(".base_layer", ""): p for name, p in trained.items()}
     compared = [name for name in base if name in frozen]
     assert len(compared) == len(base) and all(torch.equal(frozen[name], base[name]) for name in compared)
+
+
+# ------------------------------------------------------------------ TRL parity (issue 20 item 3)
+def test_logs_keep_trls_metrics_next_to_the_components(tiny_model_dir, tmp_path) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=2),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        assert {"ce", "task", "total", "entropy", "mean_token_accuracy", "num_tokens"} <= set(entry)
+        assert 0.0 <= entry["mean_token_accuracy"] <= 1.0
+        assert 0.0 < entry["entropy"] <= math.log(len(tokenizer)) + 1e-4  # at most the uniform distribution's
+    # two steps of 2 + 1 rows: the epoch. num_tokens counts the real tokens trained on so far, as TRL does
+    assert logs[-1]["num_tokens"] == float(_batch(trainer)["attention_mask"].sum()) > logs[0]["num_tokens"]
+
+
+def test_token_metrics_match_trls_on_the_same_batch(tiny_model_dir, tmp_path) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    model.eval()
+    common = {"train_dataset": Dataset.from_list(ROWS), "processing_class": tokenizer}
+    ours = SeglossSFTTrainer(model=model, args=_args(tmp_path), loss="ce", ce_weight=1.0, **common)
+    plain = SFTTrainer(model=model, args=_args(tmp_path, completion_only_loss=False), **common)
+    with torch.no_grad():
+        ours.compute_loss(model, _batch(ours))
+        plain.compute_loss(model, _batch(plain))
+    for name in ("entropy", "mean_token_accuracy"):
+        assert ours._metrics["eval"][name][0] == pytest.approx(plain._metrics["eval"][name][0], rel=1e-5), name
+
+
+def test_fused_path_metrics_equal_the_materialised_ones(generator) -> None:
+    from segloss.integrations.trl import token_statistics
+
+    hidden = torch.randn(2, 5, 4, generator=generator)
+    head = torch.nn.Linear(4, 7)
+    labels = torch.randint(0, 7, (2, 5), generator=generator)
+    labels[0, :2] = IGNORE_INDEX
+    fused = token_statistics(hidden, labels, head)
+    materialised = token_statistics(head(hidden), labels)
+    assert torch.allclose(fused[0], materialised[0]) and torch.equal(fused[1], materialised[1])
+    assert int(fused[2]) == 8
+
+
+def test_evaluation_logs_eval_ce_and_eval_task(tiny_model_dir, tmp_path) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, per_device_eval_batch_size=3),
+        train_dataset=Dataset.from_list(ROWS),
+        eval_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+        loss="lovasz",
+        ce_weight=0.6,
+    )
+    metrics = trainer.evaluate()
+    assert {"eval_ce", "eval_task", "eval_entropy", "eval_mean_token_accuracy"} <= set(metrics)
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_ce"] + metrics["eval_task"], rel=1e-5)  # one batch
+    batch = _batch(trainer)
+    model.eval()
+    with torch.no_grad():
+        logits = model(**trainer.model_inputs(batch)).logits
+        terms = trainer.combined_loss.components(logits, *causal_shift(*trainer.loss_targets(batch)))
+    assert metrics["eval_ce"] == pytest.approx(float(terms["ce"]), rel=1e-5)
+    assert metrics["eval_task"] == pytest.approx(float(terms["lovasz"]), rel=1e-5)
+
+
+def test_messages_rows_put_the_task_loss_on_the_assistant_tokens_only(tiny_model_dir, tmp_path) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": r["prompt"]},
+                {"role": "assistant", "content": r["completion"]},
+            ]
+        }
+        for r in ROWS
+    ]
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, max_length=None),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    batch = _batch(trainer)
+    labels, answer = trainer.loss_targets(batch)
+    for i, row in enumerate(rows):
+        length = int(batch["attention_mask"][i].sum())
+        start = int(answer[i].ne(IGNORE_INDEX).nonzero()[0])
+        before = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        assert tokenizer.decode(batch["input_ids"][i, :start]) == before  # no system or user token in the mask
+        assert tokenizer.decode(batch["input_ids"][i, start:length]).strip() == ROWS[i]["completion"].strip()
+        assert answer[i, start:length].ne(IGNORE_INDEX).all() and labels[i, :length].ne(IGNORE_INDEX).all()
+    bad = Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(ValueError, match="row 0 ends with a 'user' turn"):
+        SeglossSFTTrainer(model=model, args=_args(tmp_path), train_dataset=bad, processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("loss", ["gdice", "dice", "tversky", "lovasz"])
+def test_padding_free_losses_equal_the_padded_batchs(tiny_model_dir, tmp_path, loss) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    model.eval()
+    values = {}
+    for padding_free in (False, True):
+        trainer = SeglossSFTTrainer(
+            model=model,
+            args=_args(tmp_path, padding_free=padding_free, max_length=None),
+            train_dataset=Dataset.from_list(ROWS),
+            processing_class=tokenizer,
+            loss=loss,
+            loss_options={loss: {"group": "sequence"}},
+        )
+        batch = _batch(trainer)
+        assert ("attention_mask" in batch) is not padding_free
+        with torch.no_grad():
+            values[padding_free] = float(trainer.compute_loss(model, batch))
+    assert values[True] == pytest.approx(values[False], rel=1e-5)
+
+
+def test_unpack_sequences_gives_one_sequence_per_row() -> None:
+    from segloss.integrations.trl import unpack_sequences
+
+    flat = torch.tensor([[10, 11, 12, 20, 21, 30]])
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0]])
+    assert unpack_sequences(flat, positions, -1).tolist() == [[10, 11, 12], [20, 21, -1], [30, -1, -1]]
+
+
+def test_the_difference_from_trls_default_is_said_once_at_start(tiny_model_dir, tmp_path, caplog) -> None:
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    with caplog.at_level("WARNING", logger="segloss.trl"):
+        SeglossSFTTrainer(
+            model=model, args=_args(tmp_path), train_dataset=Dataset.from_list(ROWS), processing_class=tokenizer
+        )
+    said = [r for r in caplog.records if "CE on every token" in r.getMessage()]
+    assert len(said) == 1 and "completion_only_loss=True" in said[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segloss.trl"):  # the user chose: nothing to say
+        SeglossSFTTrainer(
+            model=model,
+            args=_args(tmp_path, completion_only_loss=False),
+            train_dataset=Dataset.from_list(ROWS),
+            processing_class=tokenizer,
+        )
+    assert not [r for r in caplog.records if "CE on every token" in r.getMessage()]
+
+
+def test_padding_collator_pads_right_with_eos_and_minus_100(tiny_model_dir) -> None:
+    from segloss.data import pad_token_id
+    from segloss.integrations.trl import padding_collator
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = tokenizer.eos_token_id
+    assert tokenizer.pad_token is None and pad_token_id(tokenizer) == eos  # no pad token → EOS, as the paper does
+    rows = [{"input_ids": [1, 5, 6], "completion_mask": [0, 1, 1]}, {"input_ids": [1, 7], "completion_mask": [0, 1]}]
+    batch = padding_collator(tokenizer)(rows)
+    assert batch["input_ids"].tolist() == [[1, 5, 6], [1, 7, eos]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[1, 5, 6], [1, 7, -100]]
+    assert batch["completion_mask"].tolist() == [[0, 1, 1], [0, 1, 0]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_entropy_and_accuracy_are_computed_on_the_logging_steps_only(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    from segloss.integrations import trl as integration
+
+    calls = []
+    original = integration.token_statistics
+    monkeypatch.setattr(integration, "token_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model, tokenizer = _model_and_tokenizer(tiny_model_dir)
+    trainer = SeglossSFTTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=3, logging_steps=2, per_device_train_batch_size=1),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    (logged,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged["step"] == 2 and "entropy" in logged and len(calls) == 1  # step 2 of 3 logs; 1 and 3 do not

@@ -51,12 +51,10 @@ def test_a_later_load_reads_the_cache_not_the_gguf(smollm2, smollm2_path, smollm
 @pytest.mark.parametrize("loss", sorted(set(LOSSES) - {"ce"}))
 def test_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
     """Mechanics, not convergence: two optimizer steps (the second on updated weights) stay finite with the loss."""
-    from segloss.data import DataCollator
-    from segloss.losses import CombinedLoss
+    from segloss.integrations.trl import SeglossSFTTrainer
     from segloss.training import TrainConfig
     from segloss.training.lora import apply_lora
     from segloss.training.train import build_training_data
-    from segloss.training.trainer import SeglossTrainer
 
     base, tokenizer = smollm2
     config = TrainConfig(
@@ -76,13 +74,12 @@ def test_lora_steps_with_each_loss_are_finite(smollm2, loss, tmp_path):
     dataset, stats = build_training_data(config, tokenizer)
     assert stats.n_kept == 3
     model = apply_lora(copy.deepcopy(base), r=config.lora_r, alpha=config.lora_alpha, dropout=0.0)
-    trainer = SeglossTrainer(
+    trainer = SeglossSFTTrainer(
         model=model,
         args=config,
         train_dataset=dataset,
-        data_collator=DataCollator(tokenizer),
-        processing_class=tokenizer,
-        combined_loss=CombinedLoss(config.loss_weights()),
+        processing_class=copy.deepcopy(tokenizer),
+        loss=config.loss_spec,
     )
     output = trainer.train()
     assert trainer.state.global_step == 2 and math.isfinite(output.training_loss)

@@ -28,11 +28,13 @@ def tiny_config(model_dir: Path, output_dir: Path, **overrides: Any) -> TrainCon
 
 
 def fixed_batch(config: TrainConfig, tokenizer: Any, n: int = 4) -> dict[str, torch.Tensor]:
-    from segloss.data import DataCollator, load_examples, tokenize_examples
+    from segloss.data import load_examples, tokenize_examples
+    from segloss.integrations.trl import padding_collator
 
     examples = load_examples(config.dataset, "train", limit=n, seed=config.seed, **config.dataset_options)
     dataset, _ = tokenize_examples(examples, tokenizer, config.max_length)
-    return DataCollator(tokenizer)([dataset[i] for i in range(len(dataset))])
+    batch = padding_collator(tokenizer)([dataset[i] for i in range(len(dataset))])
+    return {**batch, "answer_labels": batch["labels"].masked_fill(batch["completion_mask"] == 0, -100)}
 
 
 @torch.no_grad()

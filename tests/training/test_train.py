@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from training.helpers_train import StopAt, tiny_config
 
@@ -167,3 +168,16 @@ def test_fused_head_under_two_processes_trains_like_the_materialised_head(
         assert torch.equal(value, fused1["weights"][name]), name  # the ranks agree
         # float32 rounding differs between the two heads and Adam magnifies it in near-zero gradient entries
         torch.testing.assert_close(value, plain0["weights"][name], rtol=0.0, atol=1e-5, msg=name)
+
+
+def test_padding_free_run_trains_like_the_padded_one(tiny_model_dir, tmp_path) -> None:
+    # TRL's padding-free batches are split back into their sequences: a per-sequence loss gives the same step.
+    settings = {"loss": "gdice", "loss_options": {"gdice": {"group": "sequence"}}, "max_steps": 1, "lora_dropout": 0.0}
+    padded = train(tiny_config(tiny_model_dir, tmp_path / "padded", **settings))
+    packed = train(tiny_config(tiny_model_dir, tmp_path / "packed", padding_free=True, **settings))
+    assert yaml.safe_load((tmp_path / "packed" / "config.yaml").read_text())["padding_free"] is True
+    assert packed.summary["steps"] == padded.summary["steps"] == 1
+    before, after = _adapter(tmp_path / "padded"), _adapter(tmp_path / "packed")
+    assert any(float(v.abs().max()) > 0 for k, v in before.items() if "lora_B" in k)
+    for name, value in before.items():
+        assert torch.allclose(after[name], value, rtol=1e-4, atol=1e-6), name

@@ -11,8 +11,9 @@
   segloss train --config configs/gsm8k.yaml --print_config    # the resolved settings, as YAML
   torchrun --nproc_per_node 2 -m segloss.cli train --config configs/gsm8k.yaml   # several processes
 
-Settings are segloss's own (model, dataset, loss, LoRA, …) plus every `transformers.TrainingArguments` field, each
-a YAML key and a flag (flags win; `--max-steps` and `--max_steps` both work). The run directory gets
+Training runs TRL's SFTTrainer (segloss.integrations.trl.SeglossSFTTrainer). Settings are segloss's own (model,
+dataset, loss, LoRA, …) plus every TRL `SFTConfig` / `transformers.TrainingArguments` field (bf16 stays off unless
+--bf16 true), each a YAML key and a flag (flags win; `--max-steps` and `--max_steps` both work). The run directory gets
 checkpoint-*/, the final adapter (or model with --full_finetune), the tokenizer, config.yaml and train_summary.json.
 """
 
@@ -30,7 +31,7 @@ def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
     """
     from segloss.config import exit_with_cached_help
 
-    exit_with_cached_help(argv, prog, lambda: _parser(prog), ("transformers", "jsonargparse"))
+    exit_with_cached_help(argv, prog, lambda: _parser(prog), ("transformers", "trl", "jsonargparse"))
     from segloss.training.config import parse_train_config
 
     return parse_train_config(argv, _parser(prog))

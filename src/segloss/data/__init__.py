@@ -1,4 +1,4 @@
-"""Datasets: raw records → (prompt, answer) examples → tokenized features with answer masks.
+"""Datasets: raw records → (prompt, answer) examples → TRL prompt/completion rows, tokenized by TRL.
 
 See ``segloss.data.base`` for sources, splits, tokenization and padding; one module per dataset.
 """
@@ -7,7 +7,6 @@ from segloss.data import arith, custom, gsm8k, hellaswag, mathqa, openbookqa  # 
 from segloss.data.base import (
     DATASETS,
     MAX_NEW_TOKENS,
-    DataCollator,
     DatasetBuilder,
     Example,
     TokenizeStats,
@@ -25,7 +24,6 @@ from segloss.data.custom import UserDataBuilder, is_user_data
 __all__ = [
     "DATASETS",
     "MAX_NEW_TOKENS",
-    "DataCollator",
     "DatasetBuilder",
     "Example",
     "TokenizeStats",

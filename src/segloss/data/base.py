@@ -9,17 +9,14 @@ A dataset is one :class:`DatasetBuilder` subclass in its own module that only ma
 * **Splits** are ``train``/``validation``/``test`` (``dev`` and ``val`` are aliases of ``validation``). A builder
   with ``derive_validation`` takes a seeded 10 % of train as validation when no validation file exists, and train
   is then the other 90 % (no leakage).
-* **Tokenization** (:func:`tokenize_examples`): the prompt (rendered by a template, see
-  :mod:`segloss.data.templates`) and the answer are tokenized as **one text**, so the tokens at their boundary are
-  those the model sees when it generates; the answer tokens are found by the offsets mapping (every token whose
-  characters reach into the answer) and EOS is appended after them. ``labels`` is every real token (BOS included:
-  after the trainer's causal shift position 0 is never a target, so it costs nothing), ``answer_labels`` only the
-  answer tokens and EOS; both are **not shifted**. The prompt is truncated from the left (BOS kept) and counted; an
-  example whose answer (with BOS and one prompt token) does not fit in ``max_length`` is dropped and counted in
+* **Tokenization** (:func:`tokenize_examples`) is TRL's: each example becomes a prompt/completion row (rendered by a
+  template, see :mod:`segloss.data.templates`) and TRL's `SFTTrainer` preparation tokenizes prompt + completion as
+  **one text** with EOS appended; ``completion_mask`` marks the completion tokens (the task loss's targets) and CE
+  covers every token (the trainer's labels). The prompt is truncated from the left (BOS kept) and counted; an
+  example whose completion (with BOS and one prompt token) does not fit in ``max_length`` is dropped and counted in
   :class:`TokenizeStats`, never silently.
-* **Padding**: :class:`DataCollator` pads on the right for training (``labels``/``answer_labels`` with -100,
-  ``attention_mask`` with 0); :func:`encode_prompts` pads on the left for generation. A tokenizer without a pad
-  token pads with EOS (as the paper does); the caller's tokenizer is never modified (see :func:`pad_token_id`).
+* **Padding**: TRL's collator pads training batches (`segloss.integrations.trl`); :func:`encode_prompts` pads on the
+  left for generation. A tokenizer without a pad token pads with EOS (as the paper does); :func:`pad_token_id`.
 """
 
 from __future__ import annotations
@@ -492,62 +489,40 @@ def _fit(prompt: list[int], answer: list[int], prefix: int, max_length: int) -> 
     return prompt[:prefix] + body[max(0, len(body) - room) :]
 
 
-def _require_offsets(tokenizer: Any) -> None:
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            "tokenizer: whole-text tokenization needs a fast tokenizer (offsets mapping); load it with "
-            "AutoTokenizer.from_pretrained(..., use_fast=True) or convert it with the `tokenizers` library"
-        )
-
-
-def split_at_answer(ids: list[int], offsets: Sequence[tuple[int, int]], answer_start: int) -> int:
-    """Index of the first token whose characters reach into the answer (``end > answer_start``); special tokens
-    the tokenizer adds in front have ``(0, 0)`` offsets and stay in the prompt."""
-    for index, (_, end) in enumerate(offsets):
-        if end > answer_start:
-            return index
-    return len(ids)
-
-
 def tokenize_examples(
     examples: Sequence[Example], tokenizer: Any, max_length: int, *, template: str = "plain"
 ) -> tuple[Any, TokenizeStats]:
-    """Tokenized features ``input_ids``, ``attention_mask``, ``labels``, ``answer_labels`` (unpadded, unshifted).
+    """Training features ``input_ids`` and ``completion_mask`` (unpadded), tokenized by TRL, fitted to ``max_length``.
 
-    Each example is rendered with ``template`` (:func:`segloss.data.templates.training_text`) and the **whole text**
-    is tokenized once, so the tokens at the prompt/answer boundary are those of the text itself. ``labels`` = every
-    real token; ``answer_labels`` = the tokens whose characters reach into the answer (offsets mapping) plus EOS
-    appended after them, -100 elsewhere. The prompt is truncated from the left (special prefix kept, counted in
-    ``n_prompt_truncated``); an example whose answer + EOS does not fit with the special prefix and one prompt
-    token is dropped and counted. Returns ``(datasets.Dataset, TokenizeStats)``; raises ``ValueError`` when no
-    example fits (names the shortest answer so the fix — a larger ``max_length`` — is obvious).
+    Each example becomes a TRL prompt/completion row (:func:`segloss.data.templates.training_row`) and TRL's own
+    `SFTTrainer` preparation tokenizes it (:func:`segloss.integrations.trl.tokenize_rows`: prompt + completion as one
+    text, EOS appended, ``completion_mask`` = 1 from the first token where prompt and prompt + completion differ).
+    Then segloss's rule, which TRL's ``truncation_mode`` has no equivalent of: the prompt is cut from the left (its
+    leading special tokens kept, counted in ``n_prompt_truncated``); an example whose completion does not fit with
+    the special prefix and one prompt token is dropped and counted. Returns ``(datasets.Dataset, TokenizeStats)``;
+    raises ``ValueError`` when no example fits (naming the shortest answer, so the fix is obvious).
     """
     import datasets
 
-    from segloss.data.templates import effective_template, training_text
+    from segloss.data.templates import training_row
+    from segloss.integrations.trl import tokenize_rows
 
     if not examples:
         raise ValueError("tokenize_examples: no examples given (is the split empty?)")
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
-    eos = tokenizer.eos_token_id
-    if eos is None:
+    if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token so answers can end")
-    _require_offsets(tokenizer)
-    template = effective_template(examples, template)  # conversation rows: the chat template
-    rendered = [training_text(e, template, tokenizer) for e in examples]
-    encoded = tokenizer(
-        [text for text, _ in rendered], add_special_tokens=template != "chat", return_offsets_mapping=True
-    )
+    rows = datasets.Dataset.from_list([training_row(e, template, tokenizer) for e in examples])
+    tokenized = tokenize_rows(rows, tokenizer)
     stats = TokenizeStats(max_length=max_length, n_examples=len(examples))
-    columns: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": [], "answer_labels": []}
-    for index, example in enumerate(examples):
-        ids, offsets = list(encoded["input_ids"][index]), encoded["offset_mapping"][index]
-        cut = split_at_answer(ids, offsets, rendered[index][1])
+    columns: dict[str, list[list[int]]] = {"input_ids": [], "completion_mask": []}
+    for index, (example, ids, mask) in enumerate(
+        zip(examples, tokenized["input_ids"], tokenized["completion_mask"], strict=True)
+    ):
+        cut = mask.index(1) if 1 in mask else len(ids)
         prompt, answer = ids[:cut], ids[cut:]
-        if not answer or answer[-1] != eos:  # a post-processor may already end the text with EOS
-            answer.append(eos)
-        stats.lengths.append(len(prompt) + len(answer))
+        stats.lengths.append(len(ids))
         stats.answer_lengths.append(len(answer))
         fitted = _fit(prompt, answer, _prefix_length(tokenizer, prompt), max_length)
         if fitted is None:
@@ -557,11 +532,8 @@ def tokenize_examples(
         stats.n_prompt_truncated += len(fitted) < len(prompt)
         stats.n_kept += 1
         stats.kept_indices.append(index)
-        ids = fitted + answer
-        columns["input_ids"].append(ids)
-        columns["attention_mask"].append([1] * len(ids))
-        columns["labels"].append(list(ids))
-        columns["answer_labels"].append([IGNORE_INDEX] * len(fitted) + answer)
+        columns["input_ids"].append(fitted + answer)
+        columns["completion_mask"].append([0] * len(fitted) + [1] * len(answer))
     if not stats.n_kept:
         shortest = min(stats.answer_lengths)
         raise ValueError(
@@ -572,46 +544,10 @@ def tokenize_examples(
     return datasets.Dataset.from_dict(columns), stats
 
 
-class DataCollator:
-    """Pads a list of tokenized features on the **right** to the longest in the batch.
-
-    ``input_ids`` with :func:`pad_token_id` (EOS when the tokenizer has no pad token), ``attention_mask`` with 0,
-    ``labels``/``answer_labels`` with -100. Returns int64 tensors ``[B, T]``; other keys are ignored.
-    """
-
-    PAD_VALUES: ClassVar[dict[str, int | None]] = {
-        "input_ids": None,
-        "attention_mask": 0,
-        "labels": IGNORE_INDEX,
-        "answer_labels": IGNORE_INDEX,
-    }
-
-    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_id = pad_token_id(tokenizer)
-        self.pad_to_multiple_of = pad_to_multiple_of
-
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        if not features:
-            raise ValueError("DataCollator: empty batch")
-        length = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch = {}
-        for key, pad in self.PAD_VALUES.items():
-            if key not in features[0]:
-                continue
-            value = self.pad_id if pad is None else pad
-            rows = [list(f[key]) + [value] * (length - len(f[key])) for f in features]
-            batch[key] = torch.tensor(rows, dtype=torch.long)  # [B, T]
-        return batch
-
-
 def encode_prompts(
     prompts: Sequence[str], tokenizer: Any, max_length: int, *, add_special_tokens: bool = True
 ) -> dict[str, Any]:
-    """A generation batch: prompts tokenized like :func:`tokenize_examples` does, truncated from the left to
+    """A generation batch: prompts tokenized as training tokenizes them, truncated from the left to
     ``max_length`` (special prefix kept) and padded on the **left** so every row ends where generation starts.
 
     Returns ``{"input_ids": LongTensor [B, T], "attention_mask": LongTensor [B, T]}`` (pad = :func:`pad_token_id`)

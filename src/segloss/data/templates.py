@@ -9,9 +9,10 @@ Conversation rows of the user's own data (``Example.messages``) are always rende
 turns as they are, then the generation prompt), whatever the template: :func:`effective_template` says so.
 
 Where an answer starts: the generation prompt drops the trailing spaces of the rendered prompt (``Answer:`` not
-``Answer: ``), and in training text the answer span starts right there. BPE and sentencepiece tokenizers glue a space
-to the word after it (``Ġ<<``, ``▁<<``), so the whole-text tokens of a training example start with exactly the
-tokens of its generation prompt, and the first answer token is the one generation has to produce.
+``Answer: ``), and a training row's completion starts right there, with that space (:func:`training_row`). BPE and
+sentencepiece tokenizers glue a space to the word after it (``Ġ<<``, ``▁<<``), so the tokens TRL makes of prompt +
+completion start with exactly the tokens of the generation prompt, and the first completion token is the one
+generation has to produce.
 """
 
 from __future__ import annotations
@@ -99,10 +100,17 @@ def build_prompt(example: Any, shots: Sequence[Any], template: str, tokenizer: A
     return "\n\n".join([*demos, render(example.prompt, template)]).rstrip(" ")
 
 
-def training_text(example: Any, template: str, tokenizer: Any = None) -> tuple[str, int]:
-    """``(text, answer_start)``: the prompt rendered as for generation, then the answer; ``text[answer_start:]``
-    is the answer with the space that separates it from the prompt (EOS is added as a token, not as text)."""
-    prompt = build_prompt(example, [], template, tokenizer)
-    chat = effective_template([example], template) == "chat"
-    rendered = _chat_prompt(tokenizer, [example], []) if chat else render(example.prompt, template)
-    return prompt + rendered[len(prompt) :] + example.answer, len(prompt)
+def training_row(example: Any, template: str, tokenizer: Any = None) -> dict[str, Any]:
+    """The example as one TRL prompt/completion row (TRL tokenizes it, `segloss.data.tokenize_examples`).
+
+    Text templates: ``prompt`` is the generation prompt (:func:`build_prompt`, trailing spaces dropped) and
+    ``completion`` the dropped space plus the answer (TRL appends EOS). ``chat`` (and conversation rows): a
+    conversational row, ``prompt`` the turns before the answer and ``completion`` the assistant turn, which TRL
+    renders with the tokenizer's chat template.
+    """
+    if effective_template([example], template) == "chat":
+        _chat_prompt(tokenizer, [example], [])  # a tokenizer without a chat template: the one-line error, here
+        return {"prompt": _turns(example), "completion": [{"role": "assistant", "content": example.answer}]}
+    rendered = render(example.prompt, template)
+    prompt = rendered.rstrip(" ")
+    return {"prompt": prompt, "completion": rendered[len(prompt) :] + example.answer}

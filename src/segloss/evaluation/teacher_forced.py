@@ -6,7 +6,7 @@ step never derails the next one, and the final number is predicted right after t
 contain it. The score is therefore an upper bound on, not an estimate of, generated exact match; segloss reports it
 only on request (``segloss eval --teacher-forced``) and never in place of ``exact_match``.
 
-Per example, on the answer tokens (answer + EOS, the positions ``answer_labels`` marks, after the causal shift):
+Per example, on the answer tokens (answer + EOS, the positions ``completion_mask`` marks, after the causal shift):
 
 * ``teacher_forced_token_accuracy``: share of answer tokens whose argmax is the gold token;
 * ``teacher_forced_exact_match``: :func:`segloss.metrics.formulas.exact_match` of the decoded argmax tokens;
@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from segloss.data import DataCollator, Example, tokenize_examples
+from segloss.data import Example, tokenize_examples
 from segloss.losses import IGNORE_INDEX
 from segloss.metrics.formulas import exact_match, exact_match_authors
 
@@ -39,15 +39,17 @@ def teacher_forced_rows(
     """One dict of :data:`TEACHER_FORCED_METRICS` per example, from one forward pass per batch (no generation).
 
     The examples are tokenized exactly as for training (:func:`segloss.data.tokenize_examples`) and padded on the
-    right (:class:`segloss.data.DataCollator`).
+    right (:func:`segloss.integrations.trl.padding_collator`, TRL's collator).
     """
     import torch
+
+    from segloss.integrations.trl import padding_collator
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     features, stats = tokenize_examples(examples, tokenizer, max_length)
     rows = [dict.fromkeys(TEACHER_FORCED_METRICS, math.nan) for _ in examples]
-    collate = DataCollator(tokenizer)
+    collate = padding_collator(tokenizer)
     device = getattr(model, "device", torch.device("cpu"))
     for start in range(0, len(features), batch_size):
         batch = collate([features[i] for i in range(start, min(start + batch_size, len(features)))])
@@ -56,7 +58,7 @@ def teacher_forced_rows(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
         predicted = logits[:, :-1].argmax(dim=-1).cpu()  # [B, T-1]: position t predicts token t+1
-        targets = batch["answer_labels"][:, 1:]  # [B, T-1]
+        targets = batch["labels"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)[:, 1:]  # [B, T-1]
         for offset in range(predicted.shape[0]):
             index = stats.kept_indices[start + offset]
             rows[index] = _score(predicted[offset], targets[offset], examples[index].answer, tokenizer)

@@ -145,18 +145,18 @@ def _pretrain_into(
     config: PretrainConfig, out: Path, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     from transformers import Trainer, TrainerCallback, TrainingArguments
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from segloss.data import DataCollator, tokenize_examples
+    from segloss.data import pad_token_id, tokenize_examples
     from segloss.models import build_tiny_llama, train_tokenizer
 
     examples = load_corpus(config)
     texts = [ex.prompt + ex.answer for ex in examples[: config.tokenizer_texts]]
     tokenizer = train_tokenizer(texts, config.vocab_size, with_pad=config.with_pad)
     dataset, stats = tokenize_examples(examples, tokenizer, config.max_length)
-    # Pretraining is plain CE on every real token (``labels``); the answer mask is for the fine-tuning losses.
-    dataset = dataset.remove_columns(
-        [c for c in dataset.column_names if c not in ("input_ids", "attention_mask", "labels")]
-    )
+    # Pretraining is plain CE on every real token (the collator's ``labels``); the completion mask is for the
+    # fine-tuning losses.
+    dataset = dataset.remove_columns("completion_mask")
     model = build_tiny_llama(
         tokenizer,
         hidden_size=config.hidden_size,
@@ -183,7 +183,8 @@ def _pretrain_into(
         dataloader_num_workers=0,
         disable_tqdm=progress is not None,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollator(tokenizer))
+    collator = DataCollatorForLanguageModeling(pad_token_id=pad_token_id(tokenizer))  # TRL's: right padding
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
     if progress is not None:
         report = progress
 

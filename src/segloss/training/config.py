@@ -1,8 +1,8 @@
-"""`TrainConfig`: every setting of `segloss train` — segloss's own fields plus the whole `TrainingArguments`.
+"""`TrainConfig`: every setting of `segloss train` — segloss's own fields plus the whole TRL `SFTConfig`.
 
-``TrainConfig`` *is* a `transformers.TrainingArguments` (it is handed to the Trainer as ``args``), extended by
-:class:`SeglossArguments`. The YAML files in ``configs/`` and the flags set both kinds of field in one flat
-namespace, typed by jsonargparse (:func:`parse_train_config`, :func:`train_config_from_values`)::
+``TrainConfig`` *is* a `trl.SFTConfig` (a `transformers.TrainingArguments`; it is handed to `SeglossSFTTrainer` as
+``args``), extended by :class:`SeglossArguments`. The YAML files in ``configs/`` and the flags set both kinds of
+field in one flat namespace, typed by jsonargparse (:func:`parse_train_config`, :func:`train_config_from_values`)::
 
     segloss train --config configs/gsm8k.yaml --learning_rate 1e-4 --eval_strategy steps --torch_compile
 
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from transformers import TrainingArguments
+from trl import SFTConfig
 
 from segloss.config import (
     check_choices,
@@ -40,7 +41,7 @@ from segloss.training.lora import LoraTargetName, LoraTargets, parse_lora_target
 
 @dataclasses.dataclass
 class SeglossArguments:
-    """segloss's own settings of a fine-tuning run; every other setting is a `TrainingArguments` field."""
+    """segloss's own settings of a fine-tuning run; every other setting is an `SFTConfig` field."""
 
     # What to train on.
     model: str = config_field("", help="Local directory, hub id or .gguf file of a causal LM (AutoModelForCausalLM).")
@@ -55,7 +56,11 @@ class SeglossArguments:
     )
     train_split: str = config_field("train", help="Split of the dataset used for training.")
     train_limit: int | None = config_field(None, help="Use at most this many training examples (None: all).")
-    max_length: int = config_field(512, help="Longest tokenized example (prompt + answer) kept for training.")
+    max_length: int = config_field(
+        512,
+        help="Longest tokenized example (prompt + answer + EOS): a longer prompt loses its beginning (BOS kept), an "
+        "example whose answer does not fit is dropped; both are counted (train_summary.json `tokenization`).",
+    )
     # Real pretrained models (issue 10): GGUF weights, base weights' dtype, prompt template.
     gguf_file: str | None = config_field(None, help="GGUF file inside the `model` folder (or give model=FILE.gguf).")
     torch_dtype: TorchDtype = config_field("float32", help="Base weights dtype: auto, float32, bfloat16, float16.")
@@ -176,11 +181,14 @@ def _check_allowed_changes(config: SeglossArguments) -> None:
 
 
 @dataclasses.dataclass
-class TrainConfig(SeglossArguments, TrainingArguments):
-    """Settings of one fine-tuning run (``segloss train``): :class:`SeglossArguments` + `TrainingArguments`.
+class TrainConfig(SeglossArguments, SFTConfig):  # type: ignore[misc]  # max_length: segloss's int, TRL's int | None
+    """Settings of one fine-tuning run (``segloss train``): :class:`SeglossArguments` + TRL's `SFTConfig`.
 
-    Only the `TrainingArguments` defaults below differ from the Trainer's; every other Trainer option (DeepSpeed,
-    FSDP, ``eval_strategy``, ``push_to_hub``, ``torch_compile``, …) is available under its own name.
+    Only the defaults below differ from the Trainer's; every other Trainer or SFT option (DeepSpeed, FSDP,
+    ``eval_strategy``, ``push_to_hub``, ``torch_compile``, ``padding_free``, …) is available under its own name.
+    Where TRL's `SFTConfig` changes a `TrainingArguments` default (bf16 and gradient checkpointing on, learning rate
+    2e-5) segloss keeps the Trainer's, so runs before and after the switch to TRL train alike; segloss's own training
+    rows are tokenized and fitted to ``max_length`` before TRL sees them (`segloss.data.tokenize_examples`).
     """
 
     output_dir: str | None = config_field("runs/train", help="Run directory: checkpoints, adapter, config, summary.")
@@ -189,13 +197,27 @@ class TrainConfig(SeglossArguments, TrainingArguments):
     optim: str = config_field("adamw_torch", help="Transformers optimizer name.")
     logging_steps: float = config_field(10, help="Log the loss components every this many optimizer steps.")
     save_total_limit: int | None = config_field(2, help="Keep at most this many checkpoints (None: all).")
-    # answer_labels is not a model input, but the task losses need it: the Trainer must not drop it.
-    remove_unused_columns: bool = config_field(False, help="Must stay false: the task loss reads answer_labels.")
+    # completion_mask is not a model input, but the task losses need it: the Trainer must not drop it.
+    remove_unused_columns: bool = config_field(False, help="Must stay false: the task loss reads completion_mask.")
     include_num_input_tokens_seen: str | bool = config_field(
         "non_padding", help="Count the tokens trained on (train_summary.json's `tokens`)."
     )
 
     use_cpu: bool = config_field(False, help="Train on the CPU even when CUDA is available (always, without CUDA).")
+    # SFTConfig's defaults that differ from TrainingArguments', set back: segloss trains as it did before TRL.
+    bf16: bool | None = config_field(  # type: ignore[assignment]  # SFTConfig's type: None = "on unless fp16"
+        False, help="bf16 mixed precision (TRL's SFTConfig turns it on by default, also on CPU; segloss does not)."
+    )
+    gradient_checkpointing: bool | None = config_field(  # type: ignore[assignment]  # TrainingArguments' type
+        None, help="Deprecated alias of activation_checkpointing (TRL's SFTConfig turns it on; segloss leaves it off)."
+    )
+    pad_to_multiple_of: int | str | None = config_field(None, help="Pad each batch to a multiple of this many tokens.")
+    completion_only_loss: bool | None = config_field(
+        None,
+        help="true: CE on the completion tokens only. null/false: CE on every token, the paper's objective (TRL's "
+        "null means completion only; segloss says so once when training starts). The task loss is always on the "
+        "completion.",
+    )
 
     def __post_init__(self) -> None:
         SeglossArguments.__post_init__(self)  # segloss's fields first: a missing model is the likeliest slip
@@ -203,7 +225,7 @@ class TrainConfig(SeglossArguments, TrainingArguments):
         # Without CUDA, train on the CPU (not MPS, whose kernels the losses were not tested on); accelerate also
         # needs cpu=True to set up several CPU processes under torchrun.
         self.use_cpu = self.use_cpu or not torch.cuda.is_available()
-        TrainingArguments.__post_init__(self)
+        SFTConfig.__post_init__(self)
 
     @property
     def run_dir(self) -> Path:
@@ -230,7 +252,8 @@ class TrainConfig(SeglossArguments, TrainingArguments):
 
 
 def _trainer_defaults() -> dict[str, list[Any]]:
-    """Each TrainingArguments field → its default, and what ``__post_init__`` turns that default into.
+    """Each TrainingArguments field → its default, and what ``__post_init__`` turns that default into; each field
+    that only `SFTConfig` has → `TrainConfig`'s default (config.yaml then reads as it did before segloss used TRL).
 
     Built from the dataclass fields: constructing a reference TrainingArguments would reset accelerate's state in
     the middle of a run (its ``__post_init__`` sets up the devices).
@@ -255,6 +278,9 @@ def _trainer_defaults() -> dict[str, list[Any]]:
             defaults[f.name] = [f.default_factory()]
         if f.name in normalised:
             defaults[f.name].append(normalised[f.name])
+    for f in dataclasses.fields(SFTConfig):
+        if f.name not in defaults and f.default is not dataclasses.MISSING:
+            defaults[f.name] = [TrainConfig.__dataclass_fields__[f.name].default]
     return defaults
 
 
@@ -296,7 +322,7 @@ def _check_trainer_values(config: TrainConfig) -> None:
     if config.fp16 and config.bf16:
         raise ValueError("fp16 and bf16: choose at most one mixed-precision mode")
     if config.remove_unused_columns:
-        raise ValueError("remove_unused_columns: must be false, the task loss reads the answer_labels column")
+        raise ValueError("remove_unused_columns: must be false, the task loss reads the completion_mask column")
     if config.resume_from_checkpoint is not None:  # train() passes Trainer its own checked checkpoint, not this one
         raise ValueError(
             f"resume_from_checkpoint: {config.resume_from_checkpoint!r} is not used by segloss train; pass --resume "
@@ -307,9 +333,13 @@ def _check_trainer_values(config: TrainConfig) -> None:
 
 def train_parser(*, prog: str | None = None, description: str | None = None) -> Any:
     """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field); ``--help`` lists
-    segloss's own settings (and ``output_dir``) first, then the Trainer's in the sections of its documentation."""
+    segloss's own settings (and ``output_dir``) first, then the Trainer's and TRL's in the sections of their
+    documentation."""
     own = {f.name for f in dataclasses.fields(SeglossArguments)} | {"output_dir"}
-    sections = docstring_sections(TrainingArguments, prefix="Trainer: ")
+    sections = {
+        **docstring_sections(TrainingArguments, prefix="Trainer: "),
+        **docstring_sections(SFTConfig, prefix="TRL SFT: "),  # TRL's own fields, after the Trainer's
+    }
     groups = {name: sections.get(name, "Trainer: other") for name in field_names(TrainConfig) if name not in own}
     return typed_parser(TrainConfig, prog=prog, description=description, groups=groups)
 

@@ -1,4 +1,5 @@
-"""`train(config)`: load model + data, fine-tune with `SeglossTrainer`, write checkpoints and the run summary;
+"""`train(config)`: load model + data, fine-tune with `SeglossSFTTrainer` (TRL's `SFTTrainer` with the combined loss),
+write checkpoints and the run summary;
 `load_trained(run_dir)`: the model, tokenizer and config of a finished run (or of one of its checkpoints).
 
 A run directory holds::
@@ -13,6 +14,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -54,7 +56,6 @@ from segloss.training.resume import (
     plan_resume,
     save_run_config,
 )
-from segloss.training.trainer import SeglossTrainer
 
 logger = logging.getLogger("segloss.train")
 VERSION_NAME = RUN_INFO_NAME
@@ -128,7 +129,8 @@ def _write_start_files(config: TrainConfig, plan: ResumePlan | None, inputs: dic
 
 
 def build_training_data(config: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, Any]:
-    """Tokenized training set (input_ids, attention_mask, labels, answer_labels) and its `TokenizeStats`."""
+    """The training rows, tokenized by TRL and fitted to max_length (input_ids, completion_mask), and their
+    `TokenizeStats` (`segloss.data.tokenize_examples`)."""
     from segloss.data import load_examples, tokenize_examples
 
     examples = load_examples(
@@ -172,9 +174,10 @@ def build_model(config: TrainConfig) -> tuple[Any, PreTrainedTokenizerBase]:
 
 def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.dataset`` with the combined objective; see the module docstring."""
-    from segloss.data import DataCollator, get_builder
+    from segloss.data import get_builder
+    from segloss.integrations.trl import SeglossSFTTrainer
 
-    args = config  # a TrainConfig is the Trainer's TrainingArguments
+    args = config  # a TrainConfig is the trainer's SFTConfig
     non_empty = _check_output_dir(config)
     plan = plan_resume(config, world_size=args.world_size) if config.resume and non_empty else None
     if plan is not None and plan.finished is not None:
@@ -189,14 +192,13 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     if args.process_index == 0:
         _write_start_files(config, plan, inputs)
 
-    def make_trainer(model: Any, ledger: RunLedger) -> SeglossTrainer:
-        trainer = SeglossTrainer(
+    def make_trainer(model: Any, ledger: RunLedger) -> SeglossSFTTrainer:
+        trainer = SeglossSFTTrainer(
             model=model,
-            args=args,
+            args=_sft_args(config),
             train_dataset=dataset,
-            data_collator=DataCollator(tokenizer),
             processing_class=tokenizer,
-            combined_loss=config.loss_spec.build(),
+            loss=config.loss_spec,
             fused_loss=fused_loss,
             callbacks=[_RunFilesCallback(config, inputs), ledger, *(callbacks or [])],
         )
@@ -225,12 +227,22 @@ def train(config: TrainConfig, *, callbacks: list[TrainerCallback] | None = None
     return TrainResult(config.run_dir, trainer.state.global_step, summary, trainer.model, tokenizer)
 
 
+def _sft_args(config: TrainConfig) -> TrainConfig:
+    """The trainer's args: the config itself, except that with padding_free TRL gets ``max_length=None`` — it
+    refuses a max_length it would not enforce on padding-free batches, and the rows already fit (tokenize_examples)."""
+    if not config.padding_free:
+        return config
+    args = copy.copy(config)  # shares the accelerator state; config.yaml and the summary still read `config`
+    args.max_length = None  # type: ignore[assignment]
+    return args
+
+
 def _train_from(
     plan: ResumePlan | None,
     config: TrainConfig,
     model: Any,
-    make_trainer: Callable[[Any, RunLedger], SeglossTrainer],
-) -> tuple[SeglossTrainer, RunLedger, Path | None]:
+    make_trainer: Callable[[Any, RunLedger], Any],
+) -> tuple[Any, RunLedger, Path | None]:
     """Train from ``plan``'s checkpoint (or finish at it, or start at step 0); the trainer, its ledger and the
     checkpoint used. A checkpoint that fails to load is skipped for the previous one (`fall_back`) and the model
     rebuilt."""
@@ -251,7 +263,7 @@ def _train_from(
             model, _ = build_model(config)  # the failed load may have changed some weights already
 
 
-def _summary(trainer: SeglossTrainer, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:
+def _summary(trainer: Any, ledger: RunLedger, n_examples: int, checkpoint: str | None) -> dict[str, Any]:
     """train_summary.json: the whole run, every session included (the ledger carries the earlier ones)."""
     totals = ledger.totals()
     steps = trainer.state.global_step

@@ -2,7 +2,8 @@
 
 The model runs **without** ``labels`` (so it computes no loss of its own); labels are aligned to next-token logits
 once, with `causal_shift`, and the combined objective sees ``logits [B, T, V]``, ``labels [B, T]`` (CE targets: every
-real token) and ``answer_labels [B, T]`` (task-loss targets: the answer tokens).
+real token) and answer labels ``[B, T]`` (task-loss targets: ``labels`` where TRL's ``completion_mask`` is 1, the
+answer tokens).
 
 Exact accumulation (``segloss.losses.accumulate``). Every micro-batch returns its **share** of the optimizer step's
 loss, counted over all micro-batches and processes: a token-local loss (ce, focal, sadl) divides its sum over the
@@ -23,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import Trainer
 
-from segloss.losses import CombinedLoss, FusedLinearCombinedLoss, StepAccumulator, StepShare, causal_shift
+from segloss.losses import (
+    IGNORE_INDEX,
+    CombinedLoss,
+    FusedLinearCombinedLoss,
+    StepAccumulator,
+    StepShare,
+    causal_shift,
+)
 from segloss.training.checkpoints import CheckpointLoadGuard
 from segloss.training.fused_head import body_only
 
@@ -72,12 +80,14 @@ class CombinedLossMixin(_TrainerBase):
     * ``log`` adds ``ce``, ``task``, ``total`` (and ``task_<name>`` per task loss when there are several).
 
     Subclasses say where the targets are: :meth:`loss_targets` (CE labels, answer labels; unshifted ``[B, T]``)
-    and :meth:`model_inputs` (what the model is called with). The defaults read segloss's ``labels`` and
-    ``answer_labels`` columns.
+    and :meth:`model_inputs` (what the model is called with). The defaults read the ``labels`` and
+    ``completion_mask`` of TRL's batches (`segloss.integrations.trl.padding_collator`).
     """
 
     # compute_loss returns the accumulated-batch share of the loss: the Trainer must not divide it by GA again.
     loss_is_scaled_for_ga: bool | None = True
+    # Whether sequence_rows splits padding-free rows into their sequences (then per-sequence losses stay exact).
+    unpacks_padding_free: bool = False
 
     def __init__(self, *args: Any, combined_loss: CombinedLoss, fused_loss: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,19 +98,23 @@ class CombinedLossMixin(_TrainerBase):
         self.step_accumulator = StepAccumulator(combined_loss)  # this optimizer step's counts and statistics
         self._micro_batch = 0  # which micro-batch of the step compute_loss sees next
         self._replay: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []  # RNG state per statistics forward
-        self.warn_if_not_exact(padding_free=bool(getattr(self.args, "padding_free", False)))
+        padding_free = bool(getattr(self.args, "padding_free", False)) and not self.unpacks_padding_free
+        self.warn_if_not_exact(padding_free=padding_free)
         self._sums: dict[str, torch.Tensor] = {}
         self._summed_steps_at = 0  # global_step when _sums started (the resumed step after a resume)
         self.last_components: dict[str, float] = {}
         self._run_loss = torch.zeros(())  # this session's sum of per-step losses (RunLedger adds earlier sessions)
 
     def loss_targets(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CE labels, answer labels) of a batch, unshifted ``[B, T]`` with -100 where a loss does not look."""
-        return inputs["labels"], inputs["answer_labels"]
+        """(CE labels, answer labels) of a batch, unshifted ``[B, T]`` with -100 where a loss does not look: the
+        labels, and the labels of the completion tokens (all of them when the batch has no ``completion_mask``)."""
+        labels = inputs["labels"]
+        mask = inputs.get("completion_mask")
+        return labels, labels if mask is None else labels.masked_fill(mask == 0, IGNORE_INDEX)
 
     def model_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The model's keyword arguments: the batch without its targets (so the model computes no loss)."""
-        return {k: v for k, v in inputs.items() if k not in ("labels", "answer_labels")}
+        return {k: v for k, v in inputs.items() if k not in ("labels", "completion_mask")}
 
     def warn_if_not_exact(self, *, padding_free: bool = False) -> None:
         """One warning line naming the parts of the objective that are not exact in this setting (if any)."""
@@ -123,24 +137,47 @@ class CombinedLossMixin(_TrainerBase):
     @torch.no_grad()
     def _statistics_pass(self, batch_samples: list[dict[str, Any]], answers: list[torch.Tensor]) -> None:
         """The batch-level losses' statistics of every micro-batch (no gradient), joined before any backward."""
-        model: Any = self.model
         for index, (batch, answer_labels) in enumerate(zip(batch_samples, answers, strict=True)):
-            inputs = self.model_inputs(self._prepare_inputs(batch))
+            inputs = self._prepare_inputs(batch)
             step = self.step_accumulator.share(index)
             answer_labels = answer_labels.to(self.args.device)
             self._replay.append(_rng_state())
             with self.compute_loss_context_manager():
-                if self.fused_loss is not None:
-                    with body_only(model) as head:
-                        hidden = model(**inputs).logits  # [B, T, H]
-                    weight = head.weight
-                    stats = self.fused_loss.batch_statistics(
-                        hidden.to(weight.dtype), weight, answer_labels, head.bias, step=step
-                    )
+                _, values, head = self._forward(self.model, inputs, fused=self.fused_loss is not None)
+                if head is not None and self.fused_loss is not None:
+                    stats = self.fused_loss.batch_statistics(values, head.weight, answer_labels, head.bias, step=step)
                 else:
-                    stats = self.combined_loss.batch_statistics(model(**inputs).logits, answer_labels, step)
+                    stats = self.combined_loss.batch_statistics(values, answer_labels, step)
             self.step_accumulator.add_statistics(stats)
         self.step_accumulator.finish_statistics()  # collective
+
+    def _forward(self, model: Any, inputs: dict[str, Any], *, fused: bool) -> tuple[Any, torch.Tensor, Any]:
+        """``(outputs, values, head)``: the model's outputs and logits ``[B, T, V]`` (head None), or — ``fused`` —
+        no outputs, the hidden states ``[B, T, H]`` in the head's dtype and the head, which the loss applies; one
+        sequence per row (:meth:`sequence_rows`)."""
+        model_inputs = self.model_inputs(inputs)  # no labels: the model computes no loss of its own
+        if fused:
+            with body_only(model) as head:
+                hidden = model(**model_inputs).logits  # [B, T, H]: the head is inside the loss
+            return None, self.sequence_rows(hidden.to(head.weight.dtype), inputs, 0.0), head
+        outputs = model(**model_inputs)
+        return outputs, self.sequence_rows(outputs.logits, inputs, 0.0), None
+
+    def sequence_rows(self, tensor: torch.Tensor, inputs: dict[str, Any], fill: float) -> torch.Tensor:
+        """``tensor [B, T, ...]`` laid out with one sequence per row, as the per-sequence losses count them: as it
+        is here (`SeglossSFTTrainer` unpacks TRL's padding-free rows)."""
+        return tensor
+
+    def observe(
+        self,
+        inputs: dict[str, Any],
+        labels: torch.Tensor,
+        terms: dict[str, torch.Tensor],
+        values: torch.Tensor,
+        head: Any,
+    ) -> None:
+        """Called after each loss with the batch, its shifted CE ``labels``, the weighted ``terms`` and what
+        :meth:`_forward` returned (for metrics; nothing here)."""
 
     def _step_share(self, model: torch.nn.Module) -> StepShare | None:
         """This micro-batch's place in the optimizer step (None outside the training loop: plain values)."""
@@ -160,19 +197,14 @@ class CombinedLossMixin(_TrainerBase):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> Any:
         labels, answer_labels = causal_shift(*self.loss_targets(inputs))  # [B, T], aligned with position t
-        model_inputs = self.model_inputs(inputs)  # no labels: the model computes no loss of its own
         step = self._step_share(model)
-        if self.fused_loss is not None and not return_outputs:  # evaluation wants logits: it takes the other path
-            with body_only(model) as head:
-                hidden = model(**model_inputs).logits  # [B, T, H]: the head is inside the loss
-            outputs = None
-            weight = head.weight
-            terms = self.fused_loss.components(
-                hidden.to(weight.dtype), weight, labels, answer_labels, head.bias, step=step
-            )
+        # evaluation wants logits: it takes the materialised path
+        outputs, values, head = self._forward(model, inputs, fused=self.fused_loss is not None and not return_outputs)
+        if head is not None and self.fused_loss is not None:
+            terms = self.fused_loss.components(values, head.weight, labels, answer_labels, head.bias, step=step)
         else:
-            outputs = model(**model_inputs)
-            terms = self.combined_loss.components(outputs.logits, labels, answer_labels, step=step)  # [B, T, V]
+            terms = self.combined_loss.components(values, labels, answer_labels, step=step)  # values [B, T, V]
+        self.observe(inputs, labels, terms, values, head)
         # Each term is this micro-batch's share of the step's loss; DDP averages over processes, hence × P.
         world = self.accelerator.num_processes if step is not None else 1
         loss = terms["total"] * world
@@ -218,10 +250,12 @@ class CombinedLossMixin(_TrainerBase):
 class SeglossTrainer(CombinedLossMixin, CheckpointLoadGuard, Trainer):
     """`Trainer` optimising ``combined_loss(logits, labels, answer_labels)`` with exact gradient accumulation.
 
-    The batches carry ``labels`` (CE targets) and ``answer_labels`` (task-loss targets), as `segloss.data` builds
-    them; everything else is :class:`CombinedLossMixin`. A resume checkpoint whose files fail to load raises
-    `CheckpointLoadError` (:class:`~segloss.training.checkpoints.CheckpointLoadGuard`), which ``train`` turns into a
-    fall back to an older checkpoint. Logs, at every logging step, ``ce``, ``task`` (sum of the
-    non-CE terms) and ``total`` — averages over the optimizer steps since the last log, each term already
-    weighted — plus ``task_<name>`` per task loss when there are several.
+    For a plain `Trainer` loop over already tokenized rows (``segloss train`` runs
+    `segloss.integrations.trl.SeglossSFTTrainer`): the batches are TRL's, ``labels`` (CE targets) and
+    ``completion_mask`` (the task loss's tokens), e.g. rows of `segloss.data.tokenize_examples` collated by
+    `segloss.integrations.trl.padding_collator`; everything else is :class:`CombinedLossMixin`. A resume checkpoint
+    whose files fail to load raises `CheckpointLoadError` (:class:`~segloss.training.checkpoints.CheckpointLoadGuard`).
+    Logs, at every logging step, ``ce``, ``task`` (sum of the non-CE terms) and ``total`` — averages over the
+    optimizer steps since the last log, each term already weighted — plus ``task_<name>`` per task loss when there
+    are several.
     """
