@@ -107,3 +107,20 @@ def test_cell_names_prefix_model_and_dataset_when_there_are_several(tmp_path):
         "m2__arith__ce-s0",
         "m2__arith__ce=0.8_lovasz=0.2-s0",
     ]
+
+
+def test_two_settings_of_one_loss_are_two_arms_in_the_folder_and_the_report(tmp_path):
+    """The adaptations grid: lovasz with its defaults and with group: sequence are two arms, not one (10 seeds of
+    each under one name once made an export keep a third of the cells)."""
+    sequence = {"loss": "lovasz", "loss_options": {"lovasz": {"group": "sequence"}}}
+    config = GridConfig(
+        models=["m"], datasets=["arith"], losses=["ce", "lovasz", sequence], seeds=[0, 1], output_dir=str(tmp_path / "g")
+    )
+    run_grid(config, runner=_runner, log=None)
+    written = export_store(config.store_path, tmp_path / "results" / "adapt")
+    assert len(written) == 6 and "lovasz_group=sequence-s1" in [p.name for p in written]
+    arms = {r.arm for r in load_results(tmp_path / "results" / "adapt")}
+    assert arms == {"ce", "lovasz", "lovasz[group=sequence]"}
+    write_results_report(tmp_path / "results" / "adapt", tmp_path / "r")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert {"lovasz", "lovasz[group=sequence]"} <= set(summary["losses"])

@@ -60,7 +60,9 @@ class CellResult:
 
     @property
     def loss(self) -> str:
-        return self.loss_spec.label
+        """The loss setting: its label plus the options that differ from their defaults (``lovasz[group=sequence]``),
+        so that two settings of one loss are two arms."""
+        return self.loss_spec.tag
 
     @property
     def arm(self) -> str:
