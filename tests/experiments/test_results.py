@@ -113,9 +113,8 @@ def test_two_settings_of_one_loss_are_two_arms_in_the_folder_and_the_report(tmp_
     """The adaptations grid: lovasz with its defaults and with group: sequence are two arms, not one (10 seeds of
     each under one name once made an export keep a third of the cells)."""
     sequence = {"loss": "lovasz", "loss_options": {"lovasz": {"group": "sequence"}}}
-    config = GridConfig(
-        models=["m"], datasets=["arith"], losses=["ce", "lovasz", sequence], seeds=[0, 1], output_dir=str(tmp_path / "g")
-    )
+    losses = ["ce", "lovasz", sequence]
+    config = GridConfig(models=["m"], datasets=["arith"], losses=losses, seeds=[0, 1], output_dir=str(tmp_path / "g"))
     run_grid(config, runner=_runner, log=None)
     written = export_store(config.store_path, tmp_path / "results" / "adapt")
     assert len(written) == 6 and "lovasz_group=sequence-s1" in [p.name for p in written]
