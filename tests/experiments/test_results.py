@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers.results import GGUF, write_cell
@@ -123,3 +124,24 @@ def test_two_settings_of_one_loss_are_two_arms_in_the_folder_and_the_report(tmp_
     write_results_report(tmp_path / "results" / "adapt", tmp_path / "r")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert {"lovasz", "lovasz[group=sequence]"} <= set(summary["losses"])
+
+
+def test_a_grid_run_from_another_directory_exports_its_predictions(tmp_path, monkeypatch):
+    """A grid given a relative output_dir, exported from another directory: the cells keep their predictions (the
+    store records absolute folders), and a store that recorded relative ones is read from the folders above it."""
+    (tmp_path / "there").mkdir()
+    monkeypatch.chdir(tmp_path / "there")
+    config = GridConfig(models=["m"], datasets=["arith"], losses=["ce", "lovasz"], seeds=[0], output_dir="g")
+    run_grid(config, runner=_runner, log=None)
+    store_path = tmp_path / "there" / "g" / "results.sqlite"
+    with ResultStore.open_readonly(store_path) as store:
+        rows = store.rows("done")
+    assert all(Path(r["run_dir"]).is_absolute() and Path(r["eval_dir"]).is_absolute() for r in rows)
+    monkeypatch.chdir(tmp_path)
+    export_store(store_path, tmp_path / "results" / "a")
+    assert (tmp_path / "results" / "a" / "lovasz-s0" / "predictions.jsonl").is_file()
+    # An older store: folders relative to the directory the grid ran in.
+    relative = [{**r, "run_dir": f"g/runs/{Path(r['run_dir']).name}", "eval_dir": None} for r in rows]
+    relative = [{**r, "eval_dir": str(Path(r["run_dir"]) / "eval" / "test")} for r in relative]
+    assert all(len(r.scores) == 10 and r.train == {"tokens": 500} for r in store_results(relative, store_path))
+    assert all(r.scores == {} for r in store_results(relative))  # not found from here without the store's folder

@@ -88,7 +88,6 @@ class LocalExecutor:
     plain ``segloss grid`` processes on one host share the work)."""
 
     name = "local"
-    absolute_paths = False
 
     def check(self) -> None:
         """Nothing to check: the local executor needs no services."""
@@ -118,7 +117,6 @@ class RayExecutor:
     """
 
     name = "ray"
-    absolute_paths = True  # tasks may start in another working directory, or on another node
 
     def __init__(
         self,

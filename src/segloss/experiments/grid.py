@@ -348,8 +348,9 @@ def run_grid(
     cells left ``running`` by any worker that claimed them before this one started.
     """
     executor = executor or LocalExecutor()
-    if executor.absolute_paths:  # tasks may run in another directory or on another node
-        config = dataclasses.replace(config, output_dir=str(Path(config.output_dir).resolve()))
+    # Absolute run folders in the store: tasks may run in another directory or node, and a report or export may
+    # read the store from anywhere.
+    config = dataclasses.replace(config, output_dir=str(Path(config.output_dir).resolve()))
     cells = config.cells()
     mine = select_shard(cells, shard)
     if runner is None:

@@ -160,7 +160,7 @@ def write_report(
     if not rows:
         raise ValueError(f"store {store_path} has no done cells ({counts}); run `segloss grid` first")
     title = f"Grid report: `{store_path}`"
-    return _write(store_results(rows), Path(out_dir), _resolve_plan(plan), seed, title, counts, failed)
+    return _write(store_results(rows, store_path), Path(out_dir), _resolve_plan(plan), seed, title, counts, failed)
 
 
 def _write(

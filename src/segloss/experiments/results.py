@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from collections.abc import Collection, Iterable
@@ -34,6 +35,7 @@ from segloss.fileio import read_json_object
 from segloss.losses.spec import LossSpec
 from segloss.rundir import CONFIG_NAME, SUMMARY_NAME
 
+logger = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -195,9 +197,23 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 # -- a result store's done cells -----------------------------------------------------------------------------------
-def store_results(rows: Iterable[dict[str, Any]]) -> list[CellResult]:
-    """:class:`CellResult` of each done store row (its predictions and train summary read from its folders)."""
-    return [_row_result(row) for row in rows]
+def store_results(rows: Iterable[dict[str, Any]], store_path: str | Path | None = None) -> list[CellResult]:
+    """:class:`CellResult` of each done store row (its predictions and train summary read from its folders).
+
+    A relative run or eval folder (stores written before the grid recorded absolute paths are relative to the
+    directory the grid ran in) is looked up from the current directory, then from each folder above ``store_path``.
+    """
+    anchors = [Path.cwd(), *(Path(store_path).resolve().parents if store_path else [])]
+    return [_row_result(_located(row, anchors)) for row in rows]
+
+
+def _located(row: dict[str, Any], anchors: list[Path]) -> dict[str, Any]:
+    found = {}
+    for key in ("run_dir", "eval_dir"):
+        value = row.get(key)
+        if value and not Path(value).is_absolute():
+            found[key] = next((str(a / value) for a in anchors if (a / value).exists()), value)
+    return {**row, **found}
 
 
 def _row_result(row: dict[str, Any]) -> CellResult:
@@ -251,7 +267,12 @@ def export_store(
     rows = [r for r in rows if cells is None or r["config_hash"] in set(cells)]
     if not rows:
         raise ValueError(f"store {store_path} has no done cells to export; run `segloss grid` first")
-    results = store_results(rows)
+    results = store_results(rows, store_path)
+    unscored = [r.name for r in results if not r.scores]
+    if unscored:  # the report then falls back to per-seed means: no problem-level analysis
+        logger.warning(
+            "%d of %d cells have no predictions.jsonl on disk (e.g. %s)", len(unscored), len(rows), unscored[0]
+        )
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     written = []
