@@ -4,8 +4,8 @@
     python benchmarks/suite_durations.py test.log            # markdown table: folder, tests, seconds, slowest test
 
 With pytest-xdist the seconds are summed over both workers (CPU-bound tests: about the CPU time), so their total is
-about twice the wall time on two workers. ``-vv`` makes pytest list the durations under 5 ms too; without it they are
-left out and the test counts are those of the slower tests only.
+about twice the wall time on two workers. pytest leaves out the phases under 5 ms (it says how many), so a test counts
+when one of its phases took 5 ms or more; the seconds left out are at most 5 ms each.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def by_folder(log: str) -> dict[str, dict[str, float]]:
 
 
 def table(folders: dict[str, dict[str, float]]) -> str:
-    rows = ["| folder | tests | seconds (both workers) | slowest test (s) |", "|---|---:|---:|---|"]
+    rows = ["| folder | tests (≥ 5 ms) | seconds (both workers) | slowest test (s) |", "|---|---:|---:|---|"]
     total_tests = total_seconds = 0.0
     for folder, tests in sorted(folders.items(), key=lambda kv: -sum(kv[1].values())):
         slowest = max(tests, key=lambda t: tests[t])

@@ -14,7 +14,7 @@ git clone -q "$repo" "$work/segloss"
 if [ -d "$here/../shared" ] && [ ! -e "$work/shared" ]; then ln -s "$(cd "$here/../shared" && pwd)" "$work/shared"; fi
 export XDG_CACHE_HOME="$work/cache"
 # Every test's time, for the by-folder table of docs/benchmarks.md (benchmarks/suite_durations.py reads test.log).
-export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:---durations=0 -vv}"
+export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:---durations=0}"
 cd "$work/segloss"
 for target in demo test; do
   echo "make $target: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$work/times.txt"
