@@ -17,7 +17,6 @@ GGUF file that is cut short or garbled fails at once with one line naming it ("t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -27,7 +26,7 @@ from typing import Any, Literal, get_args
 import torch
 
 from segloss.config import choice_error
-from segloss.fileio import build_directory, cache_root, exclusive_lock
+from segloss.fileio import build_directory, cache_root, exclusive_lock, file_sha256  # file_sha256: re-exported
 
 logger = logging.getLogger("segloss.models")
 GGUF_MARKER = "segloss-gguf.json"
@@ -74,15 +73,6 @@ def _check_gguf_installed() -> None:
         import gguf  # noqa: F401
     except ImportError as err:
         raise ValueError('model: loading a GGUF file needs the `gguf` package; pip install "segloss[gguf]"') from err
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, read in 1 MiB blocks (about 0.3 s for 100 MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_gguf(path: Path) -> None:

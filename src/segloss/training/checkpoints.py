@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segloss.fileio import atomic_write
+from segloss.fileio import atomic_write, file_sha256
 from segloss.rundir import CHECKPOINT_PATTERN, RunDir
 
 # The run folder's file names live in segloss.rundir; re-exported here for older imports.
@@ -165,14 +164,6 @@ def _rng_files(world_size: int) -> list[str]:
 
 
 # -- content checksums ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest_files(folder: Path) -> list[Path]:
     # Temporaries of an atomic write (`<name>.<host>.<pid>.tmp`) are not part of the checkpoint.
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
@@ -185,7 +176,7 @@ def write_manifest(folder: str | Path) -> Path:
     a checkpoint either has a full manifest or none.
     """
     folder = Path(folder)
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in _manifest_files(folder)}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in _manifest_files(folder)}
     manifest = {"format": 1, "algorithm": "sha256", "files": files}
     return atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
@@ -212,7 +203,7 @@ def manifest_problems(folder: str | Path, *, absent_ok: Iterable[str] = ()) -> l
                 problems.append(f"{name} is missing (listed in {MANIFEST})")
         elif file.stat().st_size != size:
             problems.append(f"{name} has {file.stat().st_size} bytes, {MANIFEST} recorded {size} (a partial copy?)")
-        elif _sha256(file) != digest:
+        elif file_sha256(file) != digest:
             problems.append(f"{name} does not match its checksum in {MANIFEST} (its bytes changed after the save)")
     return problems
 
