@@ -207,10 +207,13 @@ def docstring_sections(cls: type, prefix: str = "") -> dict[str, str]:
 
 
 def _docstring_sections(doc: str, fields: Collection[str], prefix: str = "") -> dict[str, str]:
+    import inspect
+
     sections: dict[str, str] = {}
     title = None
-    for line in doc.splitlines():
-        if line[:8].strip() or line[8:9] in ("", " "):  # titles and parameters sit at 8 spaces; notes deeper
+    # Indentation relative to the docstring's own (Python 3.13 strips it from __doc__, not from the source).
+    for line in inspect.cleandoc(doc).splitlines():
+        if line[:4].strip() or line[4:5] in ("", " "):  # titles and parameters sit at 4 spaces; notes deeper
             continue
         text = line.strip()
         if text.startswith("> "):

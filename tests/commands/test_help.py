@@ -189,5 +189,6 @@ def test_docstring_sections_read_the_titles_at_parameter_depth() -> None:
         fast: bool = False
         slow: bool = True
 
-    Args.__doc__ = (Args.__doc__ or "").replace("\n        ", "\n    ")  # the layout of TrainingArguments: 8 spaces
+    assert docstring_sections(Args, prefix="T: ") == {"fast": "T: Speed", "slow": "T: Speed"}
+    Args.__doc__ = (Args.__doc__ or "").replace("\n        ", "\n    ")  # TrainingArguments' depth: the same
     assert docstring_sections(Args, prefix="T: ") == {"fast": "T: Speed", "slow": "T: Speed"}
