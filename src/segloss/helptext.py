@@ -49,9 +49,16 @@ class _Module:
     tree: ast.Module
     package: str  # what a relative import starts from
 
-    def bound(self, name: str) -> Iterator[tuple[str, Any]]:
-        """Every statement of the module that binds ``name`` at its top level, in order (``if``/``try`` included)."""
-        return _bindings(self, self.tree.body, name)
+    def bound(self, name: str) -> list[tuple[str, Any]]:
+        """(kind, what) of every statement of the module that binds ``name`` at its top level, in order."""
+        return self._index.get(name, [])
+
+    @functools.cached_property
+    def _index(self) -> dict[str, list[tuple[str, Any]]]:
+        index: dict[str, list[tuple[str, Any]]] = {}
+        for name, kind, what in _bindings(self, self.tree.body):
+            index.setdefault(name, []).append((kind, what))
+        return index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,26 +116,24 @@ def _read_source(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _bindings(module: _Module, body: Sequence[ast.stmt], name: str) -> Iterator[tuple[str, Any]]:
+def _bindings(module: _Module, body: Sequence[ast.stmt]) -> Iterator[tuple[str, str, Any]]:
+    """(name, kind, what) of every statement of ``body`` that binds a name, in order, ``if``/``try`` blocks
+    included."""
     for node in body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
-            yield ("class" if isinstance(node, ast.ClassDef) else "function"), node
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            yield "value", node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-            if node.value is not None:
-                yield "value", node.value
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            yield node.name, ("class" if isinstance(node, ast.ClassDef) else "function"), node
+        elif isinstance(node, ast.Assign):
+            yield from ((t.id, "value", node.value) for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            yield node.target.id, "value", node.value
         elif isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                if (alias.asname or alias.name) == name:
-                    yield "import", (_absolute(module, node), alias.name)
+            source = _absolute(module, node)
+            yield from ((a.asname or a.name, "import", (source, a.name)) for a in node.names)
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if (alias.asname or alias.name) == name:
-                    yield "module", alias.name
+            yield from ((a.asname or a.name, "module", a.name) for a in node.names)
         elif isinstance(node, (ast.If, ast.Try)):  # `if TYPE_CHECKING:`, `if is_x_available(): … else: …`
             for block in (node.body, *(h.body for h in getattr(node, "handlers", ())), node.orelse):
-                yield from _bindings(module, block, name)
+                yield from _bindings(module, block)
 
 
 def _absolute(module: _Module, node: ast.ImportFrom) -> str:
