@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import yaml
 
 from segloss.fileio import atomic_write
-from segloss.helptext import SHORT_USAGE
+from segloss.helptext import CONFIG_HELP, SHORT_USAGE
 
 C = TypeVar("C")
 
@@ -143,7 +143,7 @@ def typed_parser(
         allow_abbrev=False,  # `--learning_rat 3` must be an error, not learning_rate=3
         formatter_class=_help_formatter(),
     )
-    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help=CONFIG_HELP)
     for each in (cls, *extra):
         parser.add_class_arguments(each, nested_key=None, as_group=False)
     fields = {f.name: f for each in (cls, *extra) for f in dataclasses.fields(each) if f.init}

@@ -1,8 +1,8 @@
 """The ``--help`` of a config dataclass, read from the source files of its classes instead of importing them.
 
 `segloss train`'s config is TRL's `SFTConfig`, a `transformers.TrainingArguments`: importing those classes imports
-torch, transformers' model stack and PEFT (6-8 s on a 2-core machine) only to print text that is written in their
-source. A dataclass field is one line of its class body: name, annotation, default and ``metadata={"help": ...}``
+torch, transformers' model stack and PEFT (7-12 s on the project's 2-core machine) to print text that is written in
+their source. A dataclass field is one line of its class body: name, annotation, default and ``metadata={"help": ...}``
 (``config_field(default, help=...)`` in segloss). :func:`source_class` reads them with `ast` from the files the
 import system would load (found through ``importlib.util.find_spec`` of the top-level package, which imports
 nothing), follows the base classes in Python's method resolution order (a subclass's field replaces its parent's in
@@ -30,6 +30,7 @@ from typing import Any
 
 # What `segloss.config._group_help` sets for a command whose flags sit in sections (`segloss train`).
 SHORT_USAGE = "%(prog)s [-h] [--config FILE] [--print_config] [--FIELD VALUE ...]"
+CONFIG_HELP = "YAML file of settings; flags win."  # the `--config` flag of `segloss.config.typed_parser`
 # jsonargparse's own options, which every typed parser has before the fields.
 _PRINT_CONFIG_HELP = (
     "Print the configuration after applying all other arguments and exit. The optional flags customizes the output "
@@ -446,7 +447,7 @@ def render_help(
     named in ``groups`` in titled sections, in the order the titles first appear, after the others."""
     top = [
         argparse.Action(["-h", "--help"], "help", nargs=0, help="Show this help message and exit."),
-        argparse.Action(["--config"], "config", help="YAML file of settings; flags win."),
+        argparse.Action(["--config"], "config", help=CONFIG_HELP),
         argparse.Action(["--print_config"], "print_config", nargs=1, metavar="\b[=flags]", help=_PRINT_CONFIG_HELP),
     ]
     groups = groups or {}
