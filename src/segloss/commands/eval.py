@@ -36,15 +36,20 @@ from typing import Any
 
 def parse(argv: Sequence[str], prog: str = "segloss eval") -> Any:
     """The `EvalConfig` of ``argv`` (``--config FILE`` + flags), every value typed like `segloss train`'s;
-    ``--help`` is served from a cache without importing torch (see `segloss.config.cached_help`)."""
-    from segloss.config import exit_with_cached_help, parse_config, typed_parser
+    ``--help`` is rendered from EvalConfig's source without importing torch (`segloss.helptext`)."""
+    from segloss.config import exit_with_help, parse_config, typed_parser
 
     def parser() -> Any:
         from segloss.evaluation.config import EvalConfig
 
         return typed_parser(EvalConfig, prog=prog, description=__doc__)
 
-    exit_with_cached_help(argv, prog, parser, ("jsonargparse",))
+    def text() -> str:
+        from segloss.helptext import render_help, source_class
+
+        return render_help(prog, __doc__, source_class("segloss.evaluation.config", "EvalConfig").fields)
+
+    exit_with_help(argv, text, parser)
     from segloss.evaluation.config import EvalConfig
 
     return parse_config(parser(), EvalConfig, argv)

@@ -27,14 +27,30 @@ from typing import Any
 def parse(argv: Sequence[str], prog: str = "segloss train") -> Any:
     """The `TrainConfig` of ``argv``; ``--help`` and ``--print_config`` print and exit like any parser.
 
-    ``--help`` is served from a cache (see `segloss.config.cached_help`) without importing torch or transformers.
+    ``--help`` is rendered from the source of the config classes (`segloss.helptext`) without importing torch,
+    transformers or TRL.
     """
-    from segloss.config import exit_with_cached_help
+    from segloss.config import exit_with_help
 
-    exit_with_cached_help(argv, prog, lambda: _parser(prog), ("transformers", "trl", "jsonargparse"))
+    exit_with_help(argv, lambda: _help_text(prog), lambda: _parser(prog))
     from segloss.training.config import parse_train_config
 
     return parse_train_config(argv, _parser(prog))
+
+
+def _help_text(prog: str) -> str:
+    """What ``_parser(prog).format_help()`` prints, read from source: TrainConfig's fields, TrainingArguments' and
+    SFTConfig's documentation sections, as `training.config` imports them."""
+    from segloss.config import TRAIN_HELP_SECTIONS, train_help_groups
+    from segloss.helptext import render_help, source_class
+
+    def read(name: str) -> Any:
+        return source_class("segloss.training.config", name)
+
+    config = read("TrainConfig")
+    documented = {name: (read(name).doc, read(name).names) for name, _ in TRAIN_HELP_SECTIONS}
+    groups = train_help_groups(config.names, read("SeglossArguments").names, documented)
+    return render_help(prog, __doc__, config.fields, groups)
 
 
 def _parser(prog: str) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 from segloss.config import check_choices, config_field
 from segloss.data.templates import TEMPLATES, TemplateName
-from segloss.models.loading import TORCH_DTYPES, TorchDtype
+from segloss.models.loading import TorchDtype
 
 __all__ = ["TEMPLATES", "EvalConfig"]
 
@@ -28,7 +28,7 @@ class EvalConfig:
     limit: int | None = config_field(None, help="Evaluate only the first N examples of the split.")
     few_shot: int = config_field(0, help="Number of training examples prepended as demonstrations (seeded choice).")
     template: TemplateName | None = config_field(
-        None, help=f"Prompt template: {', '.join(TEMPLATES)} (default: the run's, else plain)."
+        None, help="Prompt template, one of its type's values (default: the run's, else plain)."
     )
     stop_strings: bool = config_field(True, help="Stop generating at the dataset's stop strings and cut there.")
     max_new_tokens: int | None = config_field(None, help="Generation budget (default: per dataset, 256 math, 8 QA).")
@@ -52,7 +52,7 @@ class EvalConfig:
         "and the reference; exact_match compares those (empty: the whole completion).",
     )
     device: str | None = config_field(None, help="Device for the model (cpu, cuda, …; default: cuda if available).")
-    torch_dtype: TorchDtype = config_field("float32", help=f"Base weights dtype: {', '.join(TORCH_DTYPES)}.")
+    torch_dtype: TorchDtype = config_field("float32", help="Base weights dtype, one of the values listed.")
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.model is None):

@@ -27,10 +27,10 @@ from segloss.config import (
     check_choices,
     config_field,
     config_from_values,
-    docstring_sections,
     field_names,
     parse_config,
     resolve_input_path,
+    train_help_groups,
     typed_parser,
 )
 from segloss.data.templates import TemplateName
@@ -335,12 +335,8 @@ def train_parser(*, prog: str | None = None, description: str | None = None) -> 
     """The jsonargparse parser of `TrainConfig` (``--config FILE`` + one flag per field); ``--help`` lists
     segloss's own settings (and ``output_dir``) first, then the Trainer's and TRL's in the sections of their
     documentation."""
-    own = {f.name for f in dataclasses.fields(SeglossArguments)} | {"output_dir"}
-    sections = {
-        **docstring_sections(TrainingArguments, prefix="Trainer: "),
-        **docstring_sections(SFTConfig, prefix="TRL SFT: "),  # TRL's own fields, after the Trainer's
-    }
-    groups = {name: sections.get(name, "Trainer: other") for name in field_names(TrainConfig) if name not in own}
+    documented = {cls.__name__: (cls.__doc__ or "", field_names(cls)) for cls in (TrainingArguments, SFTConfig)}
+    groups = train_help_groups(field_names(TrainConfig), field_names(SeglossArguments), documented)
     return typed_parser(TrainConfig, prog=prog, description=description, groups=groups)
 
 
