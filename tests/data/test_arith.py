@@ -144,3 +144,22 @@ def test_path_and_empty_split_are_errors():
         load_examples("arith", "train", "/tmp/whatever")
     with pytest.raises(ValueError, match="empty"):
         load_examples("arith", "test", n_test=0)
+
+
+def test_problems_are_drawn_once_per_process_and_callers_get_their_own_records(monkeypatch):
+    """A grid worker loads the same split for every cell: the second load draws nothing and equals the first, and a
+    caller that edits its records does not change what the next caller gets."""
+    from segloss.data import arith
+
+    drawn = []
+    original = arith.generate_problem
+    monkeypatch.setattr(arith, "generate_problem", lambda *a, **k: drawn.append(1) or original(*a, **k))
+    options = {"n_train": 37, "n_validation": 5, "n_test": 11, "max_value": 60}  # a key no other test uses
+    builder = arith.ArithBuilder(**options)
+    first = builder.split_records("train", None, seed=3)
+    n_draws = len(drawn)
+    first[0]["question"] = "edited"
+    second = builder.split_records("train", None, seed=3)
+    assert n_draws >= 37 + 5 + 11 and len(drawn) == n_draws
+    assert second[0]["question"] != "edited" and len(second) == 37
+    assert load_examples("arith", "train", seed=3, **options) == load_examples("arith", "train", seed=3, **options)

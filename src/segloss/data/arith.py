@@ -39,6 +39,7 @@ generated after it (changing ``n_train`` leaves test and validation unchanged). 
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
@@ -244,38 +245,47 @@ class ArithBuilder(DatasetBuilder):
                 "arith is synthetic and takes no --data-path; size it with --dataset-options '{n_train: …}' instead"
             )
         self.source = f"arith(seed={seed})"
-        seen: set[str] = set()
-        for name in ("test", "validation", "train"):
-            records = self._generate(name, seed, seen)
-            if name == split:
-                return records
-        raise AssertionError(split)  # canonical_split() only lets the three names through
-
-    def _generate(self, split: str, seed: int, seen: set[str]) -> list[dict[str, Any]]:
-        o = self.options
-        n = o[f"n_{split}"]
-        rng = random.Random(stable_seed("arith", seed, split))
-        names = ("min_steps", "max_steps", "max_value", "max_factor", "ops", "distractors", "answer_format")
-        knobs = {k: o[k] for k in names}
-        records: list[dict[str, Any]] = []
-        attempts = 0
-        while len(records) < n:
-            attempts += 1
-            if attempts > 50 * n + 1000:
-                raise ValueError(
-                    f"arith: could not draw {n} distinct {split} problems with these options; "
-                    "raise max_value or max_steps, or lower the split sizes"
-                )
-            try:
-                question, answer = generate_problem(rng, **knobs)
-            except IndexError:  # no feasible operation (only * and / allowed and the value is stuck)
-                continue
-            if question not in seen:
-                seen.add(question)
-                records.append({"question": question, "answer": answer})
-        return records
+        pairs = _generated_split(split, seed, tuple(sorted(self.options.items())))
+        return [{"question": question, "answer": answer} for question, answer in pairs]
 
     def to_example(self, record: dict[str, Any], index: int, split: str, where: str) -> Example | None:
         return Example(
             id=f"arith-{split}-{index}", prompt=f"Question: {record['question']}\nAnswer: ", answer=record["answer"]
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _generated_split(split: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, str], ...]:
+    """The (question, answer) pairs of ``split``, drawn once per process: a grid worker or the demo fine-tunes many
+    cells on the same problems, and drawing 20,000 of them takes about a second each time. Splits are drawn test,
+    validation, train, each without the questions of the ones before (no overlap)."""
+    o = dict(options)
+    seen: set[str] = set()
+    for name in ("test", "validation", "train"):
+        pairs = _draw(name, o[f"n_{name}"], seed, o, seen)
+        if name == split:
+            return pairs
+    raise AssertionError(split)  # canonical_split() only lets the three names through
+
+
+def _draw(split: str, n: int, seed: int, o: dict[str, Any], seen: set[str]) -> tuple[tuple[str, str], ...]:
+    rng = random.Random(stable_seed("arith", seed, split))
+    names = ("min_steps", "max_steps", "max_value", "max_factor", "ops", "distractors", "answer_format")
+    knobs = {k: o[k] for k in names}
+    pairs: list[tuple[str, str]] = []
+    attempts = 0
+    while len(pairs) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(
+                f"arith: could not draw {n} distinct {split} problems with these options; "
+                "raise max_value or max_steps, or lower the split sizes"
+            )
+        try:
+            question, answer = generate_problem(rng, **knobs)
+        except IndexError:  # no feasible operation (only * and / allowed and the value is stuck)
+            continue
+        if question not in seen:
+            seen.add(question)
+            pairs.append((question, answer))
+    return tuple(pairs)
