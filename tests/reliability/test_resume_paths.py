@@ -152,3 +152,36 @@ def test_resume_with_the_model_spelled_from_another_directory_trains_to_the_same
     inputs = json.loads((interrupted / "segloss.json").read_text())["inputs"]  # still there after the last write
     assert inputs["model"]["given"] == relative and inputs["model"]["path"] == str(tiny_model_dir.resolve())
     _assert_same_adapter(interrupted, reference_run)
+
+
+def test_own_data_file_as_dataset_is_one_setting_in_every_spelling_and_a_moved_copy_is_accepted(
+    tmp_path, tiny_model_dir, monkeypatch
+) -> None:
+    """``--dataset my.jsonl`` (the user's own data) is an input path like ``data_path``: stored resolved, compared
+    resolved from another working directory, and a moved copy with the same content is accepted."""
+    rows = "".join(json.dumps({"prompt": f"{i}+2=", "completion": f"{i + 2}"}) + "\n" for i in range(6))
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "mine.jsonl").write_text(rows)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    config = tiny_config(tiny_model_dir, tmp_path / "run", dataset="../shared/mine.jsonl")
+    assert config.dataset == str((tmp_path / "shared" / "mine.jsonl").resolve())
+    write_run_files(config, config.run_dir, input_record(config))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = tiny_config(tiny_model_dir, tmp_path / "run", dataset="../shared/mine.jsonl", resume=True)
+    assert plan_resume(again).changes == {}
+    shutil.move(tmp_path / "shared" / "mine.jsonl", tmp_path / "moved.jsonl")
+    moved = plan_resume(
+        tiny_config(tiny_model_dir, tmp_path / "run", dataset=str(tmp_path / "moved.jsonl"), resume=True)
+    )
+    assert moved.changes == {} and set(moved.moved) == {"dataset"}
+
+
+def test_a_builtin_dataset_name_stays_a_name_beside_a_folder_of_that_name(
+    tmp_path, tiny_model_dir, monkeypatch
+) -> None:
+    (tmp_path / "arith").mkdir()  # a folder called like a built-in dataset in the working directory
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tiny_model_dir, tmp_path / "run", dataset="arith")
+    assert config.dataset == "arith" and "dataset" not in input_record(config)

@@ -140,16 +140,28 @@ class SeglossArguments:
 
 # Input paths stored resolved (config.yaml, the resume comparison); the spelling given is kept in `given_paths`.
 # A model that is no local path is a hub id and stays as given.
-PATH_FIELDS = {"model": True, "data_path": False}  # field → local_only
+# A dataset that is no built-in name and no local path is a hub id, and stays as given too.
+PATH_FIELDS = {"model": True, "data_path": False, "dataset": True}  # field → local_only
+
+
+def resolve_field_path(name: str, value: str | None) -> str | None:
+    """The stored spelling of input path field ``name`` (one of :data:`PATH_FIELDS`): resolved, except a built-in
+    dataset name, which means the built-in dataset even when a file or folder of that name lies in the working
+    directory (as `segloss.data.get_builder` reads it)."""
+    from segloss.data import DATASETS
+
+    if name == "dataset" and value in DATASETS:
+        return value
+    return resolve_input_path(value, local_only=PATH_FIELDS[name])
 
 
 def _resolve_paths(config: SeglossArguments) -> dict[str, str]:
     """Replace the input paths of ``config`` by their resolved spelling; returns ``{field: as given}`` of those that
     changed (config.yaml shows them)."""
     given = {}
-    for name, local_only in PATH_FIELDS.items():
+    for name in PATH_FIELDS:
         value = getattr(config, name)
-        resolved = resolve_input_path(value, local_only=local_only)
+        resolved = resolve_field_path(name, value)
         if resolved != value:
             given[name] = value
             setattr(config, name, resolved)

@@ -5,10 +5,10 @@ run ledger that keeps train_summary.json about the whole run across interruption
   and refuses any difference that changes training (loss, seed, data, model, optimiser, schedule, …), naming the
   fields, unless ``resume_allow_changes`` allows them (``True``: any field; a list: those fields) — then the old
   file is kept as ``config.before-step-<N>.yaml`` and the changes are recorded in the summary's ``resumes``.
-* Input paths (``model``, ``data_path``) are compared resolved (`segloss.config.resolve_input_path`): a trailing
-  slash, a relative or absolute spelling, another working directory name the same path. A different path holding
-  the same content (``segloss.json`` records each input's `content_fingerprint` at the start) is a moved copy and
-  accepted; otherwise it is a change, named with its path.
+* Input paths (``model``, ``data_path``, a ``dataset`` file or folder) are compared resolved
+  (`segloss.training.config.resolve_field_path`): a trailing slash, a relative or absolute spelling, another working
+  directory name the same path. A different path holding the same content (``segloss.json`` records each input's
+  `content_fingerprint` at the start) is a moved copy and accepted; otherwise it is a change, named with its path.
 * The checkpoint is the newest complete one whose files match their checksums
   (`segloss.training.checkpoints.choose_checkpoint`); one that fails to load anyway is skipped by :func:`fall_back`.
 * A run that already has ``train_summary.json`` is finished: resuming it says so and changes nothing.
@@ -30,7 +30,7 @@ import yaml
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from segloss.config import config_to_dict, field_names, resolve_input_path
+from segloss.config import config_to_dict, field_names
 from segloss.fileio import atomic_write, content_fingerprint
 
 # The run folder's file names live in segloss.rundir; re-exported here for older imports.
@@ -39,7 +39,7 @@ from segloss.rundir import RUN_INFO_NAME as RUN_INFO_NAME
 from segloss.rundir import SUMMARY_NAME as SUMMARY_NAME
 from segloss.rundir import TRAINER_STATE, RunDir, read_config_values, typed_config
 from segloss.training.checkpoints import CheckpointLoadError, choose_checkpoint
-from segloss.training.config import PATH_FIELDS, TrainConfig
+from segloss.training.config import PATH_FIELDS, TrainConfig, resolve_field_path
 
 logger = logging.getLogger("segloss.resume")
 ALLOW_CHANGES_FLAG = "--resume_allow_changes"
@@ -88,7 +88,8 @@ def input_record(config: Any) -> dict[str, dict[str, str | None]]:
     record: dict[str, dict[str, str | None]] = {}
     for name in PATH_FIELDS:
         path = getattr(config, name, None)
-        if path and Path(path).exists():
+        # Stored paths are resolved, so absolute; a built-in dataset name or a hub id is not a path here.
+        if path and Path(path).is_absolute() and Path(path).exists():
             given = config.given_paths.get(name, path)
             record[name] = {"path": path, "given": given, "fingerprint": content_fingerprint(path)}
     return record
@@ -169,7 +170,7 @@ def compare_settings(
 
 def _compare_path(name: str, old: Any, new: Any, recorded: dict[str, Any] | None, result: SettingsComparison) -> None:
     # A stored relative path (config.yaml of an older segloss) can only be read against today's working directory.
-    old_path = resolve_input_path(old, local_only=PATH_FIELDS[name]) if isinstance(old, str) else old
+    old_path = resolve_field_path(name, old) if isinstance(old, str) else old
     if old_path == new:
         return
     known = recorded.get("fingerprint") if recorded and recorded.get("path") == old_path else None
