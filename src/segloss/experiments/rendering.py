@@ -37,7 +37,7 @@ METHOD = (
     "standard errors clustered by seed and by problem (`statsmodels`). Verdict: shown better/worse when p < α; else "
     "shown equivalent within ±m when the TOST p < α; else inconclusive. Differences are in points (percentage "
     "points); the MDE is the difference the seed-level test detects with 80 % power. The relative change is "
-    "secondary: a bootstrap over seeds, resamples with a control mean of 0 dropped and counted."
+    "secondary: a delta-method t-interval over seeds (none when the control mean is 0)."
 )
 
 
@@ -121,11 +121,11 @@ def p_text(value: float | None) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
-def relative_text(value: float | None, ci: Sequence[float] | None, dropped: int | None) -> str:
+def relative_text(value: float | None, ci: Sequence[float] | None, compared: bool) -> str:
+    """The relative change with its interval; a compared pair without a ratio had a control mean of 0."""
     if value is None:
-        return "n/a (control 0)" if dropped else "–"
-    text = f"{100 * value:+.1f} % {interval(ci, 100.0, sign=True)}"
-    return text + (f" ({dropped} dropped)" if dropped else "")
+        return "n/a (control 0)" if compared else "–"
+    return f"{100 * value:+.1f} % {interval(ci, 100.0, sign=True)}"
 
 
 def format_study_table(item: dict[str, Any]) -> str:
@@ -133,7 +133,7 @@ def format_study_table(item: dict[str, Any]) -> str:
 
     Per arm: the mean score with its CI and per seed, then its comparison with CE on the same LoRA targets: the
     difference in points with its CI, p (Holm-adjusted), the number of paired seeds, the equivalence verdict (TOST
-    p), the MDE and the relative change (resamples dropped for a CE mean of 0 in brackets)."""
+    p), the MDE and the relative change with its interval (n/a for a CE mean of 0)."""
     metric = label(item["metric"])
     header = [
         "Loss",
@@ -162,7 +162,7 @@ def format_study_table(item: dict[str, Any]) -> str:
                 diff += f" vs {e['compared_with']}"
             p, eq_text = p_text(e["p_value"]), f"{eq['verdict']} ({p_text(eq['p_value'])})"
             mde = num(e["mde_points"])
-            rel = relative_text(e["rel_change_vs_ce"], e["rel_change_ci"], e["rel_change_dropped"])
+            rel = relative_text(e["rel_change_vs_ce"], e["rel_change_ci"], e["em_diff_points"] is not None)
         side = [num(e["iou"], 100.0), num(e["missing_steps"], digits=2), num(e["extra_steps"], digits=2)]
         seeds = str(e["n_seeds"])
         rows.append(
@@ -207,7 +207,7 @@ def format_comparisons_table(item: dict[str, Any]) -> str:
                 f"{p_text(eq['p_value'])} (±{eq['margin_points']:g})",
                 model_text,
                 f"{num(r.get('mde_points'))} / {num(r.get('mde_observed_points'))}",
-                relative_text(r["rel_change"], r["rel_change_ci"], r["rel_change_dropped"]),
+                relative_text(r["rel_change"], r["rel_change_ci"], r["diff_points"] is not None),
                 r["verdict"] + (" (fragile)" if r.get("fragile") else ""),
             ]
         )

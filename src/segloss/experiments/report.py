@@ -62,12 +62,11 @@ def study(
     cells: Sequence[CellResult | dict[str, Any]],
     *,
     metrics: dict[str, str] | None = None,
-    seed: int = 0,
     plan: StudyPlan | None = None,
 ) -> list[dict[str, Any]]:
     """Every (model, dataset) study of ``cells`` (results, or a store's done rows): arms, comparisons, tests and
     verdict sentences (:func:`segloss.experiments.analysis.study`, then :func:`rendering.describe`)."""
-    items = analysis.study(_results(cells), plan, seed=seed, metrics=metrics)
+    items = analysis.study(_results(cells), plan, metrics=metrics)
     rendering.describe(items)
     return items
 
@@ -173,7 +172,7 @@ def _write(
     failed: list[dict[str, Any]],
 ) -> Path:
     records = analysis.aggregate(cells, seed=seed)
-    items = study(cells, seed=seed, plan=plan)
+    items = study(cells, plan=plan)
     head = analysis.headline(items)
     points = sweep_points(cells)
     out.mkdir(parents=True, exist_ok=True)
