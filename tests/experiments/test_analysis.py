@@ -272,3 +272,18 @@ def test_a_difference_without_seed_to_seed_variation_is_inconclusive_not_signifi
     assert record["diff_points"] == 0.0 and record["seeds_vary"] is False
     assert record["p_value"] is None and record["equivalence"]["p_value"] is None and record["mde_points"] is None
     assert record["verdict"] == "inconclusive"
+
+
+def test_a_comparison_short_of_its_planned_seeds_is_interim_whatever_its_p():
+    cells = []
+    for s in range(4):
+        cells.append(_cell("ce", s, _correct(40 + s, 100)))
+        cells.append(_cell("lovasz", s, _correct(55 + s + s % 2, 100)))  # +15-16 points on every seed: p ≈ 1e-5
+    plan = StudyPlan(comparisons=[Comparison(treatment="lovasz", family="primary", planned_seeds=10)])
+    [record] = study(cells, plan)[0]["comparisons"]
+    assert record["p_value"] < 0.001 and record["significant"]  # the tests still run and are printed
+    assert record["verdict"] == record["equivalence"]["verdict"] == "interim (4 of 10 seeds)"
+    complete = StudyPlan(comparisons=[Comparison(treatment="lovasz", family="primary", planned_seeds=4)])
+    assert study(cells, complete)[0]["comparisons"][0]["verdict"] == "shown better"
+    with pytest.raises(ValueError, match="planned_seeds"):
+        Comparison(treatment="lovasz", planned_seeds=0)

@@ -73,12 +73,21 @@ class Comparison:
     family: str = config_field(DEFAULT_FAMILY, help="primary / exploratory: tested alone; other names: Holm families.")
     name: str | None = config_field(None, help="Short name in tables (default `treatment vs control`).")
     margin_points: float | None = config_field(None, help="Equivalence margin ±m points (default: the plan's).")
+    planned_seeds: int | None = config_field(
+        None,
+        help="Paired seeds the plan's analysis is for; with fewer finished, the tests are printed but the verdict is "
+        "`interim (k of n seeds)` (no stopping on an early look).",
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.treatment, str) or not self.treatment.strip():
             raise ValueError("comparisons: every comparison needs a `treatment` arm, e.g. {treatment: lovasz}")
         if self.margin_points is not None and not self.margin_points > 0:
             raise ValueError(f"comparisons.margin_points: a positive number of points, got {self.margin_points!r}")
+        if self.planned_seeds is not None and (isinstance(self.planned_seeds, bool) or self.planned_seeds < 1):
+            raise ValueError(
+                f"comparisons.planned_seeds: a positive number of seeds or null, got {self.planned_seeds!r}"
+            )
 
     @property
     def label(self) -> str:
@@ -408,6 +417,7 @@ def _empty_record(comparison: Comparison, metric: str, margin: float, seeds: lis
         "metric": metric,
         "lower_is_better": metric in LOWER_IS_BETTER,
         "n_seeds": len(seeds),
+        "planned_seeds": comparison.planned_seeds,
         "seeds": seeds,
         "n_problems": 0,
         **nothing,
@@ -495,6 +505,10 @@ def _verdict(record: dict[str, Any], plan: StudyPlan) -> None:
     else:
         compared = record["diff_points"] is not None
         record["verdict"], eq["verdict"] = ("inconclusive" if compared else "not compared"), "inconclusive"
+    planned = record["planned_seeds"]
+    if planned is not None and record["diff_points"] is not None and record["n_seeds"] < planned:
+        # An early look decides nothing: the plan's α holds for its analysis at the planned seeds only.
+        record["verdict"] = eq["verdict"] = f"interim ({record['n_seeds']} of {planned} seeds)"
     model = record["model"]
     if model is not None and model["p_value"] is not None and record["p_value_raw"] is not None:
         model["agrees"] = (model["p_value"] < plan.alpha) == (record["p_value_raw"] < plan.alpha)
