@@ -48,7 +48,8 @@ def _help_text(prog: str) -> str:
         return source_class("segloss.training.config", name)
 
     config = read("TrainConfig")
-    documented = {name: (read(name).doc, read(name).names) for name, _ in TRAIN_HELP_SECTIONS}
+    classes = {name: read(name) for name, _ in TRAIN_HELP_SECTIONS}  # each read once: doc and field names
+    documented = {name: (cls.doc, cls.names) for name, cls in classes.items()}
     groups = train_help_groups(config.names, read("SeglossArguments").names, documented)
     return render_help(prog, __doc__, config.fields, groups)
 
